@@ -1,0 +1,1 @@
+"""Control plane: resource models and validation, loaders, the compiler and the watcher."""

@@ -1,0 +1,248 @@
+"""Resolving AIServiceBackends into routing-table backends: endpoints, TLS and credentials."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from config.diagnostics import Diagnostics
+from config.loader import Resource
+from core.table import TLS, Backend, Endpoint
+
+# Schemas with a translator in this release; others load and answer 501.
+SUPPORTED_SCHEMAS = frozenset({"OpenAI"})
+DEFAULT_PREFIX = {"OpenAI": "/v1"}
+
+# BackendSecurityPolicy type -> (header, value template) sent upstream; the key is Secret data "apiKey".
+_API_KEY_HEADERS = {
+    "APIKey": ("authorization", "Bearer {}"),
+    "AzureAPIKey": ("api-key", "{}"),
+    "AnthropicAPIKey": ("x-api-key", "{}"),
+}
+_POLICY_FIELD = {"APIKey": "apiKey", "AzureAPIKey": "azureAPIKey", "AnthropicAPIKey": "anthropicAPIKey"}
+
+
+@dataclass
+class Objects:
+    """Resources indexed by kind and (namespace, name)."""
+
+    by_kind: dict[str, dict[tuple[str, str], Resource]]
+
+    @classmethod
+    def index(cls, resources: list[Resource]) -> Objects:
+        by_kind: dict[str, dict[tuple[str, str], Resource]] = {}
+        for r in resources:
+            by_kind.setdefault(r.kind, {})[(r.namespace, r.name)] = r
+        return cls(by_kind)
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        return self.by_kind.get(kind, {}).get((namespace, name))
+
+    def all(self, kind: str) -> list[Resource]:
+        return sorted(self.by_kind.get(kind, {}).values(), key=lambda r: r.order)
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, str, str]:
+    return status, code, message
+
+
+def secret_value(objs: Objects, namespace: str, name: str, key: str) -> str | None:
+    secret = objs.get("Secret", namespace, name)
+    if secret is None:
+        return None
+    string_data = secret.body.get("stringData") or {}
+    if key in string_data:
+        return str(string_data[key])
+    data = secret.body.get("data") or {}
+    if key in data:
+        try:
+            return base64.b64decode(str(data[key]), validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return None
+
+
+class BackendResolver:
+    """Builds each AIServiceBackend into a table Backend once, reporting what is missing."""
+
+    def __init__(self, objs: Objects, diags: Diagnostics):
+        self.objs = objs
+        self.diags = diags
+        self.backends: list[Backend] = []
+        self.index: dict[str, int] = {}
+        self.timeouts: dict[int, float] = {}  # deprecated AIServiceBackend timeouts, by backend index
+        self._policies = self._policies_by_target()
+        self._tls = self._tls_by_target()
+
+    def add(self, key: str, backend: Backend) -> int:
+        if key not in self.index:
+            self.index[key] = len(self.backends)
+            self.backends.append(backend)
+        return self.index[key]
+
+    def placeholder(self, key: str, status: int, code: str, message: str) -> int:
+        return self.add(key, Backend(key, "", None, "", (), None, (), (status, code, message)))
+
+    def resolve(self, namespace: str, name: str) -> int:
+        key = f"{namespace}/{name}"
+        if key in self.index:
+            return self.index[key]
+        res = self.objs.get("AIServiceBackend", namespace, name)
+        if res is None:
+            return self.placeholder(key, 503, "backend_not_found",
+                                    f"AIServiceBackend {key} does not exist (yet); add it to the configuration")
+        return self.add(key, self._build(res))
+
+    def _build(self, res: Resource) -> Backend:
+        spec = res.spec
+        key = f"{res.namespace}/{res.name}"
+        schema = spec["schema"]["name"]
+        version = spec["schema"].get("version")
+        prefix = (spec["schema"].get("prefix") or DEFAULT_PREFIX.get(schema, "/v1")).rstrip("/")
+        error = None
+        endpoints, tls, where = self._endpoints(res)
+        if isinstance(where, tuple):
+            error, endpoints = where, ()
+        auth, auth_error = self._credentials(res)
+        error = error or auth_error
+        if error is None and schema not in SUPPORTED_SCHEMAS:
+            error = _error(501, "schema_not_supported",
+                           f"AIServiceBackend {key} uses schema {schema}, which this gateway cannot translate to yet")
+        timeout = (spec.get("timeouts") or {}).get("request")
+        backend = Backend(key, schema, version, prefix, endpoints, tls, auth, error)
+        if timeout is not None:
+            from core.units import parse_duration
+            try:
+                self.timeouts[len(self.backends)] = parse_duration(timeout)
+            except ValueError as e:
+                self.diags.error(str(e), file=res.file, obj=res.ref, field="spec.timeouts.request")
+        return backend
+
+    def _endpoints(self, res: Resource) -> tuple[tuple[Endpoint, ...], TLS | None, Any]:
+        ref = res.spec["backendRef"]
+        ns = ref.get("namespace") or res.namespace
+        kind = ref.get("kind") or "Service"
+        name = ref["name"]
+        if kind == "Backend":
+            backend = self.objs.get("Backend", ns, name)
+            if backend is None:
+                msg = f"Backend {ns}/{name} (referenced by AIServiceBackend {res.namespace}/{res.name}) does not exist (yet)"
+                self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.backendRef")
+                return (), None, _error(503, "backend_not_found", msg)
+            return self._eg_backend(backend)
+        if kind == "Service":
+            port = ref.get("port")
+            if port is None:
+                self.diags.error("a Service backendRef needs a port", file=res.file, obj=res.ref, field="spec.backendRef.port")
+                return (), None, None
+            host = f"{name}.{ns}.svc.cluster.local"
+            return (Endpoint(host, int(port)),), self._tls.get(("Service", ns, name)), None
+        msg = f"backendRef kind {kind} is not supported (use Backend or Service)"
+        self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.backendRef.kind")
+        return (), None, _error(501, "backend_kind_not_supported", msg)
+
+    def _eg_backend(self, backend: Resource) -> tuple[tuple[Endpoint, ...], TLS | None, Any]:
+        spec = backend.spec
+        endpoints: list[Endpoint] = []
+        for i, ep in enumerate(spec.get("endpoints") or []):
+            if ep.get("fqdn"):
+                endpoints.append(Endpoint(ep["fqdn"]["hostname"], int(ep["fqdn"]["port"])))
+            elif ep.get("ip"):
+                endpoints.append(Endpoint(ep["ip"]["address"], int(ep["ip"]["port"])))
+            else:
+                self.diags.warning("only fqdn and ip endpoints are supported; endpoint skipped",
+                                   file=backend.file, obj=backend.ref, field=f"spec.endpoints[{i}]")
+        tls = self._tls.get(("Backend", backend.namespace, backend.name)) or self._inline_tls(backend)
+        if not endpoints:
+            msg = f"Backend {backend.namespace}/{backend.name} has no usable endpoint"
+            return (), None, _error(503, "backend_no_endpoints", msg)
+        return tuple(endpoints), tls, None
+
+    def _ca_bundle(self, owner: Resource, refs: list[dict[str, Any]], field: str) -> str | None:
+        pems = []
+        for i, ref in enumerate(refs):
+            kind = ref.get("kind") or "ConfigMap"
+            obj = self.objs.get(kind, owner.namespace, ref["name"])
+            pem = None
+            if obj is not None and kind == "ConfigMap":
+                pem = (obj.body.get("data") or {}).get("ca.crt")
+            elif obj is not None and kind == "Secret":
+                pem = secret_value(self.objs, owner.namespace, ref["name"], "ca.crt")
+            if pem is None:
+                self.diags.warning(f"{kind} {owner.namespace}/{ref['name']} with key ca.crt does not exist (yet)",
+                                   file=owner.file, obj=owner.ref, field=f"{field}[{i}]")
+                continue
+            pems.append(pem)
+        return "\n".join(pems) if pems else None
+
+    def _inline_tls(self, backend: Resource) -> TLS | None:
+        tls = backend.spec.get("tls")
+        if not tls:
+            return None
+        ca = self._ca_bundle(backend, tls.get("caCertificateRefs") or [], "spec.tls.caCertificateRefs")
+        return TLS(ca, tls.get("sni"), not tls.get("insecureSkipVerify", False))
+
+    def _tls_by_target(self) -> dict[tuple[str, str, str], TLS]:
+        out: dict[tuple[str, str, str], TLS] = {}
+        for pol in self.objs.all("BackendTLSPolicy"):
+            validation = pol.spec["validation"]
+            ca = self._ca_bundle(pol, validation.get("caCertificateRefs") or [], "spec.validation.caCertificateRefs")
+            tls = TLS(ca, validation.get("hostname"), True)
+            for ref in pol.spec["targetRefs"]:
+                out[(ref.get("kind") or "Service", pol.namespace, ref["name"])] = tls
+        return out
+
+    def _policies_by_target(self) -> dict[tuple[str, str], Resource]:
+        out: dict[tuple[str, str], Resource] = {}
+        for pol in self.objs.all("BackendSecurityPolicy"):
+            for ref in pol.spec.get("targetRefs") or []:
+                if (ref.get("kind") or "AIServiceBackend") == "AIServiceBackend":
+                    out[(pol.namespace, ref["name"])] = pol
+        for sb in self.objs.all("AIServiceBackend"):
+            old = sb.spec.get("backendSecurityPolicyRef")
+            if old:
+                pol = self.objs.get("BackendSecurityPolicy", sb.namespace, old["name"])
+                if pol is not None:
+                    out[(sb.namespace, sb.name)] = pol
+                else:
+                    self.diags.warning(f"BackendSecurityPolicy {sb.namespace}/{old['name']} does not exist (yet)",
+                                       file=sb.file, obj=sb.ref, field="spec.backendSecurityPolicyRef")
+        return out
+
+    def _credentials(self, res: Resource) -> tuple[tuple[tuple[str, str], ...], Any]:
+        pol = self._policies.get((res.namespace, res.name))
+        if pol is None:
+            return (), None
+        ptype = pol.spec["type"]
+        if ptype not in _API_KEY_HEADERS:
+            msg = f"BackendSecurityPolicy {pol.namespace}/{pol.name} of type {ptype} is not supported yet"
+            self.diags.warning(msg, file=pol.file, obj=pol.ref, field="spec.type")
+            return (), _error(501, "credentials_not_supported", msg)
+        holder = pol.spec.get(_POLICY_FIELD[ptype])
+        if not holder:
+            self.diags.error(f"type {ptype} needs spec.{_POLICY_FIELD[ptype]}", file=pol.file, obj=pol.ref,
+                             field=f"spec.{_POLICY_FIELD[ptype]}")
+            return (), None
+        ref = holder["secretRef"]
+        ns = ref.get("namespace") or pol.namespace
+        key = secret_value(self.objs, ns, ref["name"], "apiKey")
+        if key is None:
+            msg = f"Secret {ns}/{ref['name']} with key apiKey (used by BackendSecurityPolicy {pol.namespace}/{pol.name}) does not exist (yet)"
+            self.diags.warning(msg, file=pol.file, obj=pol.ref, field=f"spec.{_POLICY_FIELD[ptype]}.secretRef")
+            return (), _error(503, "credentials_not_found", msg)
+        header, template = _API_KEY_HEADERS[ptype]
+        return ((header, template.format(key)),), None
+
+
+def backend_from_url(url: str, api_key: str | None, name: str = "modelyard/default") -> Backend:
+    """A backend for zero-config use: an OpenAI-compatible base URL such as http://127.0.0.1:11434/v1."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid backend URL {url!r} (expected e.g. http://127.0.0.1:11434/v1)")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    tls = TLS(None, None, True) if parts.scheme == "https" else None
+    auth = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    return Backend(name, "OpenAI", None, parts.path.rstrip("/") or "/v1", (Endpoint(parts.hostname, port),), tls, auth)

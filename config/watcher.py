@@ -1,0 +1,156 @@
+"""The config watcher: load -> validate -> compile -> publish, again whenever a file changes.
+
+Changes are noticed through watchfiles (inotify and friends) and, as a safety
+net for filesystems and volume types that drop events, a cheap fingerprint of
+the files (path, inode, size, mtime) taken every second. Deleting a rule, an
+object or a whole file is just another change: the next table no longer has it.
+A configuration with errors is reported and the last good table keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import msgspec
+import watchfiles
+
+from config.compiler import CompileOptions, compile_table
+from config.diagnostics import Diagnostic, Diagnostics
+from config.loader import YAML_SUFFIXES, LoadResult, expand_paths, load_paths
+from core.shm import TableSegment
+from core.table import Table, encode_table
+
+log = logging.getLogger("modelyard.config")
+
+POLL_INTERVAL = 1.0
+
+
+def fingerprint(paths: Sequence[str]) -> tuple[tuple[str, int, int, int], ...]:
+    out = []
+    for f in expand_paths(paths, Diagnostics()):
+        try:
+            st = os.stat(f)
+        except OSError:
+            continue
+        out.append((f, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+class ConfigWatcher:
+    def __init__(self, paths: Sequence[str], options: CompileOptions, segment: TableSegment | None,
+                 on_reload: Callable[[bool, int], None] = lambda ok, generation: None):
+        self.paths = list(paths)
+        self.on_reload = on_reload  # (compiled?, generation in use), for metrics
+        self.options = options
+        self.segment = segment
+        # A restarted watcher continues the numbering, so workers notice its first table.
+        self.generation = segment.generation() if segment is not None else 0
+        self.table: Table | None = None
+        self.summary: list[str] = []
+        self.errors: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
+        self.loaded_at: float | None = None
+        self.last_attempt_at: float | None = None
+        self._unknown_kinds: set[str] = set()
+        self._reported: set[str] = set()
+        self._payload = b""
+        self._fingerprint: tuple[tuple[str, int, int, int], ...] = ()
+
+    def reload(self) -> bool:
+        """Load and compile everything; publish when it compiled and differs. True when it compiled."""
+        self.last_attempt_at = time.time()
+        self._fingerprint = fingerprint(self.paths)
+        diags = Diagnostics()
+        result = load_paths(self.paths, diags, self._unknown_kinds) if self.paths else LoadResult()
+        self.options.mtimes = {f: _mtime(f) for f in result.files}
+        compiled = compile_table(result.resources, diags, self.options)
+        self._report(diags)
+        if diags.errors:
+            self.errors = diags.errors
+            self.on_reload(False, self.generation)
+            if self.table is not None:
+                log.error("configuration has %d error(s); still serving generation %d", len(diags.errors), self.generation)
+            return False
+        self.errors = []
+        self.warnings = diags.warnings
+        self.summary = compiled.summary
+        payload = encode_table(compiled.table)
+        if payload == self._payload:
+            return True
+        self._payload = payload
+        self.generation += 1
+        self.table = msgspec.structs.replace(compiled.table, generation=self.generation)
+        if self.segment is not None:
+            self.segment.publish(encode_table(self.table), self.generation)
+        self.loaded_at = time.time()
+        self.on_reload(True, self.generation)
+        log.info("published routing table generation %d (%d rules, %d models)", self.generation,
+                 len(self.table.rules), len(self.table.models))
+        return True
+
+    def _report(self, diags: Diagnostics) -> None:
+        # Warnings are logged once each; errors every time a load fails.
+        for d in diags.items:
+            text = str(d)
+            if d.severity == "error":
+                log.error("%s", text)
+            elif text not in self._reported:
+                self._reported.add(text)
+                log.warning("%s", text)
+
+    def changed(self) -> bool:
+        return fingerprint(self.paths) != self._fingerprint
+
+    async def run(self) -> None:
+        """Reload on every change until cancelled."""
+        if not self.paths:
+            return
+        wake = asyncio.Event()
+        tasks = [asyncio.create_task(self._watch(dirs, recursive, wake)) for dirs, recursive in self._watch_sets()]
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(wake.wait(), POLL_INTERVAL)
+                except asyncio.TimeoutError:
+                    pass
+                wake.clear()
+                if self.changed():
+                    self.reload()
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def _watch_sets(self) -> list[tuple[list[str], bool]]:
+        dirs = [p for p in self.paths if Path(p).is_dir()]
+        parents = sorted({str(Path(p).resolve().parent) for p in self.paths if not Path(p).is_dir()})
+        return [(d, r) for d, r in ((dirs, True), (parents, False)) if d]
+
+    @staticmethod
+    async def _watch(dirs: list[str], recursive: bool, wake: asyncio.Event) -> None:
+        def relevant(_change: watchfiles.Change, path: str) -> bool:
+            return path.endswith(YAML_SUFFIXES) or os.path.basename(path).startswith("..")
+
+        while True:
+            existing = [d for d in dirs if os.path.isdir(d)]
+            if not existing:
+                await asyncio.sleep(POLL_INTERVAL)
+                continue
+            try:
+                async for _ in watchfiles.awatch(*existing, watch_filter=relevant, recursive=recursive,
+                                                 debounce=50, step=20):
+                    wake.set()
+            except Exception as e:  # the poll loop still notices changes
+                log.warning("file watching stopped (%s); falling back to polling", e)
+                return
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0

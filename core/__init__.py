@@ -1,0 +1,1 @@
+"""Pure, I/O-free building blocks shared by the control and data planes."""

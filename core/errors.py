@@ -1,0 +1,28 @@
+"""Client-facing error bodies, encoded once per distinct message."""
+
+from __future__ import annotations
+
+import msgspec
+
+_encode = msgspec.json.encode
+
+# HTTP status -> OpenAI error "type", as the OpenAI API names them.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error(status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
+    """The body OpenAI returns for an error: {"error": {"message", "type", "param", "code"}}."""
+    etype = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return _encode({"error": {"message": message, "type": etype, "param": param, "code": code}})
+
+
+def sse_error_event(message: str, code: str) -> bytes:
+    """An SSE event that OpenAI clients surface as an APIError when a stream fails midway."""
+    return b"data: " + _encode({"error": {"message": message, "type": "server_error", "param": None, "code": code}}) + b"\n\n"

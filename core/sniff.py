@@ -1,0 +1,48 @@
+"""Read only what routing needs from a JSON request body."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Sniffed(msgspec.Struct):
+    # Everything else in the body is skipped by the decoder without building Python objects.
+    model: object = None
+    stream: object = False
+
+
+class SniffError(ValueError):
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+_decoder = msgspec.json.Decoder(Sniffed)
+
+
+def sniff(body: bytes) -> Sniffed:
+    """The body's `model` and `stream`; SniffError when the body is not a JSON object."""
+    try:
+        found = _decoder.decode(body)
+    except msgspec.ValidationError as e:
+        raise SniffError(f"The request body must be a JSON object ({e}).", "invalid_json") from None
+    except msgspec.DecodeError as e:
+        raise SniffError(f"The request body is not valid JSON: {e}.", "invalid_json") from None
+    return found
+
+
+_raw_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_encode = msgspec.json.encode
+
+
+def rewrite_body(body: bytes, model: str | None, set_fields: tuple[tuple[str, bytes], ...],
+                 remove_fields: tuple[str, ...]) -> bytes:
+    """The body with its top-level fields changed; nested values are copied verbatim, never decoded."""
+    fields = _raw_object.decode(body)
+    for name in remove_fields:
+        fields.pop(name, None)
+    for name, raw in set_fields:
+        fields[name] = msgspec.Raw(raw)
+    if model is not None:
+        fields["model"] = msgspec.Raw(_encode(model))
+    return _encode(fields)

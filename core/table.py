@@ -1,0 +1,115 @@
+"""The compiled routing table: the whole contract between the control and data planes.
+
+The config watcher builds a Table from Kubernetes resources and publishes it as
+msgpack into shared memory; workers decode it and never see YAML. Everything a
+request needs is precomputed here: match entries ordered by precedence, an
+exact-model index, resolved backends with credentials and TLS material.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+# Header condition kinds.
+EXACT = 0
+REGEX = 1
+
+# The header a request's model is exposed as to matching (the body's value wins).
+MODEL_HEADER = "x-ai-eg-model"
+
+
+class HeaderCond(msgspec.Struct, array_like=True, frozen=True):
+    name: str  # lower-case header name
+    kind: int  # EXACT or REGEX (full match)
+    value: str
+
+
+class MatchEntry(msgspec.Struct, array_like=True, frozen=True):
+    """One `matches[]` item of one rule. Its index in Table.entries is its precedence rank."""
+
+    rule: int
+    conds: tuple[HeaderCond, ...]  # besides the exact model condition it is indexed under
+
+
+class BackendRef(msgspec.Struct, array_like=True, frozen=True):
+    backend: int  # index into Table.backends
+    weight: int
+    priority: int
+    model_override: str | None
+    timeout: float  # seconds for the whole request; 0 = none
+    header_set: tuple[tuple[str, str], ...] = ()  # backend-level merged under route-level
+    header_remove: tuple[str, ...] = ()
+    body_set: tuple[tuple[str, bytes], ...] = ()  # top-level field -> raw JSON value
+    body_remove: tuple[str, ...] = ()
+
+
+class Rule(msgspec.Struct, array_like=True, frozen=True):
+    route: str  # namespace/name of the AIGatewayRoute
+    name: str  # the rule's name, or its index
+    refs: tuple[BackendRef, ...]
+    # When the rule cannot serve (every backend missing or unsupported): status and message.
+    error: tuple[int, str, str] | None = None  # (status, code, message)
+
+
+class Endpoint(msgspec.Struct, array_like=True, frozen=True):
+    host: str  # hostname or IP as written in the Backend; also the Host header and TLS name
+    port: int
+
+
+class TLS(msgspec.Struct, array_like=True, frozen=True):
+    ca_pem: str | None  # CA bundle from ConfigMaps/Secrets; None = system CAs
+    server_name: str | None  # SNI and verification name; None = the endpoint host
+    verify: bool = True
+
+
+class Backend(msgspec.Struct, array_like=True, frozen=True):
+    name: str  # namespace/name of the AIServiceBackend
+    schema: str
+    version: str | None
+    prefix: str  # path prefix of the OpenAI-style API, e.g. "/v1"
+    endpoints: tuple[Endpoint, ...]
+    tls: TLS | None
+    auth_headers: tuple[tuple[str, str], ...] = ()  # secret material: never logged or shown
+    error: tuple[int, str, str] | None = None  # (status, code, message) when it cannot serve
+
+
+class ModelInfo(msgspec.Struct, array_like=True, frozen=True):
+    id: str
+    owned_by: str
+    created: int
+
+
+class RouteInfo(msgspec.Struct, array_like=True, frozen=True):
+    """Route-level facts kept for accounting, status pages and later features."""
+
+    name: str  # namespace/name
+    rules: int
+    costs: tuple[tuple[str, str, str | None], ...] = ()  # (metadataKey, type, cel)
+
+
+class Table(msgspec.Struct, frozen=True):
+    generation: int
+    entries: tuple[MatchEntry, ...]
+    # model -> ascending entry indices whose exact x-ai-eg-model condition names it,
+    # cut after the first entry that needs nothing else (nothing after it can win).
+    exact: dict[str, tuple[int, ...]]
+    generic: tuple[int, ...]  # entries without an exact model condition, cut the same way
+    rules: tuple[Rule, ...]
+    backends: tuple[Backend, ...]
+    models: tuple[ModelInfo, ...]
+    routes: tuple[RouteInfo, ...]
+    resolve: dict[str, str]  # "host:port" -> "addr:port", like curl --resolve
+    body_limit: int = 50 * 1024 * 1024
+    listen_port: int | None = None
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Table)
+
+
+def encode_table(table: Table) -> bytes:
+    return _encoder.encode(table)
+
+
+def decode_table(data: bytes | memoryview) -> Table:
+    return _decoder.decode(data)

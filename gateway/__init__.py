@@ -1,0 +1,1 @@
+"""Data plane: the RSGI app, proxying and streaming, admin, metrics, the CLI and supervisor."""

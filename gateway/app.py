@@ -1,0 +1,166 @@
+"""The RSGI application every Granian worker runs: read, sniff, match, pick, forward.
+
+The routing table comes from shared memory (MODELYARD_TABLE names the segment).
+A timer task checks its generation every 100 ms and swaps in a new
+GenerationState; each request reads that reference once, so a reload never
+changes a request midway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from core.errors import openai_error
+from core.shm import TableSegment
+from core.sniff import SniffError, sniff
+from core.table import MODEL_HEADER, decode_table
+from gateway import metrics
+from gateway.proxy import JSON_HEADERS, Upstream, forward
+from gateway.state import OPERATIONS, GenerationState
+
+log = logging.getLogger("modelyard.worker")
+
+POLL_INTERVAL = 0.1
+
+
+def error_response(proto: Any, status: int, message: str, code: str) -> int:
+    proto.response_bytes(status, JSON_HEADERS, openai_error(status, message, code))
+    return status
+
+
+class GatewayApp:
+    def __init__(self) -> None:
+        self.state: GenerationState | None = None
+        self.segment: TableSegment | None = None
+        self.upstream = Upstream()
+
+    # -- worker lifecycle (Granian RSGI hooks) -------------------------------------------------
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        path = os.environ.get("MODELYARD_TABLE")
+        if path:
+            self.segment = TableSegment.attach(path)
+            self._refresh()
+        loop.create_task(self._watch_table())
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.upstream.close())
+
+    def _refresh(self) -> None:
+        assert self.segment is not None
+        if self.state is not None and self.segment.generation() == self.state.generation:
+            return
+        generation, data = self.segment.read()
+        if generation == 0:
+            return
+        table = decode_table(data)
+        self.state = GenerationState(table)
+        self.upstream.set_resolve(table.resolve)
+
+    async def _watch_table(self) -> None:
+        await self.upstream.start()
+        while self.segment is not None:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                self._refresh()
+            except Exception:  # a bad table must not take the worker down; keep serving the last one
+                log.exception("could not load the published routing table; keeping the previous one")
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return
+        path = scope.path
+        suffix = OPERATIONS.get(path)
+        if suffix is not None and scope.method == "POST":
+            await self._proxy(scope, proto, suffix)
+        elif path == "/v1/models" and scope.method == "GET":
+            self._models(proto)
+        elif suffix is not None or path == "/v1/models":
+            error_response(proto, 405, f"Method {scope.method} is not allowed on {path}.", "method_not_allowed")
+        else:
+            error_response(proto, 404, f"Unknown endpoint {path}. This gateway serves /v1/chat/completions, "
+                           "/v1/completions, /v1/embeddings and /v1/models.", "unknown_endpoint")
+
+    def _models(self, proto: Any) -> None:
+        state = self.state
+        if state is None:
+            error_response(proto, 503, "No configuration is loaded yet.", "not_ready")
+            return
+        proto.response_bytes(200, JSON_HEADERS, state.models_body)
+
+    async def _read_body(self, scope: Any, proto: Any, limit: int) -> bytes | None:
+        """The request body, or None (after answering 413) when it is over the limit."""
+        length = scope.headers.get("content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > limit:
+                error_response(proto, 413, f"The request body is {length} bytes; the limit is {limit}.",
+                               "request_too_large")
+                return None
+            return await proto()
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in proto:
+            size += len(chunk)
+            if size > limit:
+                error_response(proto, 413, f"The request body is over the {limit}-byte limit.", "request_too_large")
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _proxy(self, scope: Any, proto: Any, suffix: str) -> None:
+        started = time.perf_counter()
+        state = self.state
+        if state is None:
+            error_response(proto, 503, "No configuration is loaded yet.", "not_ready")
+            return
+        route, backend_name, status = "", "", 0
+        try:
+            body = await self._read_body(scope, proto, state.body_limit)
+            if body is None:
+                status = 413
+                return
+            try:
+                sniffed = sniff(body)
+            except SniffError as e:
+                status = error_response(proto, 400, str(e), e.code)
+                return
+            model = sniffed.model
+            if model is None:
+                model = scope.headers.get(MODEL_HEADER)
+                if model is None:
+                    status = error_response(proto, 400, "The request body has no 'model' field.", "missing_model")
+                    return
+            elif not isinstance(model, str):
+                status = error_response(proto, 400, "The 'model' field must be a string.", "invalid_model")
+                return
+            rule = state.router.match(model, scope.headers)
+            if rule is None:
+                status = error_response(proto, 404, _no_route_message(model, state), "model_not_found")
+                return
+            route = rule.rule.route
+            if rule.error is not None:
+                err_status, code, message = rule.error
+                status = error_response(proto, err_status, message, code)
+                return
+            ref = state.pick(rule)
+            backend_name = ref.backend.name
+            status = await forward(self.upstream, scope, proto, body, suffix, ref, sniffed.stream is True)
+        finally:
+            metrics.observe(route, backend_name, status, time.perf_counter() - started)
+
+
+def _no_route_message(model: str, state: GenerationState) -> str:
+    names = state.model_list
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    available = f"Available models: {shown}." if names else "No models are configured."
+    return (f"No route matches model {model!r}. {available} To send every other model to one backend, "
+            "add a rule without `matches` (a catch-all) to an AIGatewayRoute, or start the gateway with --backend URL.")
+
+
+app = GatewayApp()

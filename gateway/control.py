@@ -1,0 +1,106 @@
+"""The control process: the config watcher and the admin server on one event loop.
+
+It is the only process that reads configuration files. It publishes compiled
+tables into the shared segment and reports its first load to the supervisor,
+which refuses to start the workers on a configuration that does not compile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import setproctitle
+from aiohttp import web
+
+from config.compiler import CompileOptions
+from config.watcher import ConfigWatcher
+from core.shm import TableSegment
+
+
+@dataclass
+class RunOptions:
+    config: list[str]
+    backend: str | None
+    api_key: str | None
+    host: str
+    port: int | None  # None: the Gateway listener's port, else 1975
+    admin_port: int
+    workers: int
+    resolve: dict[str, str] = field(default_factory=dict)
+    grace: float = 30.0
+    table_path: str = ""
+    log_level: str = "info"
+
+
+@dataclass
+class FirstLoad:
+    ok: bool
+    summary: list[str]
+    errors: list[str]
+    warnings: list[str]
+    listen_port: int | None
+    generation: int
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | None = None) -> int:
+    """Entry point of the control process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us in order
+    setproctitle.setproctitle("modelyard control")
+    setup_logging(opts.log_level)
+    from gateway import metrics
+
+    def on_reload(ok: bool, generation: int) -> None:
+        metrics.CONFIG_RELOADS.labels("ok" if ok else "error").inc()
+        metrics.CONFIG_GENERATION.set(generation)
+
+    segment = TableSegment.attach(opts.table_path, writable=True)
+    watcher = ConfigWatcher(
+        opts.config, CompileOptions(resolve=opts.resolve, default_backend=opts.backend, default_api_key=opts.api_key),
+        segment, on_reload,
+    )
+    ok = watcher.reload()
+    if conn is not None:
+        table = watcher.table
+        conn.send(FirstLoad(ok, watcher.summary, [str(e) for e in watcher.errors], [str(w) for w in watcher.warnings],
+                            table.listen_port if table else None, watcher.generation))
+        port = conn.recv() if ok else None  # the supervisor answers with the port the workers listen on
+        conn.close()
+    else:
+        port = listen_port
+    if not ok or port is None:
+        return 1
+    asyncio.run(_serve(watcher, opts, port))
+    return 0
+
+
+async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
+    from gateway.admin import ListenerProbe, build_admin_app
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    runner = web.AppRunner(build_admin_app(watcher, ListenerProbe(opts.host, port)), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, opts.host, opts.admin_port, reuse_address=True).start()
+    watch = asyncio.create_task(watcher.run())
+    parent = os.getppid()
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                if os.getppid() != parent:  # the supervisor is gone: do not linger as an orphan
+                    break
+    finally:
+        watch.cancel()
+        await runner.cleanup()

@@ -1,0 +1,1 @@
+"""Load-testing tools: the mock OpenAI-compatible backend and benchmark helpers."""

@@ -1,0 +1,735 @@
+"""A fast mock of an OpenAI-compatible LLM server, for tests and benchmarks.
+
+Serves chat completions, legacy completions, embeddings and the model list in
+OpenAI's wire format (SSE framing included) from Granian RSGI workers. Latency,
+token counts, failures and stalls are configurable per process (CLI flags) and
+per request (``x-mock-*`` headers), and the last requests each worker received
+can be read back from ``GET /mock/requests``.
+
+Run it with ``python -m loadtest.mock_backend --port 8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import itertools
+import os
+import random
+import socket
+import stat
+import sys
+import time
+from array import array
+from collections import deque
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+from granian.rsgi import ProtocolClosed
+
+ENV_VAR = "MODELYARD_MOCK_CONFIG"
+APP_TARGET = "loadtest.mock_backend:app"
+RECORD_LIMIT = 1000
+HANG_SECONDS = 3600.0
+DEFAULT_MODEL = "mock-model"
+FINGERPRINT = "fp_mock"
+
+
+class MockConfig(msgspec.Struct, frozen=True):
+    """Per-process settings, handed to Granian workers as JSON in ``ENV_VAR``."""
+
+    models: tuple[str, ...] = ()
+    latency_ms: float = 0.0
+    ttft_ms: float = 0.0
+    itl_ms: float = 0.0
+    tokens: int = 16
+    error_rate: float = 0.0
+    stall_rate: float = 0.0
+    name: str = "mock"
+    embedding_dim: int = 8
+
+
+def config_from_env() -> MockConfig:
+    raw = os.environ.get(ENV_VAR)
+    return msgspec.json.decode(raw, type=MockConfig) if raw else MockConfig()
+
+
+# --- request bodies: only the fields the mock looks at are decoded ----------
+
+
+class _ChatRequest(msgspec.Struct):
+    model: Any = None
+    messages: Any = None
+    stream: Any = False
+    stream_options: Any = None
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+
+
+class _CompletionRequest(msgspec.Struct):
+    model: Any = None
+    prompt: Any = None
+    stream: Any = False
+    stream_options: Any = None
+    max_tokens: Any = None
+
+
+class _EmbeddingRequest(msgspec.Struct):
+    model: Any = None
+    input: Any = None
+    encoding_format: Any = None
+    dimensions: Any = None
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_any = msgspec.json.Decoder().decode
+_decode_chat = msgspec.json.Decoder(_ChatRequest).decode
+_decode_completion = msgspec.json.Decoder(_CompletionRequest).decode
+_decode_embedding = msgspec.json.Decoder(_EmbeddingRequest).decode
+
+_INVALID_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+    "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
+)
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    429: "rate_limit_exceeded",
+}
+_ERROR_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+
+
+def _error_type(status: int) -> str:
+    if status >= 500:
+        return "server_error"
+    return _ERROR_TYPES.get(status, "invalid_request_error")
+
+
+class _BadRequest(Exception):
+    """A client error; carries the OpenAI error fields."""
+
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+
+# --- deterministic content ----------------------------------------------------
+
+_TOKENS: list[bytes] = []
+
+
+def _token(i: int) -> bytes:
+    """``tok{i} `` as bytes; grown on demand and kept, so streams only index a list."""
+    while len(_TOKENS) <= i:
+        _TOKENS.append(b"tok%d " % len(_TOKENS))
+    return _TOKENS[i]
+
+
+@lru_cache(maxsize=64)
+def _content(n: int) -> str:
+    # The concatenation of the streamed deltas, so streamed and whole answers agree.
+    return "".join(f"tok{i} " for i in range(n))
+
+
+def _text_tokens(text: str) -> int:
+    return -(-len(text) // 4)  # ceil(chars / 4): the usual rough estimate
+
+
+def _chat_prompt_tokens(messages: list[Any]) -> int:
+    chars = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                text = part.get("text") if isinstance(part, dict) else None
+                if isinstance(text, str):
+                    chars += len(text)
+    return max(1, -(-chars // 4))
+
+
+def _is_token_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(t) is int for t in value)
+
+
+def _completion_prompt_tokens(prompt: Any) -> int:
+    if isinstance(prompt, str):
+        return max(1, _text_tokens(prompt))
+    if _is_token_list(prompt):
+        return len(prompt)
+    if isinstance(prompt, list) and prompt:
+        total = 0
+        for item in prompt:
+            if isinstance(item, str):
+                total += _text_tokens(item)
+            elif _is_token_list(item):
+                total += len(item)
+            else:
+                raise _BadRequest(400, "Invalid value for 'prompt'.", "prompt")
+        return max(1, total)
+    raise _BadRequest(400, "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
+
+
+def _embedding_inputs(value: Any) -> list[tuple[bytes, int]]:
+    """Each input as (cache key, token estimate)."""
+    if isinstance(value, str):
+        return [(value.encode(), max(1, _text_tokens(value)))]
+    if _is_token_list(value):
+        return [(_encode(value), len(value))]
+    if isinstance(value, list) and value:
+        out: list[tuple[bytes, int]] = []
+        for item in value:
+            if isinstance(item, str):
+                out.append((item.encode(), max(1, _text_tokens(item))))
+            elif _is_token_list(item):
+                out.append((_encode(item), len(item)))
+            else:
+                raise _BadRequest(400, "'$.input' is invalid. Please check the API reference.", "input")
+        return out
+    raise _BadRequest(400, "Missing required parameter: 'input'.", "input", "missing_required_parameter")
+
+
+@lru_cache(maxsize=4096)
+def _vector(key: bytes, dim: int) -> array:
+    """A float32 vector in [-1, 1) derived from a hash of the input: stable across runs and hosts."""
+    raw = array("h", hashlib.shake_128(key).digest(2 * dim))
+    if sys.byteorder == "big":
+        raw.byteswap()
+    return array("f", [v / 32768.0 for v in raw])
+
+
+@lru_cache(maxsize=4096)
+def _vector_b64(key: bytes, dim: int) -> str:
+    vec = _vector(key, dim)
+    if sys.byteorder == "big":  # the wire format is little-endian float32
+        vec = array("f", vec)
+        vec.byteswap()
+    return base64.b64encode(vec.tobytes()).decode("ascii")
+
+
+@lru_cache(maxsize=4096)
+def _vector_floats(key: bytes, dim: int) -> list[float]:
+    return _vector(key, dim).tolist()
+
+
+async def _abort_connection(client: str) -> None:
+    """Cut the TCP connection to ``client`` ("host:port") under Granian's feet.
+
+    RSGI has no abort: a handler that returns or raises still gets a clean
+    chunked terminator. So find this worker's socket whose peer is the client
+    and shut it down; the peer then sees EOF in the middle of the body, like a
+    crashed backend. The short sleep lets Granian flush the chunks already sent.
+    """
+    await asyncio.sleep(0.02)
+    host, _, port = client.rpartition(":")
+    peer = (host.strip("[]"), int(port))
+    for fd in _socket_fds():
+        try:
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                name = sock.getpeername()
+                if (_plain_host(name[0]), name[1]) == peer:
+                    sock.shutdown(socket.SHUT_RDWR)  # acts on the shared socket, not just our dup
+                    return
+        except (OSError, ValueError):
+            continue
+
+
+def _plain_host(host: str) -> str:
+    return host[7:] if host.startswith("::ffff:") else host
+
+
+def _socket_fds() -> list[int]:
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no procfs (macOS): probe the usual range
+        names = [str(i) for i in range(3, 4096)]
+    fds = []
+    for name in names:
+        try:
+            if stat.S_ISSOCK(os.fstat(int(name)).st_mode):
+                fds.append(int(name))
+        except OSError:
+            continue
+    return fds
+
+
+def _usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _legacy_usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _int_header(headers: Any, name: str) -> int | None:
+    value = headers.get(name)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _include_usage(stream_options: Any) -> bool:
+    return isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+
+
+class _Stream(msgspec.Struct):
+    """The pre-encoded pieces of one SSE response; every chunk is ``head + choice + tail``."""
+
+    head: bytes  # b'data: {"id":...,"choices":['
+    tail: bytes  # b'],"usage":null}\n\n' or b']}\n\n'
+    first: bytes | None  # chat's role chunk choice
+    token_open: bytes
+    token_close: bytes
+    finish: bytes
+    usage: bytes | None
+
+
+# --- the RSGI application -----------------------------------------------------
+
+
+class MockApp:
+    """The RSGI app; one instance per worker process, configured from ``ENV_VAR``."""
+
+    def __init__(self, config: MockConfig | None = None) -> None:
+        self._requests: deque[tuple[str, str, str, Any, bytes]] = deque(maxlen=RECORD_LIMIT)
+        self._ids = itertools.count(1)
+        self.configure(config or MockConfig())
+
+    def configure(self, config: MockConfig) -> None:
+        """Precompute everything that does not depend on the request."""
+        self.config = config
+        self._models = frozenset(config.models)
+        self._id_prefix = os.urandom(4).hex()
+        name = ("x-mock-name", config.name)
+        self._json_headers = [("content-type", "application/json"), name]
+        self._text_headers = [("content-type", "text/plain; charset=utf-8"), name]
+        self._sse_headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), name]
+        self._retry_headers = [*self._json_headers, ("retry-after", "1")]
+        created = int(time.time())
+        self._models_body = _encode({
+            "object": "list",
+            "data": [self._model_object(m, created) for m in (config.models or (DEFAULT_MODEL,))],
+        })
+        self._created = created
+
+    def __rsgi_init__(self, loop: Any) -> None:
+        # The app may have been imported before the supervisor set the variable.
+        self.configure(config_from_env())
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        path: str = scope.path
+        method: str = scope.method
+        if path == "/health":
+            proto.response_bytes(200, self._text_headers, b"ok")
+            return
+        if path == "/mock/requests":
+            self._serve_requests(method, proto)
+            return
+        body: bytes = await proto()
+        headers = scope.headers
+        # Keep the headers object itself: turning it into a dict is deferred to GET /mock/requests.
+        self._requests.append((method, path, scope.query_string, headers, body))
+        try:
+            if await self._apply_controls(headers, proto):
+                return
+            await self._dispatch(scope, method, path, body, proto)
+        except _BadRequest as e:
+            self._error(proto, e.status, e.message, e.param, e.code, e.kind)
+
+    async def _apply_controls(self, headers: Any, proto: Any) -> bool:
+        """Header- and rate-driven misbehaviour; True when the request is already answered."""
+        delay = _int_header(headers, "x-mock-delay-ms")
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        hang = headers.get("x-mock-hang")
+        cfg = self.config
+        if (hang and hang != "0") or (cfg.stall_rate and random.random() < cfg.stall_rate):
+            await self._hang(proto)
+            return True
+        status = _int_header(headers, "x-mock-status")
+        if status is not None and 400 <= status <= 599:
+            self._error(proto, status, f"Mock error (x-mock-status: {status})", None, _ERROR_CODES.get(status))
+            return True
+        if cfg.error_rate and random.random() < cfg.error_rate:
+            self._error(proto, 500, "The server had an error while processing your request. Sorry about that!")
+            return True
+        return False
+
+    async def _hang(self, proto: Any) -> None:
+        # Wait for the client to leave rather than a bare sleep, so abandoned hangs do not pile up.
+        try:
+            await asyncio.wait_for(proto.client_disconnect(), HANG_SECONDS)
+        except TimeoutError:
+            self._error(proto, 504, "Mock hang timed out")
+
+    async def _dispatch(self, scope: Any, method: str, path: str, body: bytes, proto: Any) -> None:
+        if path.endswith("/") and len(path) > 1:
+            path = path.rstrip("/")
+        if method == "POST":
+            if path.endswith("/chat/completions"):
+                return await self._chat(scope, body, proto)
+            if path.endswith("/completions"):
+                return await self._completions(scope, body, proto)
+            if path.endswith("/embeddings"):
+                return await self._embeddings(body, proto)
+        elif method == "GET":
+            if path.endswith("/models"):
+                proto.response_bytes(200, self._json_headers, self._models_body)
+                return None
+            _, sep, model = path.rpartition("/models/")
+            if sep and model:
+                self._check_model(model)
+                proto.response_bytes(200, self._json_headers, _encode(self._model_object(model, self._created)))
+                return None
+        self._error(proto, 404, f"Invalid URL ({method} {path})", kind="invalid_request_error")
+        return None
+
+    # --- endpoints ---
+
+    async def _chat(self, scope: Any, body: bytes, proto: Any) -> None:
+        headers = scope.headers
+        req = self._decode(_decode_chat, body)
+        model = self._require_model(req.model)
+        messages = req.messages
+        if messages is None:
+            raise _BadRequest(400, "Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
+        if not isinstance(messages, list) or not messages:
+            raise _BadRequest(
+                400, "Invalid 'messages': expected a non-empty array of message objects.", "messages", "empty_array"
+            )
+        limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        n, finish = self._token_count(headers, limit)
+        prompt = _chat_prompt_tokens(messages)
+        rid = self._new_id("chatcmpl-")
+        if req.stream is True:
+            stream = self._chat_stream(rid, model, finish, prompt, n, _include_usage(req.stream_options))
+            return await self._send_stream(scope, proto, stream, n)
+        await self._latency()
+        proto.response_bytes(200, self._json_headers, _encode({
+            "id": rid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": _content(n), "refusal": None, "annotations": []},
+                "logprobs": None,
+                "finish_reason": finish,
+            }],
+            "usage": _usage(prompt, n),
+            "service_tier": "default",
+            "system_fingerprint": FINGERPRINT,
+        }))
+        return None
+
+    async def _completions(self, scope: Any, body: bytes, proto: Any) -> None:
+        headers = scope.headers
+        req = self._decode(_decode_completion, body)
+        model = self._require_model(req.model)
+        prompt = _completion_prompt_tokens(req.prompt)
+        n, finish = self._token_count(headers, req.max_tokens)
+        rid = self._new_id("cmpl-")
+        if req.stream is True:
+            stream = self._completion_stream(rid, model, finish, prompt, n, _include_usage(req.stream_options))
+            return await self._send_stream(scope, proto, stream, n)
+        await self._latency()
+        proto.response_bytes(200, self._json_headers, _encode({
+            "id": rid,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"text": _content(n), "index": 0, "logprobs": None, "finish_reason": finish}],
+            "usage": _legacy_usage(prompt, n),
+            "system_fingerprint": FINGERPRINT,
+        }))
+        return None
+
+    async def _embeddings(self, body: bytes, proto: Any) -> None:
+        req = self._decode(_decode_embedding, body)
+        model = self._require_model(req.model)
+        inputs = _embedding_inputs(req.input)
+        dim = req.dimensions if type(req.dimensions) is int and req.dimensions > 0 else self.config.embedding_dim
+        fmt = req.encoding_format
+        if fmt == "base64":
+            vector = _vector_b64
+        elif fmt is None or fmt == "float":
+            vector = _vector_floats
+        else:
+            raise _BadRequest(400, f"Invalid value for 'encoding_format': {fmt!r}.", "encoding_format")
+        data = [{"object": "embedding", "index": i, "embedding": vector(key, dim)} for i, (key, _) in enumerate(inputs)]
+        tokens = sum(t for _, t in inputs)
+        await self._latency()
+        proto.response_bytes(200, self._json_headers, _encode({
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }))
+
+    # --- streaming ---
+
+    def _chunk_head(self, rid: str, obj: bytes, model: str) -> bytes:
+        return b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"system_fingerprint":"%s","choices":[' % (
+            rid.encode(), obj, int(time.time()), _encode(model), FINGERPRINT.encode()
+        )
+
+    def _chat_stream(self, rid: str, model: str, finish: str, prompt: int, n: int, usage: bool) -> _Stream:
+        return _Stream(
+            head=self._chunk_head(rid, b"chat.completion.chunk", model),
+            tail=b'],"usage":null}\n\n' if usage else b"]}\n\n",
+            first=b'{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
+                  b'"logprobs":null,"finish_reason":null}',
+            token_open=b'{"index":0,"delta":{"content":"',
+            token_close=b'"},"logprobs":null,"finish_reason":null}',
+            finish=b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"%s"}' % finish.encode(),
+            usage=_encode(_usage(prompt, n)) if usage else None,
+        )
+
+    def _completion_stream(self, rid: str, model: str, finish: str, prompt: int, n: int, usage: bool) -> _Stream:
+        return _Stream(
+            head=self._chunk_head(rid, b"text_completion", model),
+            tail=b'],"usage":null}\n\n' if usage else b"]}\n\n",
+            first=None,
+            token_open=b'{"text":"',
+            token_close=b'","index":0,"logprobs":null,"finish_reason":null}',
+            finish=b'{"text":"","index":0,"logprobs":null,"finish_reason":"%s"}' % finish.encode(),
+            usage=_encode(_legacy_usage(prompt, n)) if usage else None,
+        )
+
+    async def _send_stream(self, scope: Any, proto: Any, s: _Stream, n: int) -> None:
+        transport = proto.response_stream(200, self._sse_headers)
+        try:
+            await self._write_stream(scope, transport, s, n)
+        except ProtocolClosed:
+            pass  # the client left mid-stream: normal under load tests, not worth a traceback
+
+    async def _write_stream(self, scope: Any, transport: Any, s: _Stream, n: int) -> None:
+        die_after = _int_header(scope.headers, "x-mock-die-after")
+        cfg = self.config
+        if cfg.ttft_ms:
+            await asyncio.sleep(cfg.ttft_ms / 1000)
+        send = transport.send_bytes
+        head, tail, itl = s.head, s.tail, cfg.itl_ms / 1000
+        if s.first is not None:
+            await send(head + s.first + tail)
+        sent = n if die_after is None else min(n, max(die_after, 0))
+        for i in range(sent):
+            if i and itl:
+                await asyncio.sleep(itl)
+            await send(head + s.token_open + _token(i) + s.token_close + tail)
+        if die_after is not None:
+            await _abort_connection(scope.client)
+            return
+        await send(head + s.finish + tail)
+        if s.usage is not None:
+            await send(head + b'],"usage":' + s.usage + b"}\n\n")
+        await send(b"data: [DONE]\n\n")
+
+    # --- helpers ---
+
+    @staticmethod
+    def _decode(decoder: Any, body: bytes) -> Any:
+        try:
+            return decoder(body)
+        except msgspec.ValidationError as e:
+            raise _BadRequest(400, f"Invalid request body: {e}") from None
+        except msgspec.DecodeError:
+            raise _BadRequest(400, _INVALID_JSON) from None
+
+    def _require_model(self, model: Any) -> str:
+        if not isinstance(model, str) or not model:
+            raise _BadRequest(400, "you must provide a model parameter")
+        self._check_model(model)
+        return model
+
+    def _check_model(self, model: str) -> None:
+        if self._models and model not in self._models:
+            raise _BadRequest(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                None,
+                "model_not_found",
+                "invalid_request_error",  # what OpenAI sends for an unknown model
+            )
+
+    def _token_count(self, headers: Any, limit: Any) -> tuple[int, str]:
+        n = _int_header(headers, "x-mock-tokens")
+        if n is None or n < 0:
+            n = self.config.tokens
+        if type(limit) is int and 0 <= limit < n:
+            return limit, "length"
+        return n, "stop"
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{self._id_prefix}{next(self._ids):08x}"
+
+    async def _latency(self) -> None:
+        if self.config.latency_ms:
+            await asyncio.sleep(self.config.latency_ms / 1000)
+
+    @staticmethod
+    def _model_object(model: str, created: int) -> dict[str, Any]:
+        return {"id": model, "object": "model", "created": created, "owned_by": "mock"}
+
+    def _error(
+        self, proto: Any, status: int, message: str, param: str | None = None, code: str | None = None,
+        kind: str | None = None,
+    ) -> None:
+        error = {"message": message, "type": kind or _error_type(status), "param": param, "code": code}
+        body = _encode({"error": error})
+        proto.response_bytes(status, self._retry_headers if status == 429 else self._json_headers, body)
+
+    def _serve_requests(self, method: str, proto: Any) -> None:
+        if method == "GET":
+            proto.response_bytes(200, self._json_headers, _encode([self._describe(r) for r in self._requests]))
+        elif method == "DELETE":
+            count = len(self._requests)
+            self._requests.clear()
+            proto.response_bytes(200, self._json_headers, _encode({"cleared": count}))
+        else:
+            self._error(proto, 405, f"Method {method} not allowed on /mock/requests")
+
+    @staticmethod
+    def _describe(record: tuple[str, str, str, Any, bytes]) -> dict[str, Any]:
+        method, path, query, headers, body = record
+        parsed: Any = None
+        if body:
+            try:
+                parsed = _decode_any(body)
+            except msgspec.DecodeError:
+                parsed = None
+        return {
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": {k.lower(): v for k, v in headers.items()},
+            "body": parsed,
+            "raw_len": len(body),
+        }
+
+
+app = MockApp(config_from_env())
+
+
+# --- CLI --------------------------------------------------------------------------
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME",
+                        help="model to serve (repeatable); others get 404 model_not_found. Default: any model")
+    parser.add_argument("--latency-ms", type=_non_negative, default=0.0, metavar="N",
+                        help="delay before a non-streaming response")
+    parser.add_argument("--ttft-ms", type=_non_negative, default=0.0, metavar="N",
+                        help="delay before the first streamed chunk")
+    parser.add_argument("--itl-ms", type=_non_negative, default=0.0, metavar="N",
+                        help="delay between streamed token chunks")
+    parser.add_argument("--tokens", type=int, default=16, metavar="N", help="completion tokens per response")
+    parser.add_argument("--error-rate", type=_fraction, default=0.0, metavar="F",
+                        help="fraction of requests answered 500 server_error")
+    parser.add_argument("--stall-rate", type=_fraction, default=0.0, metavar="F",
+                        help="fraction of requests never answered")
+    parser.add_argument("--name", default="mock", help="value of the x-mock-name response header")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="Granian worker processes")
+    parser.add_argument("--tls-cert", default=None, metavar="PATH", help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-key", default=None, metavar="PATH", help="private key for --tls-cert")
+    parser.add_argument("--embedding-dim", type=int, default=8, metavar="N", help="embedding vector length")
+
+
+def config_from_args(args: argparse.Namespace) -> MockConfig:
+    return MockConfig(
+        models=tuple(args.model or ()),
+        latency_ms=args.latency_ms,
+        ttft_ms=args.ttft_ms,
+        itl_ms=args.itl_ms,
+        tokens=max(0, args.tokens),
+        error_rate=args.error_rate,
+        stall_rate=args.stall_rate,
+        name=args.name,
+        embedding_dim=max(1, args.embedding_dim),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; Granian's supervisor handles SIGINT/SIGTERM."""
+    from pathlib import Path
+
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("mock: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    os.environ[ENV_VAR] = _encode(config_from_args(args)).decode()
+    tls = bool(args.tls_cert)
+    server = Server(
+        APP_TARGET,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.RSGI,
+        workers=max(1, args.workers),
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        backlog=4096,
+        log_level=LogLevels.warning,
+        ssl_cert=Path(args.tls_cert) if tls else None,
+        ssl_key=Path(args.tls_key) if tls else None,
+    )
+    print(f"mock listening on {'https' if tls else 'http'}://{args.host}:{args.port}", flush=True)
+    server.serve()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.mock_backend", description="Mock OpenAI-compatible LLM backend"
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

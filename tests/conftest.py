@@ -1,0 +1,120 @@
+"""Fixtures that start real gateway and mock-backend processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Proc, free_port, http_request, modelyard, wait_http
+
+
+class Mock:
+    def __init__(self, name: str, *extra: str):
+        self.name = name
+        self.port = free_port()
+        self.proc = Proc(modelyard("mock", "--port", str(self.port), "--name", name, *extra))
+        wait_http(self.port, "/health", proc=self.proc)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict]:
+        _, _, body = http_request(self.port, "GET", "/mock/requests")
+        return json.loads(body)
+
+    def clear(self) -> None:
+        http_request(self.port, "DELETE", "/mock/requests")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Gateway:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, workers: int = 2, wait: bool = True):
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.proc = Proc(
+            modelyard("run", "--host", "127.0.0.1", "--port", str(self.port), "--admin-port", str(self.admin_port),
+                      "--workers", str(workers), *args),
+            env=env,
+        )
+        if wait:
+            wait_http(self.admin_port, "/readyz", proc=self.proc, timeout=30)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def post(self, path: str, body: object = None, headers: dict[str, str] | None = None, **kw) -> tuple[int, dict, bytes]:
+        return http_request(self.port, "POST", path, body, headers, **kw)
+
+    def chat(self, model: str, headers: dict[str, str] | None = None, **extra) -> tuple[int, dict, dict]:
+        status, hdrs, body = self.post("/v1/chat/completions",
+                                       {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra},
+                                       headers)
+        return status, hdrs, json.loads(body)
+
+    def config(self) -> dict:
+        return json.loads(http_request(self.admin_port, "GET", "/config")[2])
+
+    def stop(self) -> int:
+        return self.proc.stop()
+
+
+@pytest.fixture
+def start_mock() -> Iterator:
+    started: list[Mock] = []
+
+    def start(name: str = "mock", *extra: str) -> Mock:
+        m = Mock(name, *extra)
+        started.append(m)
+        return m
+
+    yield start
+    for m in started:
+        m.stop()
+
+
+@pytest.fixture
+def start_gateway() -> Iterator:
+    started: list[Gateway] = []
+
+    def start(*args: str, **kw) -> Gateway:
+        g = Gateway(*args, **kw)
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        g.stop()
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def openai_backend(name: str, host: str, port: int, namespace: str = "default", extra: str = "") -> str:
+    """YAML for an AIServiceBackend and its Backend at host:port."""
+    return textwrap.dedent(f"""\
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: AIServiceBackend
+        metadata: {{name: {name}, namespace: {namespace}}}
+        spec:
+          schema: {{name: OpenAI}}
+          backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
+        """) + textwrap.indent(textwrap.dedent(extra), "  ") + textwrap.dedent(f"""\
+        ---
+        apiVersion: gateway.envoyproxy.io/v1alpha1
+        kind: Backend
+        metadata: {{name: {name}, namespace: {namespace}}}
+        spec:
+          endpoints:
+            - fqdn: {{hostname: {host}, port: {port}}}
+        ---
+        """)

@@ -1,0 +1,121 @@
+"""Helpers for tests that start real processes on 127.0.0.1 and stop them by PID."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO.parent / "shared" / "examples"
+if not EXAMPLES.is_dir():  # a checkout with shared/ inside it
+    EXAMPLES = REPO / "shared" / "examples"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A child process with its output captured to a file, stopped by PID."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None):
+        self.args = list(args)
+        full_env = dict(os.environ)
+        full_env.pop("OPENAI_BASE_URL", None)
+        full_env.pop("OPENAI_API_KEY", None)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        if env:
+            full_env.update(env)
+        self.log_path = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"modelyard-test-{os.getpid()}-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO),
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        # Reap anything the process group left behind.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+        return self.popen.returncode
+
+
+def modelyard(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", *args]
+
+
+def http_request(
+    port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+    timeout: float = 10.0, raw: bytes | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One plain HTTP/1.1 request; returns (status, lower-cased headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    hdrs = {"content-type": "application/json", **(headers or {})}
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_http(port: int, path: str = "/", timeout: float = 20.0, proc: Proc | None = None, status: int | None = 200) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | str = ""
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"process exited early ({proc.popen.returncode}):\n{proc.output()}")
+        try:
+            code, _, _ = http_request(port, "GET", path, timeout=2)
+            if status is None or code == status:
+                return
+            last = f"status {code}"
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    out = proc.output() if proc else ""
+    raise TimeoutError(f"127.0.0.1:{port}{path} not ready: {last}\n{out}")
+
+
+def wait_for(pred, timeout: float = 5.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
