@@ -144,7 +144,9 @@ def _read_document(doc: Any, file: str, order: int, diags: Diagnostics,
     problems = list(validate(spec_kind.document, doc))
     for path, message in problems:
         diags.error(message, file=file, obj=ref, field=path)
-    if problems:
+    # Unknown fields leave the rest intact, so compiling it still finds further mistakes;
+    # a wrong type or a missing field does not, and the object is left out.
+    if any(not message.startswith("unknown field") for _, message in problems):
         return None
     for path, advice in deprecated_fields(spec_kind.document, doc):
         diags.warning(advice, file=file, obj=ref, field=path)

@@ -1,0 +1,22 @@
+# Two entry points, each works on a fresh machine with Python 3.11+, pip and make:
+#   make demo   installs the gateway and starts it on a demo config with the bundled mock backend
+#   make test   installs the gateway with its test extras and runs the whole test suite
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# No virtual environment is assumed: allow installing next to a distribution's Python
+# (PEP 668) and keep pip quiet about running as root or about its own version.
+export PIP_BREAK_SYSTEM_PACKAGES := 1
+export PIP_ROOT_USER_ACTION := ignore
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test install
+
+install:
+	$(PIP) install --quiet -e '.[test]'
+
+demo:
+	$(PIP) install --quiet -e .
+	$(PYTHON) -m gateway demo
+
+test: install
+	$(PYTHON) -m pytest -q
