@@ -42,6 +42,8 @@ spec:
       backendRefs: [{{name: azure}}]
     - matches: [{{headers: [{{name: x-ai-eg-model, value: ghost}}]}}]
       backendRefs: [{{name: not-defined-yet}}]
+    - matches: [{{headers: [{{name: x-ai-eg-model, value: pair}}]}}]
+      backendRefs: [{{name: pair}}]
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: ClientTrafficPolicy
@@ -92,6 +94,21 @@ metadata: {{name: mock-slow, namespace: default}}
 spec:
   endpoints: [{{fqdn: {{hostname: slow.mock.test, port: 80}}}}]
 ---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: pair, namespace: default}}
+spec:
+  schema: {{name: OpenAI}}
+  backendRef: {{name: pair, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: pair, namespace: default}}
+spec:
+  endpoints:
+    - ip: {{address: 127.0.0.1, port: {a}}}
+    - ip: {{address: 127.0.0.1, port: {slow}}}
+---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend
 metadata: {{name: down, namespace: default}}
@@ -105,7 +122,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     mock_a = Mock("mock-a")
     mock_slow = Mock("mock-slow", "--itl-ms", "80", "--tokens", "8")
     cfg = tmp_path_factory.mktemp("proxy") / "config.yaml"
-    cfg.write_text(CONFIG.format(a=mock_a.port, down=free_port()))
+    cfg.write_text(CONFIG.format(a=mock_a.port, slow=mock_slow.port, down=free_port()))
     gw = Gateway("--config", str(cfg), "--resolve", f"slow.mock.test:80=127.0.0.1:{mock_slow.port}")
     yield gw, mock_a, mock_slow
     gw.stop()
@@ -173,7 +190,7 @@ def test_completions_embeddings_and_models(env, client: openai.OpenAI) -> None:
     floats = client.embeddings.create(model="plain", input="x", encoding_format="float")
     assert isinstance(floats.data[0].embedding[0], float)
     ids = {m.id: m.owned_by for m in client.models.list()}
-    assert set(ids) == {"chat-a", "plain", "streamer", "slow", "down", "azure", "ghost"}
+    assert set(ids) == {"chat-a", "plain", "streamer", "slow", "down", "azure", "ghost", "pair"}
     assert ids["plain"] == "Envoy AI Gateway"
 
 
@@ -257,3 +274,13 @@ def test_client_sent_model_header_does_not_override_the_body(env) -> None:
     status, _, body = env[0].post("/v1/chat/completions", {"model": "plain", "messages": [{"role": "user", "content": "x"}]},
                                   {"x-ai-eg-model": "down"})
     assert status == 200 and json.loads(body)["model"] == "plain"
+
+
+def test_endpoints_of_one_backend_share_load(env) -> None:
+    names = []
+    for _ in range(40):
+        status, headers, _ = env[0].chat("pair")
+        assert status == 200
+        names.append(headers["x-mock-name"])
+    assert {"mock-a", "mock-slow"} == set(names)
+    assert min(names.count("mock-a"), names.count("mock-slow")) >= 10
