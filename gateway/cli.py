@@ -85,15 +85,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.control import RunOptions
     from gateway.supervisor import run
 
-    backend, api_key = args.backend, None
+    backend, api_key, source = args.backend, None, "--backend"
     if not args.config and not backend:
         backend = os.environ.get("OPENAI_BASE_URL")
         api_key = os.environ.get("OPENAI_API_KEY")
+        source = "OPENAI_BASE_URL" + (", API key from OPENAI_API_KEY" if api_key else "")
         if not backend:
-            backend = OLLAMA_URL
-            print(f"modelyard: no --config, --backend or OPENAI_BASE_URL; routing every model to {OLLAMA_URL}")
+            backend, source = OLLAMA_URL, "no --config, --backend or OPENAI_BASE_URL given: a local Ollama"
     elif backend:
         api_key = os.environ.get("OPENAI_API_KEY") if not args.config else None
+        source += ", API key from OPENAI_API_KEY" if api_key else ""
     if backend:
         from config.backends import backend_from_url
         try:
@@ -104,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         config=list(args.config), backend=backend, api_key=api_key, host=args.host, port=args.port,
         admin_port=args.admin_port, workers=args.workers, resolve=dict(args.resolve), grace=args.grace,
-        log_level=args.log_level,
+        log_level=args.log_level, backend_source=source if backend else "",
     )
     return run(opts)
 

@@ -35,6 +35,7 @@ class RunOptions:
     grace: float = 30.0
     table_path: str = ""
     log_level: str = "info"
+    backend_source: str = ""  # where --backend came from, for the start-up banner
 
 
 @dataclass

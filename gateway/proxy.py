@@ -115,7 +115,10 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     if ref.rewrite:
         r = ref.ref
         body = rewrite_body(body, r.model_override, r.body_set, r.body_remove)
-    url = backend.url(suffix)
+    url, host = backend.target(suffix)
+    headers = _request_headers(scope, ref)
+    if host is not None:
+        headers["host"] = host
     if scope.query_string:
         url = url.with_query(scope.query_string)
     session = upstream.session
@@ -125,12 +128,15 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     assert session is not None
     where = f"backend {name} ({url.host}:{url.port})"
     try:
-        resp = await session.post(url, data=body, headers=_request_headers(scope, ref), ssl=backend.ssl,
+        resp = await session.post(url, data=body, headers=headers, ssl=backend.ssl,
                                   server_hostname=backend.server_hostname, timeout=ref.timeout,
                                   allow_redirects=False)
     except asyncio.TimeoutError:
         return _fail(proto, 504, f"{where} did not answer within the rule's {ref.ref.timeout:g}s timeout.",
                      "upstream_timeout", name)
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
+        return _fail(proto, 502, f"TLS with {where} failed: {e}. Check the BackendTLSPolicy's "
+                     "caCertificateRefs and hostname.", "upstream_tls_error", name)
     except aiohttp.ClientConnectorError as e:
         return _fail(proto, 502, f"Could not connect to {where}: {e.os_error or e}.", "upstream_unreachable", name)
     except aiohttp.ClientError as e:

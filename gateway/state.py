@@ -39,32 +39,35 @@ def _ssl_context(backend: Backend) -> ssl.SSLContext | bool:
 
 
 class BackendRuntime:
-    __slots__ = ("backend", "name", "urls", "ssl", "server_hostname", "_next", "error")
+    __slots__ = ("backend", "name", "targets", "ssl", "server_hostname", "_next", "error")
 
     def __init__(self, backend: Backend, resolve: dict[str, str]):
         self.backend = backend
         self.name = backend.name
         self.error = backend.error
         scheme = "https" if backend.tls is not None else "http"
-        # IP endpoints never reach a resolver, so --resolve applies to them here;
-        # hostnames keep their name (Host header, SNI) and are mapped by the resolver.
-        hosts = [
-            resolve.get(f"{ep.host}:{ep.port}", f"{_host(ep.host)}:{ep.port}") if _is_ip(ep.host)
-            else f"{_host(ep.host)}:{ep.port}"
-            for ep in backend.endpoints
-        ]
-        # One URL per (operation, endpoint); endpoints share load round-robin.
-        self.urls = {
-            suffix: [URL(f"{scheme}://{host}{backend.prefix}{suffix}", encoded=True) for host in hosts]
+        # (address in the URL, Host header to send instead or None) per endpoint. IP
+        # endpoints never reach a resolver, so --resolve applies to them here and the
+        # original address stays the Host header, as with curl; hostnames keep their
+        # name in the URL (Host header, SNI) and the resolver maps them.
+        hosts: list[tuple[str, str | None]] = []
+        for ep in backend.endpoints:
+            address = f"{_host(ep.host)}:{ep.port}"
+            mapped = resolve.get(f"{ep.host}:{ep.port}") if _is_ip(ep.host) else None
+            hosts.append((mapped, address) if mapped else (address, None))
+        # One target per (operation, endpoint); endpoints share load round-robin.
+        self.targets = {
+            suffix: [(URL(f"{scheme}://{addr}{backend.prefix}{suffix}", encoded=True), host) for addr, host in hosts]
             for suffix in OPERATIONS.values()
         }
         self.ssl = _ssl_context(backend) if backend.error is None else False
         self.server_hostname = backend.tls.server_name if backend.tls is not None else None
         self._next = count()
 
-    def url(self, suffix: str) -> URL:
-        urls = self.urls[suffix]
-        return urls[0] if len(urls) == 1 else urls[next(self._next) % len(urls)]
+    def target(self, suffix: str) -> tuple[URL, str | None]:
+        """The URL to send an operation to, and the Host header to override it with (or None)."""
+        targets = self.targets[suffix]
+        return targets[0] if len(targets) == 1 else targets[next(self._next) % len(targets)]
 
 
 def _host(host: str) -> str:

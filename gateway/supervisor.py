@@ -136,6 +136,8 @@ def run(opts: RunOptions) -> int:
 def _banner(opts: RunOptions, first: FirstLoad, port: int) -> None:
     sources = ", ".join(opts.config) if opts.config else "no files"
     print(f"modelyard: loaded {sources} (routing table generation {first.generation})")
+    if opts.backend:
+        print(f"modelyard: default backend {opts.backend} ({opts.backend_source})")
     for line in first.summary:
         print(f"  {line}")
     shown = "127.0.0.1" if opts.host in ("0.0.0.0", "::") else opts.host

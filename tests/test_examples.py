@@ -11,7 +11,6 @@ import http.client
 import json
 import ssl
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import trustme
 import yaml
 
 from tests.conftest import Gateway, Mock
-from tests.support import EXAMPLES, Proc, free_port, http_request, modelyard
+from tests.support import EXAMPLES, Proc, free_port, modelyard
 
 NRP = EXAMPLES / "nrp-models-config"
 SINGLE = EXAMPLES / "single-backend"
@@ -389,9 +388,10 @@ def test_skill_catch_all_names_missing_backend(skill: tuple[Gateway, TlsMock]) -
 
 
 def test_skill_weighted_rule_reaches_openai_backend_over_tls(skill: tuple[Gateway, TlsMock]) -> None:
-    # gpt-4o splits 80/20 between openai-backend and azure-openai-backend (whose Backend is missing).
-    # openai-backend is api.openai.com over TLS verified with the system CAs, which do not trust the
-    # test CA: the handshake fails, and the gateway must say so as a 502 naming the backend.
+    # gpt-4o splits 80/20 between openai-backend and azure-openai-backend, whose Backend is missing:
+    # an unusable ref leaves the split, so every request goes to openai-backend. That is api.openai.com
+    # over TLS verified with the system CAs, which do not trust the test CA: the handshake fails, and
+    # the gateway must say so as a 502 naming the backend (not a 500, not the azure ref's 503).
     gw, _ = skill
     for _ in range(5):
         status, _, body = _chat_raw(gw, "gpt-4o")
