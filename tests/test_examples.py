@@ -7,11 +7,8 @@ themselves are never edited or copied.
 
 from __future__ import annotations
 
-import http.client
 import json
-import ssl
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +19,8 @@ import pytest
 import trustme
 import yaml
 
-from tests.conftest import Gateway, Mock
-from tests.support import EXAMPLES, Proc, free_port, modelyard
+from tests.conftest import Gateway, Mock, TlsMock
+from tests.support import EXAMPLES, modelyard
 
 NRP = EXAMPLES / "nrp-models-config"
 SINGLE = EXAMPLES / "single-backend"
@@ -291,52 +288,9 @@ def test_single_backend_warns_about_redefinition(single: tuple[Gateway, Mock, Mo
 # --- skill-routes ---------------------------------------------------------------------
 
 
-class TlsMock:
-    """The mock backend serving HTTPS with a certificate from a test CA."""
-
-    def __init__(self, name: str, folder: Path, *hostnames: str):
-        self.ca = trustme.CA()
-        cert = self.ca.issue_cert(*hostnames)
-        cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
-        cert.private_key_pem.write_to_path(folder / "key.pem")
-        self.ctx = ssl.create_default_context()
-        self.ca.configure_trust(self.ctx)
-        self.ctx.check_hostname = False  # probed as 127.0.0.1
-        self.name = name
-        self.port = free_port()
-        self.proc = Proc(modelyard("mock", "--port", str(self.port), "--name", name,
-                                   "--tls-cert", str(folder / "cert.pem"), "--tls-key", str(folder / "key.pem")))
-        deadline = time.monotonic() + 20
-        while True:
-            if not self.proc.alive():
-                raise RuntimeError(self.proc.output())
-            try:
-                if self._request("GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def _request(self, method: str, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=5)
-        try:
-            conn.request(method, path)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def requests(self) -> list[dict]:
-        return json.loads(self._request("GET", "/mock/requests")[1])
-
-    def stop(self) -> None:
-        self.proc.stop()
-
-
 @pytest.fixture(scope="module")
 def skill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, TlsMock]]:
-    mock = TlsMock("openai-tls", tmp_path_factory.mktemp("skill-tls"), "api.openai.com")
+    mock = TlsMock("openai-tls", tmp_path_factory.mktemp("skill-tls"), trustme.CA(), "api.openai.com")
     gw = None
     try:
         gw = Gateway("--config", str(SKILL), "--resolve", f"api.openai.com:443=127.0.0.1:{mock.port}")

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import http.client
-import json
-import ssl
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,56 +10,10 @@ import openai
 import pytest
 import trustme
 
-from tests.conftest import Gateway, write_config
-from tests.support import Proc, free_port, modelyard
+from tests.conftest import Gateway, TlsMock, write_config
 
 HOST = "secure-llm.test"
 MESSAGES = [{"role": "user", "content": "hello over tls"}]
-
-
-class TlsMock:
-    """The mock backend serving HTTPS with a certificate for `hostnames` from `ca`."""
-
-    def __init__(self, name: str, folder: Path, ca: trustme.CA, *hostnames: str):
-        cert = ca.issue_cert(*hostnames)
-        cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
-        cert.private_key_pem.write_to_path(folder / "key.pem")
-        self.ctx = ssl.create_default_context()
-        ca.configure_trust(self.ctx)
-        self.ctx.check_hostname = False  # probed as 127.0.0.1, not by its name
-        self.name = name
-        self.port = free_port()
-        self.proc = Proc(modelyard("mock", "--port", str(self.port), "--name", name,
-                                   "--tls-cert", str(folder / "cert.pem"), "--tls-key", str(folder / "key.pem")))
-        deadline = time.monotonic() + 20
-        while True:
-            if not self.proc.alive():
-                raise RuntimeError(self.proc.output())
-            try:
-                if self._request("GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def _request(self, method: str, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=5)
-        try:
-            conn.request(method, path)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def requests(self) -> list[dict]:
-        return json.loads(self._request("GET", "/mock/requests")[1])
-
-    def clear(self) -> None:
-        self._request("DELETE", "/mock/requests")
-
-    def stop(self) -> None:
-        self.proc.stop()
 
 
 def _config(ca_pem: str) -> str:
