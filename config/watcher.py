@@ -116,10 +116,14 @@ class ConfigWatcher:
             while True:
                 try:
                     await asyncio.wait_for(wake.wait(), POLL_INTERVAL)
+                    notified = True
                 except asyncio.TimeoutError:
-                    pass
+                    notified = False
                 wake.clear()
-                if self.changed():
+                # An event always reloads: an in-place edit can keep size and mtime (coarse
+                # timestamps, tools that preserve them). Publishing is skipped when the
+                # compiled table is unchanged, so a spurious event costs one compile.
+                if notified or self.changed():
                     self.reload()
         finally:
             for t in tasks:

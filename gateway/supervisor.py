@@ -152,6 +152,10 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
 
     class _Server(Server):  # type: ignore[misc, valid-type]
         def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
+            if os.getpid() != self.pid:
+                # A worker forked from here runs this copy until it installs its own
+                # handlers; still starting, it has nothing in flight and simply ends.
+                os._exit(0)
             control.stopping.set()  # shutting down: a control process that exits now stays down
             super().signal_handler_interrupt(*args, **kwargs)
 

@@ -1,0 +1,524 @@
+"""The gateway as a set of processes: start-up failures, graceful shutdown, the admin port, and recovery.
+
+`modelyard run` is a supervisor with a control process (config watcher and
+admin server, process title "modelyard control") and Granian workers
+("modelyard worker-N"). These tests start it for real on 127.0.0.1 and look at
+it from outside: exit codes and output, HTTP, and /proc.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import textwrap
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Gateway, Mock, openai_backend, write_config
+from tests.support import Proc, free_port, http_request, modelyard, wait_for, wait_http
+
+RELOAD_BOUND = 2.0  # seconds: the stated bound for a config change to be served
+
+
+def route(name: str, *models: str, backend: str = "mock", namespace: str = "default") -> str:
+    rules = "".join(
+        f"    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {m}}}]}}]\n"
+        f"      backendRefs: [{{name: {backend}}}]\n"
+        for m in models
+    )
+    return (
+        "apiVersion: aigateway.envoyproxy.io/v1alpha1\n"
+        "kind: AIGatewayRoute\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\n"
+        "spec:\n"
+        "  rules:\n" + rules
+    )
+
+
+def api_key_policy(backend: str, key: str) -> str:
+    """A BackendSecurityPolicy of type APIKey on `backend`, and the Secret holding `key`."""
+    return textwrap.dedent(f"""\
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: BackendSecurityPolicy
+        metadata: {{name: {backend}-key, namespace: default}}
+        spec:
+          type: APIKey
+          targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {backend}}}]
+          apiKey:
+            secretRef: {{name: {backend}-secret, namespace: default}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: {backend}-secret, namespace: default}}
+        type: Opaque
+        stringData:
+          apiKey: {key}
+        ---
+        """)
+
+
+def log_text(proc: Proc) -> str:
+    """Everything a process printed so far; also once it has stopped (Proc.output() needs the log open)."""
+    return proc.log_path.read_text(errors="replace")
+
+
+def run_gateway(*args: str) -> Proc:
+    """`modelyard run` on 127.0.0.1 with two workers and `args`; the caller waits for it."""
+    return Proc(modelyard("run", "--host", "127.0.0.1", "--workers", "2", *args))
+
+
+def exit_code(proc: Proc, timeout: float = 30.0) -> int:
+    code = proc.popen.wait(timeout)
+    proc.stop()  # closes the log; nothing left to stop
+    return code
+
+
+# --- processes, from /proc -----------------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def workers(gw: Gateway) -> dict[int, str]:
+    """Live worker processes of the gateway: pid -> process title ("modelyard worker-N")."""
+    found = {p: title(p) for p in children(gw.proc.pid)}
+    return {p: t for p, t in found.items() if t.startswith("modelyard worker-") and _running(p)}
+
+
+def listening_workers(gw: Gateway) -> dict[int, str]:
+    """Workers that hold a socket listening on the gateway's port."""
+    inodes = {f"socket:[{f[9]}]" for f in _tcp_rows() if f[3] == "0A" and _port(f[1]) == gw.port}
+    return {pid: t for pid, t in workers(gw).items() if _holds(pid, inodes)}
+
+
+def exited(pid: int) -> bool:
+    """Whether every thread of `pid` is gone (a zombie whose threads all exited holds no sockets)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    return tasks == [str(pid)] and not _running(pid)
+
+
+def _tcp_rows() -> list[list[str]]:
+    rows = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows += [line.split() for line in Path(table).read_text().splitlines()[1:]]
+        except OSError:
+            pass
+    return rows
+
+
+def _port(address: str) -> int:
+    return int(address.rpartition(":")[2], 16)
+
+
+def _holds(pid: int, inodes: set[str]) -> int:
+    """How many of the sockets `inodes` process `pid` has open."""
+    n = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                n += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return n
+
+
+def control_pid(gw: Gateway) -> int | None:
+    pids = [p for p in children(gw.proc.pid) if title(p) == "modelyard control" and _running(p)]
+    assert len(pids) <= 1, pids
+    return pids[0] if pids else None
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def established_per_process(port: int, pids: list[int]) -> dict[int, int]:
+    """How many established TCP connections to local `port` each process holds a socket of."""
+    inodes = {f"socket:[{f[9]}]" for f in _tcp_rows() if f[3] == "01" and _port(f[1]) == port}
+    return {pid: _holds(pid, inodes) for pid in pids}
+
+
+def refused(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:`port` is refused (nothing listens there)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:  # e.g. a full backlog: something listens
+        return False
+
+
+# --- start-up failures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid config whose backend is never called (start-up fails before any request)."""
+    return write_config(tmp_path_factory.mktemp("startup") / "gateway.yaml",
+                        openai_backend("mock", "127.0.0.1", free_port()) + route("main", "alpha"))
+
+
+def _holder(reuseport: bool) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if reuseport:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s
+
+
+@pytest.mark.parametrize("which", ["listener", "admin"])
+@pytest.mark.parametrize("reuseport", [True, False], ids=["so_reuseport", "plain"])
+def test_port_taken_fails_startup_naming_the_port(conf_file: Path, which: str, reuseport: bool) -> None:
+    holder = _holder(reuseport)
+    try:
+        taken = holder.getsockname()[1]
+        port, admin = (taken, free_port()) if which == "listener" else (free_port(), taken)
+        proc = run_gateway("--port", str(port), "--admin-port", str(admin), "--config", str(conf_file))
+        code = exit_code(proc)
+        output = log_text(proc)
+        assert code == 1, output
+        assert f"port {taken}" in output and "already in use" in output, output
+        assert ("--port" if which == "listener" else "--admin-port") in output, output
+        assert "Traceback" not in output, output
+        assert "listening on" not in output, output
+        # The holder still gets every connection: the gateway did not quietly share the port.
+        with socket.create_connection(("127.0.0.1", taken), timeout=2):
+            pass
+        holder.settimeout(2)
+        holder.accept()[0].close()
+        if which == "listener":
+            assert refused(admin), "the admin port stayed open after a failed start"
+    finally:
+        holder.close()
+
+
+def test_broken_config_fails_startup_listing_every_error(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    routes = write_config(conf / "routes.yaml", """\
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: AIGatewayRoute
+        metadata: {name: bad-route, namespace: team-a}
+        spec:
+          rules:
+            - matches: [{headers: [{type: Prefix, name: x-ai-eg-model, value: alpha}]}]
+              backendRefs: [{name: be, weigth: 3}]
+        ---
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: AIGatewayRoute
+        metadata: {name: regex-route, namespace: team-a}
+        spec:
+          rules:
+            - matches: [{headers: [{type: RegularExpression, name: x-team, value: "("}]}]
+              backendRefs: [{name: be}]
+        """)
+    backends = write_config(conf / "backends.yaml", """\
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: AIServiceBackend
+        metadata: {name: be, namespace: team-a}
+        spec:
+          schema: {name: OpenAi}
+        """)
+    secret = write_config(conf / "secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s\n")
+    port, admin = free_port(), free_port()
+    proc = run_gateway("--port", str(port), "--admin-port", str(admin), "--config", str(conf))
+    code = exit_code(proc)
+    output = log_text(proc)
+    assert code == 1, output
+    expected = [
+        (routes, "AIGatewayRoute/team-a/bad-route", "spec.rules[0].matches[0].headers[0].type"),
+        (routes, "AIGatewayRoute/team-a/bad-route", "spec.rules[0].backendRefs[0].weigth"),
+        (routes, "AIGatewayRoute/team-a/regex-route", "spec.rules[0].matches[0].headers[0].value"),
+        (backends, "AIServiceBackend/team-a/be", "spec.schema.name"),
+        (backends, "AIServiceBackend/team-a/be", "spec.backendRef"),
+        (secret, "", "line 4"),
+    ]
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    for file, obj, field in expected:
+        assert any(str(file) in line and obj in line and field in line for line in lines), (file, obj, field, output)
+    assert len(lines) == len(expected), output
+    assert f"{len(expected)} error(s)" in output, output
+    assert "Traceback" not in output, output
+    assert refused(port) and refused(admin)
+
+
+# --- graceful shutdown ---------------------------------------------------------------------------
+
+
+def test_sigterm_lets_a_streaming_request_finish(tmp_path: Path, start_mock, start_gateway) -> None:
+    tokens = 20
+    mock = start_mock("slow", "--itl-ms", "100")  # a stream of `tokens` tokens lasts ~2 s
+    conf = write_config(tmp_path / "gateway.yaml",
+                        openai_backend("mock", "127.0.0.1", mock.port) + route("main", "slow"))
+    gw = start_gateway("--config", str(conf))
+    # /readyz needs one worker accepting; a SIGTERM while the other still starts is another test.
+    assert wait_for(lambda: len(listening_workers(gw)) == 2, timeout=10.0), workers(gw)
+
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
+                 headers={"content-type": "application/json", "x-mock-tokens": str(tokens)})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    first = resp.readline()  # the stream has started: the request is in flight
+    assert first.startswith(b"data: "), first
+
+    os.kill(gw.proc.pid, signal.SIGTERM)
+    # Draining: no new connections, while the stream goes on.
+    assert wait_for(lambda: refused(gw.port), timeout=2.0), ("accepting after SIGTERM", listening_workers(gw))
+    rest = resp.read()
+    conn.close()
+
+    events = [e for e in (first + rest).decode().split("\n\n") if e.strip()]
+    assert events[-1] == "data: [DONE]", events[-3:]
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert all("error" not in c for c in chunks), chunks
+    content = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
+    assert len([t for t in content if t]) == tokens, content
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop", chunks[-2:]
+
+    code = gw.proc.popen.wait(15)
+    output = log_text(gw.proc)
+    assert code == 0, output
+    assert "Traceback" not in output, output
+    assert refused(gw.port), "the data-plane port still accepts connections after exit"
+    assert refused(gw.admin_port), "the admin port still accepts connections after exit"
+    # No worker or control process outlives the supervisor.
+    assert wait_for(lambda: not any(_running(p) for p in _session(gw.proc.pid)), timeout=5.0), _session(gw.proc.pid)
+
+
+def test_sigterm_while_a_worker_is_starting(tmp_path: Path) -> None:
+    conf = write_config(tmp_path / "gateway.yaml",
+                        openai_backend("mock", "127.0.0.1", free_port()) + route("main", "alpha"))
+    gw = Gateway("--config", str(conf), "--grace", "3")
+    try:
+        old = wait_for(lambda: len(w := listening_workers(gw)) == 2 and w, timeout=10.0)
+        assert old, workers(gw)
+        # A worker dies and Granian forks a replacement at once: SIGTERM the gateway while it starts.
+        os.kill(min(old), signal.SIGKILL)
+        new = wait_for(lambda: [p for p in workers(gw) if p not in old], timeout=10.0, interval=0.002)
+        assert new, workers(gw)
+        os.kill(gw.proc.pid, signal.SIGTERM)
+        # Nothing is in flight: every worker stops at once and nothing accepts connections any more.
+        assert wait_for(lambda: refused(gw.port), timeout=2.0), ("still accepting after SIGTERM", listening_workers(gw))
+        code = gw.proc.popen.wait(30)
+    finally:
+        gw.stop()
+    output = log_text(gw.proc)
+    assert code == 0, output
+    assert "refused to gracefully stop" not in output, output
+
+
+def _session(sid: int) -> list[int]:
+    """Processes of session `sid` (the gateway leads its own: Proc starts it with start_new_session)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[3]) == sid:
+                out.append(int(entry.name))
+    return out
+
+
+# --- one running gateway: admin port, secrets, worker and control recovery -------------------------
+
+
+API_KEY = "sk-modelyard-" + secrets.token_hex(12)
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[Mock]:
+    m = Mock("life-mock")
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="module")
+def conf_dir(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Path:
+    d = tmp_path_factory.mktemp("life")
+    write_config(d / "backends.yaml", openai_backend("mock", "127.0.0.1", mock.port) + api_key_policy("mock", API_KEY))
+    write_config(d / "routes.yaml", route("main", "alpha"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def gw(conf_dir: Path) -> Iterator[Gateway]:
+    g = Gateway("--config", str(conf_dir), "--log-level", "debug")
+    yield g
+    code = g.stop()
+    output = log_text(g.proc)
+    assert API_KEY not in output
+    assert code == 0, output
+
+
+def test_admin_endpoints(gw: Gateway, mock: Mock) -> None:
+    status, _, body = http_request(gw.admin_port, "GET", "/healthz")
+    assert status == 200
+    status, _, body = http_request(gw.admin_port, "GET", "/readyz")
+    assert status == 200 and b"ready" in body
+
+    view = gw.config()
+    assert view["generation"] >= 1
+    assert view["errors"] == []
+    assert [r["name"] for r in view["routes"]] == ["default/main"]
+    assert view["models"] == ["alpha"]
+    (backend,) = view["backends"]
+    assert backend["name"] == "default/mock"
+    assert backend["endpoints"] == [f"127.0.0.1:{mock.port}"]
+    assert backend["credentials"] is True
+    raw_config = http_request(gw.admin_port, "GET", "/config")[2].decode()
+    assert API_KEY not in raw_config
+
+
+def test_api_key_goes_upstream_and_nowhere_else(gw: Gateway, mock: Mock) -> None:
+    mock.clear()
+    client = openai.OpenAI(base_url=gw.base_url, api_key="client-key", max_retries=0)
+    reply = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content
+    (received,) = mock.requests()
+    assert received["headers"]["authorization"] == f"Bearer {API_KEY}"
+    assert "client-key" not in json.dumps(received["headers"])
+
+    for path in ("/config", "/metrics", "/healthz", "/readyz"):
+        assert API_KEY not in http_request(gw.admin_port, "GET", path)[2].decode(), path
+    status, _, body = gw.post("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]})
+    assert status == 404 and API_KEY.encode() not in body
+    assert API_KEY not in gw.proc.output()
+
+
+def requests_total(gw: Gateway) -> dict[tuple[str, str, str], float]:
+    text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "modelyard_requests":
+            for s in family.samples:
+                if s.name == "modelyard_requests_total":
+                    out[(s.labels["route"], s.labels["backend"], s.labels["status"])] = s.value
+    return out
+
+
+def test_metrics_aggregate_both_workers(gw: Gateway) -> None:
+    key = ("default/main", "default/mock", "200")
+    before = requests_total(gw).get(key, 0.0)
+    pids = wait_for(lambda: len(w := listening_workers(gw)) == 2 and list(w), timeout=10.0)
+    assert pids, workers(gw)
+
+    # Rounds of concurrent slow requests, each on its own connection, until both workers have
+    # been seen holding some (from /proc); then the counter must include every one of them.
+    seen = dict.fromkeys(pids, 0)
+    statuses: list[int] = []
+    with ThreadPoolExecutor(12) as pool:
+        for _ in range(5):
+            futures = [pool.submit(lambda: gw.chat("alpha", headers={"x-mock-delay-ms": "300"})[0]) for _ in range(12)]
+            while not all(f.done() for f in futures):
+                for pid, n in established_per_process(gw.port, pids).items():
+                    seen[pid] += n
+            statuses += [f.result() for f in futures]
+            if all(seen.values()):
+                break
+    assert all(seen.values()), f"one worker took every connection: {seen}"
+    assert statuses == [200] * len(statuses)
+
+    after = requests_total(gw)
+    assert after[key] - before == len(statuses), after
+
+    # An unknown model is counted, but never becomes a label value.
+    assert gw.chat("no-such-model-xyz")[0] == 404
+    assert "no-such-model-xyz" not in http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+    assert requests_total(gw).get(("", "", "404"), 0) >= 1
+
+
+def test_killed_worker_is_replaced(gw: Gateway, mock: Mock) -> None:
+    # /readyz needs one worker accepting; wait until both hold their listening socket.
+    original = wait_for(lambda: len(w := listening_workers(gw)) == 2 and w, timeout=10.0)
+    assert original and sorted(original.values()) == ["modelyard worker-1", "modelyard worker-2"], workers(gw)
+    statuses: list[int] = []
+
+    def replaced(pid: int) -> dict[int, str] | None:
+        statuses.append(gw.chat("alpha")[0])
+        w = listening_workers(gw)
+        return w if len(w) == 2 and pid not in w else None
+
+    for pid in sorted(original):
+        os.kill(pid, signal.SIGKILL)
+        # Each Granian worker has its own SO_REUSEPORT socket: connections the kernel queued on the
+        # dying worker's socket are reset (unless net.ipv4.tcp_migrate_req=1). Requests start once
+        # every thread of it is gone; from then on the other worker must answer them all.
+        assert wait_for(lambda pid=pid: exited(pid), timeout=10.0), f"worker {pid} did not exit"
+        now = wait_for(lambda pid=pid: replaced(pid), timeout=15.0)
+        assert now, (workers(gw), log_text(gw.proc))
+        assert sorted(now.values()) == ["modelyard worker-1", "modelyard worker-2"], now
+    assert statuses and set(statuses) == {200}, statuses
+    current = listening_workers(gw)
+    assert not set(current) & set(original), (current, original)  # both workers are replacements
+
+    # The replacements serve the routing table (each request on a new connection, either worker).
+    mock.clear()
+    for _ in range(10):
+        status, _, body = gw.chat("alpha")
+        assert status == 200, body
+    assert len(mock.requests()) == 10
+    assert gw.chat("nope")[0] == 404
+    client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["alpha"]
+    assert gw.proc.alive()
+
+
+def test_killed_control_process_is_restarted(gw: Gateway, conf_dir: Path) -> None:
+    old = control_pid(gw)
+    assert old is not None
+    generation = gw.config()["generation"]
+    os.kill(old, signal.SIGKILL)
+
+    # Requests do not need the control process.
+    assert gw.chat("alpha")[0] == 200
+    new = wait_for(lambda: (p := control_pid(gw)) is not None and p != old and p, timeout=10.0)
+    assert new, log_text(gw.proc)
+    wait_http(gw.admin_port, "/readyz", timeout=10.0, proc=gw.proc)
+    assert gw.config()["generation"] >= generation  # the numbering goes on
+
+    # The restarted watcher applies a later edit.
+    write_config(conf_dir / "routes.yaml", route("main", "alpha", "after-restart"))
+    served = wait_for(lambda: all(gw.chat("after-restart")[0] == 200 for _ in range(6)), timeout=RELOAD_BOUND)
+    assert served, gw.config()
+    assert gw.config()["models"] == ["alpha", "after-restart"]
+    assert "config watcher exited" in log_text(gw.proc)
+    assert control_pid(gw) == new
