@@ -165,3 +165,54 @@ def test_check_accepts_the_examples() -> None:
                          timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "AIGatewayRoute nrp-llm/envoy-ai-gateway-nrp-qwen: 3 rules -> qwen3, qwen3-nairr, qwen3-combined" in out.stdout
+
+
+def test_gateway_listener_gives_the_port(tmp_path: Path) -> None:
+    diags, compiled = _load(tmp_path, BACKEND + textwrap.dedent("""\
+        ---
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: BackendSecurityPolicy
+        metadata: {name: key, namespace: ns}
+        spec:
+          type: AzureAPIKey
+          azureAPIKey: {secretRef: {name: s}}
+          targetRefs: [{name: be, kind: AIServiceBackend, group: aigateway.envoyproxy.io}]
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: s, namespace: ns}
+        data: {apiKey: c2VjcmV0LWZyb20tZGF0YQ==}
+        ---
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: Gateway
+        metadata: {name: gw, namespace: ns}
+        spec:
+          gatewayClassName: any
+          listeners: [{name: http, protocol: HTTP, port: 8088}]
+        """))
+    assert not diags.errors, [str(e) for e in diags.errors]
+    assert compiled.table.listen_port == 8088  # type: ignore[attr-defined]
+
+
+def test_secret_data_is_base64_and_azure_keys_go_in_api_key(tmp_path: Path) -> None:
+    from config.backends import BackendResolver, Objects
+
+    _load(tmp_path, BACKEND + textwrap.dedent("""\
+        ---
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: BackendSecurityPolicy
+        metadata: {name: key, namespace: ns}
+        spec:
+          type: AzureAPIKey
+          azureAPIKey: {secretRef: {name: s}}
+          targetRefs: [{name: be, kind: AIServiceBackend, group: aigateway.envoyproxy.io}]
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: s, namespace: ns}
+        data: {apiKey: c2VjcmV0LWZyb20tZGF0YQ==}
+        """))
+    loaded = load_paths([str(tmp_path)], Diagnostics(), set())
+    resolver = BackendResolver(Objects.index(loaded.resources), Diagnostics())
+    backend = resolver.backends[resolver.resolve("ns", "be")]
+    assert backend.auth_headers == (("api-key", "secret-from-data"),)
