@@ -170,19 +170,6 @@ def test_check_accepts_the_examples() -> None:
 def test_gateway_listener_gives_the_port(tmp_path: Path) -> None:
     diags, compiled = _load(tmp_path, BACKEND + textwrap.dedent("""\
         ---
-        apiVersion: aigateway.envoyproxy.io/v1alpha1
-        kind: BackendSecurityPolicy
-        metadata: {name: key, namespace: ns}
-        spec:
-          type: AzureAPIKey
-          azureAPIKey: {secretRef: {name: s}}
-          targetRefs: [{name: be, kind: AIServiceBackend, group: aigateway.envoyproxy.io}]
-        ---
-        apiVersion: v1
-        kind: Secret
-        metadata: {name: s, namespace: ns}
-        data: {apiKey: c2VjcmV0LWZyb20tZGF0YQ==}
-        ---
         apiVersion: gateway.networking.k8s.io/v1
         kind: Gateway
         metadata: {name: gw, namespace: ns}
