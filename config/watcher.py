@@ -131,7 +131,9 @@ class ConfigWatcher:
 
     def _watch_sets(self) -> list[tuple[list[str], bool]]:
         dirs = [p for p in self.paths if Path(p).is_dir()]
-        parents = sorted({str(Path(p).resolve().parent) for p in self.paths if not Path(p).is_dir()})
+        # abspath, not resolve: a ConfigMap volume's files are symlinks into a directory
+        # that kubelet replaces on every update; the folder holding the links stays.
+        parents = sorted({os.path.dirname(os.path.abspath(p)) for p in self.paths if not Path(p).is_dir()})
         return [(d, r) for d, r in ((dirs, True), (parents, False)) if d]
 
     @staticmethod
