@@ -12,7 +12,7 @@ import yaml
 
 from config.diagnostics import Diagnostics
 from config.kinds import KINDS
-from config.schema import deprecated_fields, validate
+from config.schema import deprecated_fields, is_unknown_field, validate
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -146,7 +146,7 @@ def _read_document(doc: Any, file: str, order: int, diags: Diagnostics,
         diags.error(message, file=file, obj=ref, field=path)
     # Unknown fields leave the rest intact, so compiling it still finds further mistakes;
     # a wrong type or a missing field does not, and the object is left out.
-    if any(not message.startswith("unknown field") for _, message in problems):
+    if not all(is_unknown_field(message) for _, message in problems):
         return None
     for path, advice in deprecated_fields(spec_kind.document, doc):
         diags.warning(advice, file=file, obj=ref, field=path)

@@ -84,6 +84,13 @@ def _leaf_ok(leaf: Leaf, value: Any) -> bool:
     return kind == leaf.name
 
 
+UNKNOWN_FIELD = "unknown field"  # the start of the message for a field the kind does not have
+
+
+def is_unknown_field(message: str) -> bool:
+    return message.startswith(UNKNOWN_FIELD)
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -119,7 +126,7 @@ def validate(schema: Schema, value: Any, path: str = "") -> Iterator[tuple[str, 
             sub = schema.fields.get(key)
             if sub is None:
                 known = ", ".join(sorted(schema.fields)) or "none"
-                yield _join(path, str(key)), f"unknown field {key!r} (known fields: {known})"
+                yield _join(path, str(key)), f"{UNKNOWN_FIELD} {key!r} (known fields: {known})"
             elif item is not None:
                 yield from validate(sub, item, _join(path, key))
 
