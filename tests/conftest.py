@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 import trustme
 
@@ -30,6 +31,9 @@ class Mock:
     def requests(self) -> list[dict]:
         _, _, body = http_request(self.port, "GET", "/mock/requests")
         return json.loads(body)
+
+    def chat_requests(self) -> list[dict]:
+        return [r for r in self.requests() if r["path"].endswith("/chat/completions")]
 
     def clear(self) -> None:
         http_request(self.port, "DELETE", "/mock/requests")
@@ -99,6 +103,9 @@ class Gateway:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key="x", max_retries=0)
+
     def post(self, path: str, body: object = None, headers: dict[str, str] | None = None, **kw) -> tuple[int, dict, bytes]:
         return http_request(self.port, "POST", path, body, headers, **kw)
 
@@ -167,3 +174,31 @@ def openai_backend(name: str, host: str, port: int, namespace: str = "default", 
             - fqdn: {{hostname: {host}, port: {port}}}
         ---
         """)
+
+
+def route(name: str, *models: str, backend: str = "mock", namespace: str = "default", ref_extra: str = "") -> str:
+    """An AIGatewayRoute `name` with one rule per model, each to `backend`."""
+    rules = "".join(
+        f"    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {m}}}]}}]\n"
+        f"      backendRefs: [{{name: {backend}{ref_extra}}}]\n"
+        for m in models
+    )
+    return (
+        "apiVersion: aigateway.envoyproxy.io/v1alpha1\n"
+        "kind: AIGatewayRoute\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\n"
+        "spec:\n"
+        "  rules:\n" + rules
+    )
+
+
+def assert_openai_error(body: object, code: str | None = None) -> dict:
+    """The `error` object of an OpenAI-shaped error body, checked for its required fields."""
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    err = body["error"]
+    assert {"message", "type", "code"} <= set(err), err
+    assert isinstance(err["message"], str) and err["message"], err
+    assert isinstance(err["type"], str) and err["type"], err
+    if code is not None:
+        assert err["code"] == code, err
+    return err

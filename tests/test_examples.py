@@ -19,7 +19,7 @@ import pytest
 import trustme
 import yaml
 
-from tests.conftest import Gateway, Mock, TlsMock
+from tests.conftest import Gateway, Mock, TlsMock, assert_openai_error
 from tests.support import EXAMPLES, modelyard
 
 NRP = EXAMPLES / "nrp-models-config"
@@ -33,26 +33,12 @@ NRP_KEY = "sk-nrp-example-not-a-real-key"  # Secret nrp-llm/openai-apikey, strin
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-def _client(gw: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
-
 
 def _chat_raw(gw: Gateway, model: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
     status, hdrs, body = gw.post("/v1/chat/completions", {"model": model, "messages": MESSAGES}, headers)
     return status, hdrs, json.loads(body)
 
 
-def _assert_openai_error(body: Any) -> dict[str, Any]:
-    assert isinstance(body, dict) and set(body) == {"error"}, body
-    err = body["error"]
-    assert {"message", "type", "code"} <= set(err), err
-    assert isinstance(err["message"], str) and err["message"]
-    assert isinstance(err["type"], str) and err["type"]
-    return err
-
-
-def _chat_requests(mock: Mock) -> list[dict]:
-    return [r for r in mock.requests() if r["path"].endswith("/chat/completions")]
 
 
 def _routes_in(folder: Path) -> list[str]:
@@ -111,27 +97,27 @@ def test_nrp_qwen3_reaches_nrp_backend_with_override(nrp: tuple[Gateway, Mock, M
     gw, a, b = nrp
     a.clear()
     b.clear()
-    raw = _client(gw).chat.completions.with_raw_response.create(model="qwen3", messages=MESSAGES)
+    raw = gw.client().chat.completions.with_raw_response.create(model="qwen3", messages=MESSAGES)
     assert raw.status_code == 200
     assert raw.headers["x-mock-name"] == "nrp-a"
     assert raw.parse().choices[0].message.content
-    [req] = _chat_requests(a)
+    [req] = a.chat_requests()
     assert req["path"] == "/v1/chat/completions"
     assert req["body"]["model"] == QWEN_OVERRIDE
     assert req["body"]["messages"] == MESSAGES
-    assert _chat_requests(b) == []
+    assert b.chat_requests() == []
 
 
 def test_nrp_qwen3_nairr_reaches_sdsc_backend_with_override(nrp: tuple[Gateway, Mock, Mock]) -> None:
     gw, a, b = nrp
     a.clear()
     b.clear()
-    raw = _client(gw).chat.completions.with_raw_response.create(model="qwen3-nairr", messages=MESSAGES)
+    raw = gw.client().chat.completions.with_raw_response.create(model="qwen3-nairr", messages=MESSAGES)
     assert raw.headers["x-mock-name"] == "sdsc-b"
-    [req] = _chat_requests(b)
+    [req] = b.chat_requests()
     assert req["path"] == "/v1/chat/completions"
     assert req["body"]["model"] == QWEN_OVERRIDE
-    assert _chat_requests(a) == []
+    assert a.chat_requests() == []
 
 
 def test_nrp_api_key_from_secret_only_on_its_backend(nrp: tuple[Gateway, Mock, Mock]) -> None:
@@ -139,11 +125,11 @@ def test_nrp_api_key_from_secret_only_on_its_backend(nrp: tuple[Gateway, Mock, M
     gw, a, b = nrp
     a.clear()
     b.clear()
-    client = _client(gw)  # the SDK itself sends `Authorization: Bearer x`
+    client = gw.client()  # the SDK itself sends `Authorization: Bearer x`
     client.chat.completions.create(model="qwen3", messages=MESSAGES)
     client.chat.completions.create(model="qwen3-nairr", messages=MESSAGES)
-    [to_a] = _chat_requests(a)
-    [to_b] = _chat_requests(b)
+    [to_a] = a.chat_requests()
+    [to_b] = b.chat_requests()
     assert to_a["headers"]["authorization"] == f"Bearer {NRP_KEY}"
     assert "authorization" not in to_b["headers"]
 
@@ -156,8 +142,8 @@ def test_nrp_client_authorization_is_never_forwarded(nrp: tuple[Gateway, Mock, M
     for model in ("qwen3", "qwen3-nairr"):
         status, hdrs, body = _chat_raw(gw, model, client_auth)
         assert status == 200, body
-    [to_a] = _chat_requests(a)
-    [to_b] = _chat_requests(b)
+    [to_a] = a.chat_requests()
+    [to_b] = b.chat_requests()
     assert to_a["headers"]["authorization"] == f"Bearer {NRP_KEY}"  # replaced, not appended or passed on
     assert "authorization" not in to_b["headers"]  # stripped
     for req in (to_a, to_b):
@@ -168,13 +154,13 @@ def test_nrp_combined_shares_traffic_between_both_backends(nrp: tuple[Gateway, M
     gw, a, b = nrp
     a.clear()
     b.clear()
-    client = _client(gw)
+    client = gw.client()
     seen: Counter[str] = Counter()
     for _ in range(40):
         raw = client.chat.completions.with_raw_response.create(model="qwen3-combined", messages=MESSAGES)
         seen[raw.headers["x-mock-name"]] += 1
     assert set(seen) == {"nrp-a", "sdsc-b"}, seen
-    to_a, to_b = _chat_requests(a), _chat_requests(b)
+    to_a, to_b = a.chat_requests(), b.chat_requests()
     assert len(to_a) == seen["nrp-a"] and len(to_b) == seen["sdsc-b"]
     for req in to_a + to_b:
         assert req["body"]["model"] == QWEN_OVERRIDE
@@ -185,7 +171,7 @@ def test_nrp_combined_shares_traffic_between_both_backends(nrp: tuple[Gateway, M
 
 def test_nrp_models_list(nrp: tuple[Gateway, Mock, Mock]) -> None:
     gw, _, _ = nrp
-    models = {m.id: m for m in _client(gw).models.list()}
+    models = {m.id: m for m in gw.client().models.list()}
     assert set(models) == {"qwen3", "qwen3-nairr", "qwen3-combined"}
     assert models["qwen3"].owned_by == "NRP"
     assert models["qwen3-nairr"].owned_by == "SDSC"
@@ -197,11 +183,11 @@ def test_nrp_host_header_is_backend_fqdn(nrp: tuple[Gateway, Mock, Mock]) -> Non
     gw, a, b = nrp
     a.clear()
     b.clear()
-    client = _client(gw)
+    client = gw.client()
     client.chat.completions.create(model="qwen3", messages=MESSAGES)
     client.chat.completions.create(model="qwen3-nairr", messages=MESSAGES)
-    [to_a] = _chat_requests(a)
-    [to_b] = _chat_requests(b)
+    [to_a] = a.chat_requests()
+    [to_b] = b.chat_requests()
     assert to_a["headers"]["host"] == NRP_HOST
     assert to_b["headers"]["host"] == SDSC_HOST
 
@@ -211,17 +197,17 @@ def test_nrp_unknown_model_is_404_listing_models(nrp: tuple[Gateway, Mock, Mock]
     a.clear()
     b.clear()
     with pytest.raises(openai.NotFoundError) as info:
-        _client(gw).chat.completions.create(model="no-such-model", messages=MESSAGES)
+        gw.client().chat.completions.create(model="no-such-model", messages=MESSAGES)
     assert info.value.status_code == 404
     status, _, body = _chat_raw(gw, "no-such-model")
     assert status == 404
-    err = _assert_openai_error(body)
+    err = assert_openai_error(body)
     message = err["message"]
     assert "no-such-model" in message
     for name in ("qwen3", "qwen3-nairr", "qwen3-combined"):
         assert name in message
     assert "catch-all" in message
-    assert _chat_requests(a) == [] and _chat_requests(b) == []
+    assert a.chat_requests() == [] and b.chat_requests() == []
 
 
 # --- single-backend -------------------------------------------------------------------
@@ -249,16 +235,16 @@ def test_single_backend_catch_all_needs_no_header(single: tuple[Gateway, Mock, M
     gw, later, earlier = single
     later.clear()
     earlier.clear()
-    client = _client(gw)
+    client = gw.client()
     names = ["llama3.2", "qwen2.5:7b", "gpt-4o", "some/org-model"]
     for name in names:
         raw = client.chat.completions.with_raw_response.create(model=name, messages=MESSAGES)
         assert raw.headers["x-mock-name"] == "ollama-later"
         assert raw.parse().model == name
-    reqs = _chat_requests(later)
+    reqs = later.chat_requests()
     assert [r["body"]["model"] for r in reqs] == names  # no modelNameOverride: the name goes through
     assert all(r["path"] == "/v1/chat/completions" for r in reqs)
-    assert _chat_requests(earlier) == []
+    assert earlier.chat_requests() == []
 
 
 def test_single_backend_selector_header_still_works(single: tuple[Gateway, Mock, Mock]) -> None:
@@ -268,7 +254,7 @@ def test_single_backend_selector_header_still_works(single: tuple[Gateway, Mock,
     status, hdrs, body = _chat_raw(gw, "llama3.2", {"aigw-backend-selector": "ollama"})
     assert status == 200, body
     assert hdrs["x-mock-name"] == "ollama-later"
-    assert _chat_requests(earlier) == []
+    assert earlier.chat_requests() == []
 
 
 def test_single_backend_warns_about_redefinition(single: tuple[Gateway, Mock, Mock]) -> None:
@@ -307,10 +293,10 @@ def test_skill_failover_rule_names_missing_backend(skill: tuple[Gateway, TlsMock
     gw, _ = skill
     status, _, body = _chat_raw(gw, "gpt-4o-mini")
     assert status == 503
-    err = _assert_openai_error(body)
+    err = assert_openai_error(body)
     assert "AIServiceBackend" in err["message"] and "default/primary-openai" in err["message"]
     with pytest.raises(openai.APIStatusError) as info:  # the SDK surfaces the same answer
-        _client(gw).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        gw.client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert info.value.status_code == 503
     assert "default/primary-openai" in info.value.message
 
@@ -319,7 +305,7 @@ def test_skill_inference_pool_is_not_implemented(skill: tuple[Gateway, TlsMock])
     gw, _ = skill
     status, _, body = _chat_raw(gw, "llama-3-8b")
     assert status == 501
-    err = _assert_openai_error(body)
+    err = assert_openai_error(body)
     assert "InferencePool" in err["message"]
 
 
@@ -328,7 +314,7 @@ def test_skill_regex_rule_names_anthropic_backend(skill: tuple[Gateway, TlsMock]
     for model in ("claude-3", "claude-3-5-sonnet-latest"):
         status, _, body = _chat_raw(gw, model)
         assert status in (501, 503), body
-        err = _assert_openai_error(body)
+        err = assert_openai_error(body)
         assert "anthropic-backend" in err["message"]
 
 
@@ -337,7 +323,7 @@ def test_skill_catch_all_names_missing_backend(skill: tuple[Gateway, TlsMock]) -
     for model in ("mistral-large", "some-unlisted-model"):
         status, _, body = _chat_raw(gw, model)
         assert status == 503, body
-        err = _assert_openai_error(body)
+        err = assert_openai_error(body)
         assert "my-openai-backend" in err["message"]
 
 
@@ -350,5 +336,5 @@ def test_skill_weighted_rule_reaches_openai_backend_over_tls(skill: tuple[Gatewa
     for _ in range(5):
         status, _, body = _chat_raw(gw, "gpt-4o")
         assert status == 502, body
-        err = _assert_openai_error(body)
+        err = assert_openai_error(body)
         assert "openai-backend" in err["message"]

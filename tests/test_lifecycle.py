@@ -23,25 +23,11 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Gateway, Mock, openai_backend, write_config
+from tests.conftest import Gateway, Mock, openai_backend, route, write_config
 from tests.support import Proc, free_port, http_request, modelyard, wait_for, wait_http
 
 RELOAD_BOUND = 2.0  # seconds: the stated bound for a config change to be served
 
-
-def route(name: str, *models: str, backend: str = "mock", namespace: str = "default") -> str:
-    rules = "".join(
-        f"    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {m}}}]}}]\n"
-        f"      backendRefs: [{{name: {backend}}}]\n"
-        for m in models
-    )
-    return (
-        "apiVersion: aigateway.envoyproxy.io/v1alpha1\n"
-        "kind: AIGatewayRoute\n"
-        f"metadata: {{name: {name}, namespace: {namespace}}}\n"
-        "spec:\n"
-        "  rules:\n" + rules
-    )
 
 
 def api_key_policy(backend: str, key: str) -> str:
@@ -65,10 +51,6 @@ def api_key_policy(backend: str, key: str) -> str:
         ---
         """)
 
-
-def log_text(proc: Proc) -> str:
-    """Everything a process printed so far; also once it has stopped (Proc.output() needs the log open)."""
-    return proc.log_path.read_text(errors="replace")
 
 
 def run_gateway(*args: str) -> Proc:
@@ -210,7 +192,7 @@ def test_port_taken_fails_startup_naming_the_port(conf_file: Path, which: str, r
         port, admin = (taken, free_port()) if which == "listener" else (free_port(), taken)
         proc = run_gateway("--port", str(port), "--admin-port", str(admin), "--config", str(conf_file))
         code = exit_code(proc)
-        output = log_text(proc)
+        output = proc.output()
         assert code == 1, output
         assert f"port {taken}" in output and "already in use" in output, output
         assert ("--port" if which == "listener" else "--admin-port") in output, output
@@ -258,7 +240,7 @@ def test_broken_config_fails_startup_listing_every_error(tmp_path: Path) -> None
     port, admin = free_port(), free_port()
     proc = run_gateway("--port", str(port), "--admin-port", str(admin), "--config", str(conf))
     code = exit_code(proc)
-    output = log_text(proc)
+    output = proc.output()
     assert code == 1, output
     expected = [
         (routes, "AIGatewayRoute/team-a/bad-route", "spec.rules[0].matches[0].headers[0].type"),
@@ -313,7 +295,7 @@ def test_sigterm_lets_a_streaming_request_finish(tmp_path: Path, start_mock, sta
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop", chunks[-2:]
 
     code = gw.proc.popen.wait(15)
-    output = log_text(gw.proc)
+    output = gw.proc.output()
     assert code == 0, output
     assert "Traceback" not in output, output
     assert refused(gw.port), "the data-plane port still accepts connections after exit"
@@ -339,7 +321,7 @@ def test_sigterm_while_a_worker_is_starting(tmp_path: Path) -> None:
         code = gw.proc.popen.wait(30)
     finally:
         gw.stop()
-    output = log_text(gw.proc)
+    output = gw.proc.output()
     assert code == 0, output
     assert "refused to gracefully stop" not in output, output
 
@@ -384,7 +366,7 @@ def gw(conf_dir: Path) -> Iterator[Gateway]:
     g = Gateway("--config", str(conf_dir), "--log-level", "debug")
     yield g
     code = g.stop()
-    output = log_text(g.proc)
+    output = g.proc.output()
     assert API_KEY not in output
     assert code == 0, output
 
@@ -484,7 +466,7 @@ def test_killed_worker_is_replaced(gw: Gateway, mock: Mock) -> None:
         # every thread of it is gone; from then on the other worker must answer them all.
         assert wait_for(lambda pid=pid: exited(pid), timeout=10.0), f"worker {pid} did not exit"
         now = wait_for(lambda pid=pid: replaced(pid), timeout=15.0)
-        assert now, (workers(gw), log_text(gw.proc))
+        assert now, (workers(gw), gw.proc.output())
         assert sorted(now.values()) == ["modelyard worker-1", "modelyard worker-2"], now
     assert statuses and set(statuses) == {200}, statuses
     current = listening_workers(gw)
@@ -511,7 +493,7 @@ def test_killed_control_process_is_restarted(gw: Gateway, conf_dir: Path) -> Non
     # Requests do not need the control process.
     assert gw.chat("alpha")[0] == 200
     new = wait_for(lambda: (p := control_pid(gw)) is not None and p != old and p, timeout=10.0)
-    assert new, log_text(gw.proc)
+    assert new, gw.proc.output()
     wait_http(gw.admin_port, "/readyz", timeout=10.0, proc=gw.proc)
     assert gw.config()["generation"] >= generation  # the numbering goes on
 
@@ -520,5 +502,5 @@ def test_killed_control_process_is_restarted(gw: Gateway, conf_dir: Path) -> Non
     served = wait_for(lambda: all(gw.chat("after-restart")[0] == 200 for _ in range(6)), timeout=RELOAD_BOUND)
     assert served, gw.config()
     assert gw.config()["models"] == ["alpha", "after-restart"]
-    assert "config watcher exited" in log_text(gw.proc)
+    assert "config watcher exited" in gw.proc.output()
     assert control_pid(gw) == new

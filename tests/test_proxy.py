@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import textwrap
 import time
-from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import Gateway, Mock
+from tests.conftest import Gateway, Mock, assert_openai_error
 from tests.support import free_port, http_request
 
 CONFIG = """\
@@ -136,9 +134,7 @@ def client(env) -> openai.OpenAI:
 
 
 def _error(body: bytes) -> dict:
-    err = json.loads(body)["error"]
-    assert set(err) >= {"message", "type", "code"}
-    return err
+    return assert_openai_error(json.loads(body))
 
 
 def test_chat_with_override_and_mutations(env, client: openai.OpenAI) -> None:

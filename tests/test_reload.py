@@ -22,27 +22,12 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import Gateway, Mock, openai_backend, write_config
+from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, route, write_config
 from tests.support import wait_for
 
 RELOAD_BOUND = 2.0  # seconds: the stated bound for a change to be served
 STABLE_REQUESTS = 8
 
-
-def route(name: str, *models: str, backend: str = "mock", ref_extra: str = "") -> str:
-    """An AIGatewayRoute `name` with one rule per model, each to `backend`."""
-    rules = "".join(
-        f"    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {m}}}]}}]\n"
-        f"      backendRefs: [{{name: {backend}{ref_extra}}}]\n"
-        for m in models
-    )
-    return (
-        "apiVersion: aigateway.envoyproxy.io/v1alpha1\n"
-        "kind: AIGatewayRoute\n"
-        f"metadata: {{name: {name}, namespace: default}}\n"
-        "spec:\n"
-        "  rules:\n" + rules
-    )
 
 
 def replace_atomically(path: Path, text: str) -> None:
@@ -51,10 +36,6 @@ def replace_atomically(path: Path, text: str) -> None:
     tmp.write_text(text)
     os.replace(tmp, path)
 
-
-def log_text(gw: Gateway) -> str:
-    """The gateway's output so far; also after it stopped (Proc.output() needs the log file open)."""
-    return gw.proc.log_path.read_text(errors="replace")
 
 
 def status_of(gw: Gateway, model: str) -> int:
@@ -72,19 +53,8 @@ def served_within(gw: Gateway, model: str, status: int, timeout: float = RELOAD_
 
 
 def model_ids(gw: Gateway) -> set[str]:
-    client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
-    return {m.id for m in client.models.list()}
+    return {m.id for m in gw.client().models.list()}
 
-
-def assert_openai_error(body: dict, code: str | None = None) -> dict:
-    assert set(body) == {"error"}, body
-    err = body["error"]
-    assert {"message", "type", "code"} <= set(err), err
-    assert isinstance(err["message"], str) and err["message"], err
-    assert isinstance(err["type"], str) and err["type"], err
-    if code is not None:
-        assert err["code"] == code, err
-    return err
 
 
 # --- a gateway watching a directory ---------------------------------------------------------------
@@ -113,7 +83,7 @@ def gw(conf_dir: Path) -> Iterator[Gateway]:
     g = Gateway("--config", str(conf_dir))
     yield g
     code = g.stop()
-    output = log_text(g)
+    output = g.proc.output()
     assert code == 0, output
     assert "Traceback" not in output, output
 
@@ -305,8 +275,8 @@ def test_watched_file_replaced_atomically(tmp_path: Path, mock: Mock) -> None:
         assert status_of(gw, "file-gamma") == 200
     finally:
         code = gw.stop()
-    assert code == 0, log_text(gw)
-    assert "Traceback" not in log_text(gw)
+    assert code == 0, gw.proc.output()
+    assert "Traceback" not in gw.proc.output()
 
 
 @pytest.mark.parametrize("watch", ["file", "dir"])
@@ -342,5 +312,5 @@ def test_configmap_volume_symlink_swap(tmp_path: Path, mock: Mock, watch: str) -
         assert gw.config()["errors"] == []
     finally:
         code = gw.stop()
-    assert code == 0, log_text(gw)
-    assert "Traceback" not in log_text(gw)
+    assert code == 0, gw.proc.output()
+    assert "Traceback" not in gw.proc.output()

@@ -6,7 +6,6 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import openai
 import pytest
 
 from tests.conftest import Gateway, Mock, openai_backend, write_config
@@ -15,12 +14,6 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 MODELS = ["llama3.2", "gpt-4o", "qwen2.5:7b", "org/some-model-v1", "x"]
 
 
-def _client(gw: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
-
-
-def _chats(mock: Mock) -> list[dict]:
-    return [r for r in mock.requests() if r["path"].endswith("/chat/completions")]
 
 
 def _stop(gw: Gateway | None) -> None:
@@ -48,13 +41,13 @@ def backend_only() -> Iterator[tuple[Gateway, Mock]]:
 def test_backend_flag_routes_every_model(backend_only: tuple[Gateway, Mock]) -> None:
     gw, mock = backend_only
     mock.clear()
-    client = _client(gw)
+    client = gw.client()
     for model in MODELS:
         raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
         assert raw.status_code == 200
         assert raw.headers["x-mock-name"] == "default-mock"
         assert raw.parse().model == model
-    reqs = _chats(mock)
+    reqs = mock.chat_requests()
     assert [r["body"]["model"] for r in reqs] == MODELS  # the name goes through unchanged
     assert all(r["path"] == "/v1/chat/completions" for r in reqs)
     assert all(r["method"] == "POST" for r in reqs)
@@ -64,7 +57,7 @@ def test_backend_flag_routes_every_model(backend_only: tuple[Gateway, Mock]) -> 
 
 def test_backend_flag_streaming(backend_only: tuple[Gateway, Mock]) -> None:
     gw, _ = backend_only
-    chunks = list(_client(gw).chat.completions.create(model="any-model", messages=MESSAGES, stream=True))
+    chunks = list(gw.client().chat.completions.create(model="any-model", messages=MESSAGES, stream=True))
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert all(c.model == "any-model" for c in chunks)
 
@@ -97,11 +90,11 @@ def from_env() -> Iterator[tuple[Gateway, Mock]]:
 def test_env_base_url_and_key(from_env: tuple[Gateway, Mock]) -> None:
     gw, mock = from_env
     mock.clear()
-    client = _client(gw)  # sends `Authorization: Bearer x`, which must be replaced
+    client = gw.client()  # sends `Authorization: Bearer x`, which must be replaced
     for model in MODELS[:3]:
         raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
         assert raw.headers["x-mock-name"] == "env-mock"
-    reqs = _chats(mock)
+    reqs = mock.chat_requests()
     assert [r["body"]["model"] for r in reqs] == MODELS[:3]
     assert all(r["path"] == "/v1/chat/completions" for r in reqs)
     assert all(r["headers"].get("authorization") == "Bearer sk-test" for r in reqs)
@@ -155,19 +148,19 @@ def test_config_and_backend_together(mixed: tuple[Gateway, Mock, Mock]) -> None:
     gw, routed, default = mixed
     routed.clear()
     default.clear()
-    client = _client(gw)
+    client = gw.client()
     for model in ("configured-model", "other-configured"):
         raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
         assert raw.headers["x-mock-name"] == "routed-mock"
     for model in ("unknown-1", "llama3.2", "configured-model-2"):
         raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
         assert raw.headers["x-mock-name"] == "default-mock"
-    assert [r["body"]["model"] for r in _chats(routed)] == ["upstream-name", "other-configured"]
-    assert [r["body"]["model"] for r in _chats(default)] == ["unknown-1", "llama3.2", "configured-model-2"]
-    assert all(r["path"] == "/v1/chat/completions" for r in _chats(default))
+    assert [r["body"]["model"] for r in routed.chat_requests()] == ["upstream-name", "other-configured"]
+    assert [r["body"]["model"] for r in default.chat_requests()] == ["unknown-1", "llama3.2", "configured-model-2"]
+    assert all(r["path"] == "/v1/chat/completions" for r in default.chat_requests())
 
 
 def test_config_and_backend_models_list(mixed: tuple[Gateway, Mock, Mock]) -> None:
     gw, _, _ = mixed
-    ids = [m.id for m in _client(gw).models.list()]
+    ids = [m.id for m in gw.client().models.list()]
     assert {"configured-model", "other-configured"} <= set(ids)
