@@ -115,7 +115,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     if ref.rewrite:
         r = ref.ref
         body = rewrite_body(body, r.model_override, r.body_set, r.body_remove)
-    url, host = backend.target(suffix)
+    url, host, where = backend.target(suffix)
     headers = _request_headers(scope, ref)
     if host is not None:
         headers["host"] = host
@@ -126,7 +126,6 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
         await upstream.start()
         session = upstream.session
     assert session is not None
-    where = f"backend {name} ({url.host}:{url.port})"
     try:
         resp = await session.post(url, data=body, headers=headers, ssl=backend.ssl,
                                   server_hostname=backend.server_hostname, timeout=ref.timeout,

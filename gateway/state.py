@@ -55,17 +55,20 @@ class BackendRuntime:
             address = f"{_host(ep.host)}:{ep.port}"
             mapped = resolve.get(f"{ep.host}:{ep.port}") if _is_ip(ep.host) else None
             hosts.append((mapped, address) if mapped else (address, None))
-        # One target per (operation, endpoint); endpoints share load round-robin.
+        # One target per (operation, endpoint), with the description error messages use;
+        # endpoints share load round-robin.
         self.targets = {
-            suffix: [(URL(f"{scheme}://{addr}{backend.prefix}{suffix}", encoded=True), host) for addr, host in hosts]
+            suffix: [(URL(f"{scheme}://{addr}{backend.prefix}{suffix}", encoded=True), host,
+                      f"backend {backend.name} ({addr})") for addr, host in hosts]
             for suffix in OPERATIONS.values()
         }
         self.ssl = _ssl_context(backend) if backend.error is None else False
         self.server_hostname = backend.tls.server_name if backend.tls is not None else None
         self._next = count()
 
-    def target(self, suffix: str) -> tuple[URL, str | None]:
-        """The URL to send an operation to, and the Host header to override it with (or None)."""
+    def target(self, suffix: str) -> tuple[URL, str | None, str]:
+        """The URL to send an operation to, the Host header to override it with (or None), and
+        how error messages name it."""
         targets = self.targets[suffix]
         return targets[0] if len(targets) == 1 else targets[next(self._next) % len(targets)]
 
