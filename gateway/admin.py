@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from config.watcher import ConfigWatcher
 from gateway import metrics
+from gateway.worker_registry import WORKERS_DIR_ENV, live_workers
 
 
 def config_view(watcher: ConfigWatcher) -> dict[str, Any]:
@@ -23,6 +25,7 @@ def config_view(watcher: ConfigWatcher) -> dict[str, Any]:
         "summary": watcher.summary,
         "errors": [str(e) for e in watcher.errors],
         "warnings": [str(w) for w in watcher.warnings],
+        "workers": live_workers(os.environ.get(WORKERS_DIR_ENV, "")),
     }
     if table is not None:
         view["routes"] = [{"name": r.name, "rules": r.rules, "costs": [c[0] for c in r.costs]} for r in table.routes]

@@ -18,7 +18,7 @@ from core.errors import openai_error
 from core.shm import TableSegment
 from core.sniff import SniffError, sniff
 from core.table import MODEL_HEADER, decode_table
-from gateway import metrics
+from gateway import metrics, worker_registry
 from gateway.proxy import JSON_HEADERS, Upstream, forward
 from gateway.state import OPERATIONS, GenerationState
 
@@ -48,6 +48,7 @@ class GatewayApp:
         loop.create_task(self._watch_table())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        worker_registry.forget()
         loop.run_until_complete(self.upstream.close())
 
     def _refresh(self) -> None:
@@ -60,6 +61,7 @@ class GatewayApp:
         table = decode_table(data)
         self.state = GenerationState(table)
         self.upstream.set_resolve(table.resolve)
+        worker_registry.report(table.generation)
 
     async def _watch_table(self) -> None:
         await self.upstream.start()

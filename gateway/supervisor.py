@@ -19,6 +19,7 @@ import time
 
 from core.shm import TableSegment, default_dir
 from gateway.control import FirstLoad, RunOptions, control_main, setup_logging
+from gateway.worker_registry import WORKERS_DIR_ENV
 
 DEFAULT_PORT = 1975
 
@@ -103,8 +104,10 @@ def _control_entry(opts: RunOptions, conn, port: int | None = None) -> None:  # 
 
 def run(opts: RunOptions) -> int:
     setup_logging(opts.log_level)
-    metrics_dir = tempfile.mkdtemp(prefix="modelyard-metrics-", dir=default_dir())
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    run_dir = tempfile.mkdtemp(prefix="modelyard-run-", dir=default_dir())
+    for sub, env in (("metrics", "PROMETHEUS_MULTIPROC_DIR"), ("workers", WORKERS_DIR_ENV)):
+        os.mkdir(os.path.join(run_dir, sub))
+        os.environ[env] = os.path.join(run_dir, sub)
     segment = TableSegment.create()
     os.environ["MODELYARD_TABLE"] = segment.path
     opts.table_path = segment.path
@@ -130,7 +133,7 @@ def run(opts: RunOptions) -> int:
         control.stop()
         segment.close()
         segment.unlink()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _banner(opts: RunOptions, first: FirstLoad, port: int) -> None:

@@ -89,6 +89,7 @@ class TlsMock:
 
 class Gateway:
     def __init__(self, *args: str, env: dict[str, str] | None = None, workers: int = 2, wait: bool = True):
+        self.workers = workers
         self.port = free_port()
         self.admin_port = free_port()
         self.proc = Proc(
@@ -117,6 +118,12 @@ class Gateway:
 
     def config(self) -> dict:
         return json.loads(http_request(self.admin_port, "GET", "/config")[2])
+
+    def in_sync(self) -> bool:
+        """Whether every worker serves the watcher's current routing table."""
+        view = self.config()
+        workers = view["workers"]
+        return len(workers) == self.workers and all(w["generation"] == view["generation"] for w in workers)
 
     def stop(self) -> int:
         return self.proc.stop()

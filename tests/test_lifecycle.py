@@ -380,6 +380,9 @@ def test_admin_endpoints(gw: Gateway, mock: Mock) -> None:
     view = gw.config()
     assert view["generation"] >= 1
     assert view["errors"] == []
+    # Both workers report the table they serve (a reload is complete once they all agree).
+    assert wait_for(gw.in_sync, timeout=10.0), gw.config()
+    assert len({w["pid"] for w in gw.config()["workers"]}) == 2
     assert [r["name"] for r in view["routes"]] == ["default/main"]
     assert view["models"] == ["alpha"]
     (backend,) = view["backends"]
@@ -471,6 +474,9 @@ def test_killed_worker_is_replaced(gw: Gateway, mock: Mock) -> None:
     assert statuses and set(statuses) == {200}, statuses
     current = listening_workers(gw)
     assert not set(current) & set(original), (current, original)  # both workers are replacements
+    # The admin port lists the replacements, not the dead, each on the current table.
+    assert wait_for(lambda: {w["pid"] for w in gw.config()["workers"]} == set(current), timeout=10.0), gw.config()
+    assert gw.in_sync()
 
     # The replacements serve the routing table (each request on a new connection, either worker).
     mock.clear()

@@ -45,11 +45,12 @@ def status_of(gw: Gateway, model: str) -> int:
 def served_within(gw: Gateway, model: str, status: int, timeout: float = RELOAD_BOUND) -> bool:
     """Whether `model` answers `status` within `timeout` seconds of now, from every worker.
 
-    Each worker picks up a new table on its own timer (~100 ms), so one worker may
-    answer a moment before the other: the answer counts once it is the same for
-    several requests in a row, each on a new connection (which either worker may accept).
+    Each worker picks up a new table on its own timer (~100 ms), so the answer
+    counts once every worker reports the watcher's generation (admin /config),
+    and then several requests in a row, each on a new connection, agree.
     """
-    return bool(wait_for(lambda: all(status_of(gw, model) == status for _ in range(STABLE_REQUESTS)), timeout=timeout))
+    return bool(wait_for(lambda: gw.in_sync() and all(status_of(gw, model) == status for _ in range(STABLE_REQUESTS)),
+                         timeout=timeout))
 
 
 def model_ids(gw: Gateway) -> set[str]:

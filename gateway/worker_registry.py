@@ -1,0 +1,62 @@
+"""Which routing-table generation each worker serves, for the admin port.
+
+Each worker writes its generation to a file named after its PID in the run
+directory's `workers/` folder when it adopts a new table (rare, off the request
+path). The admin server lists live PIDs only, so a worker that died and was
+respawned shows up once. A reload is complete, for every client, once all
+workers report the watcher's generation.
+"""
+
+from __future__ import annotations
+
+import os
+
+WORKERS_DIR_ENV = "MODELYARD_WORKERS_DIR"
+
+
+def report(generation: int) -> None:
+    folder = os.environ.get(WORKERS_DIR_ENV)
+    if not folder:
+        return
+    pid = os.getpid()
+    tmp = os.path.join(folder, f".{pid}.tmp")
+    with open(tmp, "w") as f:
+        f.write(str(generation))
+    os.replace(tmp, os.path.join(folder, str(pid)))
+
+
+def forget() -> None:
+    folder = os.environ.get(WORKERS_DIR_ENV)
+    if folder:
+        try:
+            os.unlink(os.path.join(folder, str(os.getpid())))
+        except FileNotFoundError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def live_workers(folder: str) -> list[dict[str, int]]:
+    """[{pid, generation}] of the workers alive now, by PID."""
+    found: list[dict[str, int]] = []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if not name.isdigit() or not _alive(int(name)):
+            continue
+        try:
+            with open(os.path.join(folder, name)) as f:
+                found.append({"pid": int(name), "generation": int(f.read() or 0)})
+        except (FileNotFoundError, ValueError):
+            continue
+    return sorted(found, key=lambda w: w["pid"])
