@@ -41,6 +41,7 @@ class GatewayApp:
     # -- worker lifecycle (Granian RSGI hooks) -------------------------------------------------
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.upstream.start(loop)
         path = os.environ.get("MODELYARD_TABLE")
         if path:
             self.segment = TableSegment.attach(path)
@@ -59,12 +60,10 @@ class GatewayApp:
         if generation == 0:
             return
         table = decode_table(data)
-        self.state = GenerationState(table)
-        self.upstream.set_resolve(table.resolve)
+        self.state = GenerationState(table, self.upstream.pools)
         worker_registry.report(table.generation)
 
     async def _watch_table(self) -> None:
-        await self.upstream.start()
         while self.segment is not None:
             await asyncio.sleep(POLL_INTERVAL)
             try:

@@ -8,16 +8,19 @@ the pre-encoded /v1/models answer.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import ssl
 from itertools import count
 
-import aiohttp
 import msgspec
-from yarl import URL
 
 from core.router import Router, RuleRuntime
 from core.table import Backend, BackendRef, Table
+from gateway.http1 import Pool
+
+log = logging.getLogger("modelyard.worker")
 
 # The OpenAI-style operations the data plane forwards, by client path.
 OPERATIONS = {
@@ -27,10 +30,10 @@ OPERATIONS = {
 }
 
 
-def _ssl_context(backend: Backend) -> ssl.SSLContext | bool:
+def _ssl_context(backend: Backend) -> ssl.SSLContext | None:
     tls = backend.tls
     if tls is None:
-        return False
+        return None
     ctx = ssl.create_default_context(cadata=tls.ca_pem) if tls.ca_pem else ssl.create_default_context()
     if not tls.verify:
         ctx.check_hostname = False
@@ -38,37 +41,79 @@ def _ssl_context(backend: Backend) -> ssl.SSLContext | bool:
     return ctx
 
 
-class BackendRuntime:
-    __slots__ = ("backend", "name", "targets", "ssl", "server_hostname", "_next", "error")
+class Target:
+    """One (operation, endpoint) of a backend: its connection pool and the request head up to the query."""
 
-    def __init__(self, backend: Backend, resolve: dict[str, str]):
+    __slots__ = ("pool", "path", "head", "where")
+
+    def __init__(self, pool: Pool, path: bytes, host: str, where: str):
+        self.pool = pool
+        self.path = b"POST " + path
+        self.head = f" HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")
+        self.where = where
+
+
+class Pools:
+    """The worker's connection pools, by address and TLS settings, kept across table generations."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[object, ...], Pool] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self, host: str, port: int, backend: Backend) -> Pool:
+        tls = backend.tls
+        tls_key = (tls.ca_pem, tls.verify, tls.server_name) if tls is not None else None
+        key = (host, port, tls_key)
+        pool = self.by_key.get(key)
+        if pool is None or pool.closed:
+            assert self.loop is not None
+            server_name = (tls.server_name or None) if tls is not None else None
+            pool = self.by_key[key] = Pool(host, port, _ssl_context(backend), server_name, self.loop)
+        return pool
+
+    def keep_only(self, used: set[int]) -> None:
+        """Close the pools no backend of the new generation uses (their in-flight requests finish)."""
+        for key, pool in list(self.by_key.items()):
+            if id(pool) not in used:
+                pool.close()
+                del self.by_key[key]
+
+
+class BackendRuntime:
+    __slots__ = ("backend", "name", "targets", "_next", "error")
+
+    def __init__(self, backend: Backend, resolve: dict[str, str], pools: Pools):
         self.backend = backend
         self.name = backend.name
         self.error = backend.error
-        scheme = "https" if backend.tls is not None else "http"
-        # (address in the URL, Host header to send instead or None) per endpoint. IP
-        # endpoints never reach a resolver, so --resolve applies to them here and the
-        # original address stays the Host header, as with curl; hostnames keep their
-        # name in the URL (Host header, SNI) and the resolver maps them.
-        hosts: list[tuple[str, str | None]] = []
-        for ep in backend.endpoints:
-            address = f"{_host(ep.host)}:{ep.port}"
-            mapped = resolve.get(f"{ep.host}:{ep.port}") if _is_ip(ep.host) else None
-            hosts.append((mapped, address) if mapped else (address, None))
-        # One target per (operation, endpoint), with the description error messages use;
-        # endpoints share load round-robin.
+        tls = backend.tls
+        default_port = 443 if tls is not None else 80
+        # Each endpoint is reached at its address, or where --resolve maps it; the Host
+        # header (and SNI, unless the TLS policy names another) keep the configured name.
+        endpoints: list[tuple[Pool, str, str]] = []
+        if backend.error is None:
+            for ep in backend.endpoints:
+                address = f"{_host(ep.host)}:{ep.port}"
+                mapped = resolve.get(f"{ep.host}:{ep.port}")
+                if mapped:
+                    addr, _, port = mapped.rpartition(":")
+                    connect_host, connect_port = addr.strip("[]"), int(port)
+                else:
+                    connect_host, connect_port = ep.host, ep.port
+                host_header = _host(ep.host) if ep.port == default_port else address
+                if tls is not None and not tls.server_name and not _is_ip(ep.host):
+                    tls = msgspec.structs.replace(tls, server_name=ep.host)
+                pool = pools.get(connect_host, connect_port, msgspec.structs.replace(backend, tls=tls))
+                endpoints.append((pool, host_header, f"backend {backend.name} ({address})"))
+        # One target per (operation, endpoint); endpoints share load round-robin.
         self.targets = {
-            suffix: [(URL(f"{scheme}://{addr}{backend.prefix}{suffix}", encoded=True), host,
-                      f"backend {backend.name} ({addr})") for addr, host in hosts]
+            suffix: [Target(pool, f"{backend.prefix}{suffix}".encode("latin-1"), host, where)
+                     for pool, host, where in endpoints]
             for suffix in OPERATIONS.values()
         }
-        self.ssl = _ssl_context(backend) if backend.error is None else False
-        self.server_hostname = backend.tls.server_name if backend.tls is not None else None
         self._next = count()
 
-    def target(self, suffix: str) -> tuple[URL, str | None, str]:
-        """The URL to send an operation to, the Host header to override it with (or None), and
-        how error messages name it."""
+    def target(self, suffix: str) -> Target:
         targets = self.targets[suffix]
         return targets[0] if len(targets) == 1 else targets[next(self._next) % len(targets)]
 
@@ -85,30 +130,42 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _header_lines(headers: tuple[tuple[str, str], ...]) -> bytes:
+    lines = []
+    for name, value in headers:
+        if any(c in name + value for c in "\r\n\0"):  # never let configuration split a header
+            log.error("header %s has a line break or NUL in its configured value; not sent", name)
+            continue
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("utf-8")
+
+
 class RefRuntime:
     """A backendRef with its backend, header edits and timeout resolved."""
 
-    __slots__ = ("ref", "backend", "remove", "set", "timeout", "rewrite")
+    __slots__ = ("ref", "backend", "remove", "set_lines", "timeout", "rewrite")
 
     def __init__(self, ref: BackendRef, backend: BackendRuntime):
         self.ref = ref
         self.backend = backend
         auth = backend.backend.auth_headers
         # Credentials go last so that neither clients nor mutations can replace them.
-        self.set = tuple(ref.header_set) + tuple(auth)
-        self.remove = frozenset(ref.header_remove) | {name for name, _ in self.set}
-        self.timeout = aiohttp.ClientTimeout(total=ref.timeout or None)
+        set_headers = tuple(ref.header_set) + tuple(auth)
+        self.set_lines = _header_lines(set_headers)
+        self.remove = frozenset(ref.header_remove) | {name.lower() for name, _ in set_headers}
+        self.timeout = ref.timeout or None
         self.rewrite = bool(ref.model_override is not None or ref.body_set or ref.body_remove)
 
 
 class GenerationState:
     __slots__ = ("generation", "table", "router", "backends", "refs", "models_body", "body_limit", "model_list")
 
-    def __init__(self, table: Table):
+    def __init__(self, table: Table, pools: Pools):
         self.generation = table.generation
         self.table = table
         self.router = Router(table)
-        self.backends = [BackendRuntime(b, table.resolve) for b in table.backends]
+        self.backends = [BackendRuntime(b, table.resolve, pools) for b in table.backends]
+        pools.keep_only({id(t.pool) for b in self.backends for ts in b.targets.values() for t in ts})
         # Keyed by the BackendRef object the router picks: identity lookups, no hashing of fields.
         self.refs: dict[int, RefRuntime] = {}
         for rule in self.router.rules:
