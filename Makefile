@@ -9,10 +9,20 @@ export PIP_BREAK_SYSTEM_PACKAGES := 1
 export PIP_ROOT_USER_ACTION := ignore
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install
+.PHONY: demo test install tools
 
-install:
+install: tools
 	$(PIP) install --quiet -e '.[test]'
+
+# The benchmark's load generator and its nginx baseline come from Debian's packages. Best effort:
+# without them (no root, no apt) the benchmark test falls back to its built-in load generator
+# and reports nginx as not measured.
+tools:
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq >/dev/null 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx-light >/dev/null 2>&1; } || \
+	  echo "note: wrk and nginx are not installed; the benchmark test runs without them"
 
 demo:
 	$(PIP) install --quiet -e .

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     mock = sub.add_parser("mock", help="start the mock OpenAI-compatible backend")
     mock_backend.add_arguments(mock)
 
+    from loadtest import bench
+
+    bench_cmd = sub.add_parser("bench", help="benchmark against direct calls, nginx, Envoy and LiteLLM")
+    bench.add_arguments(bench_cmd)
+
     demo = sub.add_parser("demo", help="start the bundled mock backend and the gateway on a demo config")
     demo.add_argument("--port", type=int, default=1975)
     demo.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT)
@@ -75,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "check":
         return cmd_check(args.paths)
+    if args.command == "bench":
+        from loadtest import bench
+        return bench.main(args)
     if args.command == "mock":
         from loadtest import mock_backend
         return mock_backend.run(args)

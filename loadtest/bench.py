@@ -1,0 +1,352 @@
+"""`modelyard bench`: Modelyard against a direct call, nginx, Envoy and LiteLLM, in one run, as ratios.
+
+Every target proxies the same mock backend. The proxy under test is pinned to
+its own core(s); the mock and the load generator share the others. For each
+target and for non-streaming and 20-chunk streaming chat it measures:
+- max throughput, and throughput per proxy core from the proxy's own CPU time;
+- latency at concurrency 1 (p50, p99) and time to first byte of a stream;
+- latency and TTFT at a fixed moderate load;
+- peak RSS per worker.
+Modelyard runs several ways: features off (10 models), 10,000 models, and the
+shared nrp-models-config example (credentials from a Secret, metrics), and with
+1, 2, 4 and 8 workers where the machine has the cores.
+
+Results go to a folder (results.json, report.md, PNG plots). `--quick` makes
+every measurement last about a second: CI uses it to check that every target
+answers correctly and the report is produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from loadtest import loadgen, report
+from loadtest.procs import Service, free_port, peak_rss_mb
+from loadtest.targets import LiteLLM, Modelyard, Envoy, Nginx, Running, Target, modelyard_argv
+
+STREAM_CHUNKS = 20  # tokens per response: 20 content chunks per stream
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="loadtest/results/latest", metavar="DIR", help="where the report goes")
+    parser.add_argument("--quick", action="store_true", help="about a second per measurement (CI)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
+    parser.add_argument("--connections", type=int, default=32, help="connections for the throughput runs")
+    parser.add_argument("--moderate-rps", type=float, default=500.0,
+                        help="request rate of the fixed moderate load (spread over 4 connections)")
+    parser.add_argument("--probe-requests", type=int, default=2000, help="requests for each concurrency-1 probe")
+    parser.add_argument("--targets", default="direct,modelyard,modelyard-10k,modelyard-features,nginx,envoy,litellm",
+                        help="comma-separated subset to run")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                        help="instead of the comparison: hold Modelyard at 70%% of its max throughput this long "
+                             "and record its workers' RSS (writes soak.json and soak.md)")
+    parser.add_argument("--load-tool", choices=["auto", "wrk", "python"], default="auto",
+                        help="auto: wrk when installed, else the built-in generator")
+    parser.add_argument("--scaling", default="1,2,4,8", help="worker counts for the scaling runs")
+
+
+def _cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def _split_cores(cores: list[int], proxy: int) -> tuple[list[int], list[int]] | None:
+    """(proxy cores, load+mock cores); None when the machine lacks the cores to keep them apart."""
+    if len(cores) < 2:
+        return (cores, cores) if proxy == 1 else None
+    if proxy >= len(cores):
+        return None
+    return cores[:proxy], cores[proxy:]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("modelyard", "granian", "httptools", "msgspec", "uvloop", "aiohttp", "prometheus-client"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    for tool, argv in (("wrk", ["wrk", "-v"]), ("nginx", ["nginx", "-v"]), ("envoy", ["envoy", "--version"]),
+                       ("litellm", ["litellm", "--version"])):
+        if shutil.which(argv[0]):
+            try:
+                res = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                text = (res.stdout + res.stderr).strip().splitlines()
+                out[tool] = text[0][:100] if text else "?"
+            except (OSError, subprocess.TimeoutExpired):
+                out[tool] = "?"
+    return out
+
+
+def _machine(cores: list[int]) -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": len(cores), "kernel": platform.release(), "host": platform.node()}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.quick = args.quick
+        self.seconds = 1.0 if args.quick else args.seconds
+        self.probe_n = 100 if args.quick else args.probe_requests
+        self.work = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+        self.cores = _cores()
+        self.results: dict[str, Any] = {"targets": {}, "skipped": {}, "scaling": {}, "checks": []}
+
+    # -- one measured target -------------------------------------------------------------------
+
+    def _check(self, name: str, url: str, model: str) -> None:
+        """One request of each kind must come back right before any load is put on the target."""
+        for stream in (False, True):
+            res = loadgen.probe(url, loadgen.chat_body(model, stream), model, requests=3, warmup=0)
+            if res.failures:
+                raise RuntimeError(f"{name} answered wrongly ({'stream' if stream else 'chat'}): {res.failures[0]}")
+        self.results["checks"].append(name)
+
+    def _throughput(self, svc: Service | None, url: str, model: str, stream: bool, cores: list[int]) -> dict[str, Any]:
+        body = loadgen.chat_body(model, stream)
+        before = svc.cpu_seconds() if svc else 0.0
+        t0 = time.monotonic()
+        res = loadgen.load(url, body, model, self.args.connections, self.seconds, self.work)
+        wall = time.monotonic() - t0
+        used = (svc.cpu_seconds() - before) / wall if svc else 0.0
+        return {"rps": res.rps, "cpu_cores": used, "per_core": res.rps / used if used > 0.01 else None,
+                "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "requests": res.requests, "errors": res.errors,
+                "tool": res.tool}
+
+    def _moderate(self, url: str, model: str, stream: bool) -> dict[str, Any]:
+        """Latency at a fixed moderate load: 4 connections each pausing between requests, plus a c=1 probe."""
+        connections = 4
+        delay_ms = max(0.0, connections * 1000.0 / self.args.moderate_rps)
+        body = loadgen.chat_body(model, stream)
+        out: dict[str, Any] = {}
+
+        def background() -> None:
+            out["load"] = loadgen.load(url, body, model, connections, self.seconds + 1, self.work, delay_ms)
+
+        t = threading.Thread(target=background)
+        t.start()
+        time.sleep(0.3)
+        probe = loadgen.probe(url, body, model, requests=max(50, self.probe_n // 4), warmup=10)
+        t.join()
+        load: loadgen.LoadResult = out["load"]
+        return {"rps": load.rps, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "errors": load.errors + len(probe.failures),
+                **{f"probe_{k}": v for k, v in probe.summary().items()}}
+
+    def measure(self, name: str, label: str, running: Running | None, url: str, model: str,
+                cores: list[int]) -> dict[str, Any]:
+        svc = running.service if running else None
+        self._check(name, url, model)
+        entry: dict[str, Any] = {"label": label, "url": url, "model": model}
+        for kind, stream in (("chat", False), ("stream", True)):
+            body = loadgen.chat_body(model, stream)
+            probe = loadgen.probe(url, body, model, self.probe_n)
+            if probe.failures:
+                raise RuntimeError(f"{name}: {len(probe.failures)} probe failures, first: {probe.failures[0]}")
+            entry[kind] = {
+                "max": self._throughput(svc, url, model, stream, cores),
+                "c1": probe.summary(),
+                "moderate": self._moderate(url, model, stream),
+            }
+        if running is not None:
+            entry["rss_mb"] = max((peak_rss_mb(p) for p in running.worker_pids), default=0.0)
+        return entry
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        args = self.args
+        wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+        split = _split_cores(self.cores, 1)
+        assert split is not None
+        proxy_cores, load_cores = split
+        os.sched_setaffinity(0, load_cores)  # the harness and its probes stay off the proxy's core
+        self.results.update(machine=_machine(self.cores), versions=_versions(), proxy_cores=proxy_cores, load_cores=load_cores,
+                            command=" ".join(["modelyard bench", *sys.argv[2:]]), quick=self.quick,
+                            load_tool="wrk" if loadgen.have_wrk() else "python (wrk not installed)",
+                            started=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        mock_port = free_port()
+        mock = Service("mock", modelyard_argv("mock", "--port", str(mock_port), "--tokens", str(STREAM_CHUNKS)),
+                       load_cores, self.work / "mock.log")
+        try:
+            mock.wait_port(mock_port)
+            direct_url = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
+            catalogue: list[Target] = [
+                Modelyard("modelyard", "Modelyard, 1 worker, 10 models"),
+                Modelyard("modelyard-10k", "Modelyard, 1 worker, 10,000 models", models=10_000),
+                Modelyard("modelyard-features", "Modelyard, 1 worker, nrp-models-config (credentials, metrics)",
+                          features=True),
+                Nginx(), Envoy(), LiteLLM(),
+            ]
+            if "direct" in wanted:
+                print("bench: direct to the mock", flush=True)
+                entry = self.measure("direct", "direct to the mock", None, direct_url, "model-5", load_cores)
+                # The mock's own cost, for the report: its CPU per request at full load.
+                entry["mock_cost"] = self._throughput(mock, direct_url, "model-5", False, load_cores)
+                self.results["targets"]["direct"] = entry
+            for target in catalogue:
+                if target.name not in wanted:
+                    continue
+                why = target.available()
+                if why:
+                    print(f"bench: skipping {target.name}: {why}", flush=True)
+                    self.results["skipped"][target.name] = why
+                    continue
+                print(f"bench: {target.label}", flush=True)
+                running = target.start(proxy_cores, self.work, mock_port)
+                try:
+                    self.results["targets"][target.name] = self.measure(
+                        target.name, target.label, running, running.url, running.model, proxy_cores)
+                finally:
+                    running.service.stop()
+            self._scaling(args, mock_port)
+        finally:
+            mock.stop()
+        self.results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        return self.results
+
+    def _scaling(self, args: argparse.Namespace, mock_port: int) -> None:
+        for workers in (int(w) for w in args.scaling.split(",") if w.strip()):
+            split = _split_cores(self.cores, workers)
+            if split is None:
+                self.results["skipped"][f"scaling-{workers}"] = (
+                    f"{workers} workers need more than {len(self.cores)} cores to keep load and mock apart")
+                continue
+            proxy_cores, load_cores = split
+            print(f"bench: scaling, {workers} worker(s) on cores {proxy_cores}", flush=True)
+            target = Modelyard(f"scaling-{workers}", f"Modelyard, {workers} workers", workers=workers)
+            running = target.start(proxy_cores, self.work, mock_port)
+            try:
+                self._check(target.name, running.url, running.model)
+                connections = max(args.connections, 32 * workers)
+                body = loadgen.chat_body(running.model, False)
+                before, t0 = running.service.cpu_seconds(), time.monotonic()
+                res = loadgen.load(running.url, body, running.model, connections, self.seconds, self.work)
+                used = (running.service.cpu_seconds() - before) / (time.monotonic() - t0)
+                self.results["scaling"][str(workers)] = {
+                    "rps": res.rps, "cpu_cores": used, "per_core": res.rps / used if used > 0.01 else None,
+                    "errors": res.errors, "proxy_cores": proxy_cores,
+                }
+            finally:
+                running.service.stop()
+
+
+def soak(args: argparse.Namespace) -> dict[str, Any]:
+    """RSS of one Modelyard worker held at 70% of its measured max throughput for `args.soak` seconds."""
+    from loadtest.procs import rss_mb
+
+    cores = _cores()
+    split = _split_cores(cores, 1)
+    assert split is not None
+    proxy_cores, load_cores = split
+    os.sched_setaffinity(0, load_cores)
+    work = Path(tempfile.mkdtemp(prefix="modelyard-soak-"))
+    mock_port = free_port()
+    mock = Service("mock", modelyard_argv("mock", "--port", str(mock_port), "--tokens", str(STREAM_CHUNKS)),
+                   load_cores, work / "mock.log")
+    try:
+        mock.wait_port(mock_port)
+        running = Modelyard("soak", "Modelyard, 1 worker, nrp-models-config", features=True).start(
+            proxy_cores, work, mock_port)
+        try:
+            body = loadgen.chat_body(running.model, False)
+            peak = loadgen.load(running.url, body, running.model, args.connections, 10, work)
+            connections = 16
+            target_rps = 0.7 * peak.rps
+            # wrk's delay() paces each connection: the time per request is the delay plus the latency.
+            delay_ms = max(0.0, connections * 1000.0 / target_rps - peak.p50_ms * 0.5)
+            samples: list[tuple[float, float]] = []
+            out: dict[str, Any] = {}
+            t = threading.Thread(target=lambda: out.setdefault(
+                "load", loadgen.load(running.url, body, running.model, connections, args.soak, work, delay_ms)))
+            t0 = time.monotonic()
+            t.start()
+            while t.is_alive():
+                samples.append((time.monotonic() - t0, max(rss_mb(p) for p in running.worker_pids)))
+                t.join(10)
+            load: loadgen.LoadResult = out["load"]
+            first = samples[min(len(samples) - 1, 3)][1]  # after warm-up
+            last = samples[-1][1]
+            return {"seconds": args.soak, "max_rps": peak.rps, "target_rps": target_rps, "rps": load.rps,
+                    "errors": load.errors, "rss_after_warmup_mb": first, "rss_end_mb": last,
+                    "rss_max_mb": max(r for _, r in samples), "growth": (last - first) / first if first else None,
+                    "samples": samples, "machine": _machine(cores), "versions": _versions()}
+        finally:
+            running.service.stop()
+    finally:
+        mock.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _stop_on_sigterm() -> None:
+    # SIGTERM unwinds like Ctrl-C, so every started proxy and mock is stopped by its finally block.
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(args: argparse.Namespace) -> int:
+    _stop_on_sigterm()
+    loadgen.FORCE_PYTHON = args.load_tool == "python"
+    if args.load_tool == "wrk" and not loadgen.have_wrk():
+        print("bench: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 1
+    if args.soak:
+        result = soak(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "soak.json").write_text(json.dumps(result, indent=2))
+        (out / "soak.md").write_text(
+            f"# RSS soak\n\nModelyard, 1 worker, nrp-models-config, {result['seconds']:g} s at "
+            f"{result['rps']:,.0f} req/s (70% of the {result['max_rps']:,.0f} req/s measured first), "
+            f"{result['errors']} errors.\n\nWorker RSS: {result['rss_after_warmup_mb']:.1f} MB after warm-up, "
+            f"{result['rss_end_mb']:.1f} MB at the end (max {result['rss_max_mb']:.1f} MB), "
+            f"growth {100 * (result['growth'] or 0):+.1f}%.\n")
+        print((out / "soak.md").read_text())
+        return 0 if result["errors"] == 0 else 1
+    bench = Bench(args)
+    try:
+        results = bench.run()
+    except RuntimeError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(bench.work, ignore_errors=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    report.write(results, out)
+    print(f"bench: report in {out / 'report.md'}")
+    errors = [(n, k) for n, t in results["targets"].items() for k in ("chat", "stream")
+              if t[k]["max"]["errors"] or t[k]["moderate"]["errors"]]
+    if errors:
+        print(f"bench: requests failed during load: {errors}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench")
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

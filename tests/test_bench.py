@@ -1,0 +1,69 @@
+"""The benchmark harness in quick mode: every target it can run answers correctly and the report is written.
+
+Throughput is not asserted here (a shared CI machine measures nothing reliably);
+the harness itself refuses a target that answers wrongly, and fails when any
+request under load fails.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import REPO
+
+EXPECTED = ["direct", "modelyard", "modelyard-10k", "modelyard-features"]
+
+
+def test_bench_quick_mode_measures_every_target_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "--quick", "--out", str(out), "--scaling", "1,2"],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads((out / "results.json").read_text())
+
+    expected = EXPECTED + [name for name, tool in (("nginx", "nginx"), ("envoy", "envoy"), ("litellm", "litellm"))
+                           if shutil.which(tool)]
+    assert sorted(results["targets"]) == sorted(expected), results["skipped"]
+    assert sorted(results["checks"]) == sorted([*expected, "scaling-1"])  # each answered a chat and a stream correctly first
+    for name, target in results["targets"].items():
+        for kind in ("chat", "stream"):
+            assert target[kind]["max"]["rps"] > 0, (name, kind)
+            assert target[kind]["max"]["errors"] == 0, (name, kind, target[kind]["max"])
+            assert target[kind]["c1"]["n"] > 0, (name, kind)
+        if name.startswith("modelyard"):
+            assert 0 < target["rss_mb"] < 1024, target["rss_mb"]
+            assert target["chat"]["max"]["per_core"] > 0
+    assert results["scaling"]["1"]["rps"] > 0
+    assert "scaling-2" in results["scaling"] or "scaling-2" in results["skipped"]
+
+    report = (out / "report.md").read_text()
+    for label in ("direct to the mock", "Modelyard, 1 worker, 10 models", "10,000 models", "nrp-models-config"):
+        assert label in report
+    assert "## Goals" in report and "| workers |" in report
+    if "nginx" in results["targets"]:
+        assert "× nginx" in report and "nginx (proxy_pass" in report
+    for plot in ("throughput.png", "latency.png", "scaling.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+        assert f"]({plot})" in report
+
+
+def test_bench_without_wrk_uses_its_built_in_load_generator(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "--quick", "--out", str(out), "--load-tool", "python",
+         "--targets", "direct,modelyard", "--scaling", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["load_tool"].startswith("python")
+    assert sorted(results["targets"]) == ["direct", "modelyard"]
+    assert all(t[k]["max"]["tool"] == "python" and t[k]["max"]["requests"] > 0
+               for t in results["targets"].values() for k in ("chat", "stream"))
+    assert "Load generator: python" in (out / "report.md").read_text()
