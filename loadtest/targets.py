@@ -236,6 +236,8 @@ class LiteLLM(Target):
             """))
         svc = Service(self.name, ["litellm", "--config", str(conf), "--host", "127.0.0.1", "--port", str(port),
                                   "--num_workers", "1"], cores, work / "litellm.log",
-                      env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"})
+                      env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True",
+                           # A loopback-only benchmark: no master key, so no auth header in the load.
+                           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"})
         svc.wait_port(port, timeout=180)
         return Running(svc, f"http://127.0.0.1:{port}{CHAT_PATH}", "model-5", svc.pids())
