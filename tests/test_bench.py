@@ -1,4 +1,4 @@
-"""The benchmark harness in quick mode (last in the run: it loads both cores for a minute): every target it can run answers correctly and the report is written.
+"""The benchmark harness in quick mode: every target it can run answers correctly and the report is written.
 
 Throughput is not asserted here (a shared CI machine measures nothing reliably);
 the harness itself refuses a target that answers wrongly, and fails when any
@@ -51,3 +51,19 @@ def test_bench_quick_mode_measures_every_target_and_writes_the_report(tmp_path: 
     for plot in ("throughput.png", "latency.png", "scaling.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
         assert f"]({plot})" in report
+
+
+def test_bench_without_wrk_uses_its_built_in_load_generator(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "--quick", "--out", str(out), "--load-tool", "python",
+         "--targets", "direct,modelyard", "--scaling", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["load_tool"].startswith("python")
+    assert sorted(results["targets"]) == ["direct", "modelyard"]
+    assert all(t[k]["max"]["tool"] == "python" and t[k]["max"]["requests"] > 0
+               for t in results["targets"].values() for k in ("chat", "stream"))
+    assert "Load generator: python" in (out / "report.md").read_text()
