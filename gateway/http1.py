@@ -161,8 +161,7 @@ class Connection(asyncio.Protocol):
             chunks = self.chunks
             if chunks:
                 data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-                if len(chunks) != 1:
-                    chunks.clear()
+                chunks.clear()
                 self.buffered = 0
                 if self.paused and self.transport is not None:
                     self.paused = False

@@ -123,11 +123,12 @@ class Bench:
                 raise RuntimeError(f"{name} answered wrongly ({'stream' if stream else 'chat'}): {res.failures[0]}")
         self.results["checks"].append(name)
 
-    def _throughput(self, svc: Service | None, url: str, model: str, stream: bool, cores: list[int]) -> dict[str, Any]:
+    def _throughput(self, svc: Service | None, url: str, model: str, stream: bool,
+                    connections: int | None = None) -> dict[str, Any]:
         body = loadgen.chat_body(model, stream)
         before = svc.cpu_seconds() if svc else 0.0
         t0 = time.monotonic()
-        res = loadgen.load(url, body, model, self.args.connections, self.seconds, self.work)
+        res = loadgen.load(url, body, model, connections or self.args.connections, self.seconds, self.work)
         wall = time.monotonic() - t0
         used = (svc.cpu_seconds() - before) / wall if svc else 0.0
         return {"rps": res.rps, "cpu_cores": used, "per_core": res.rps / used if used > 0.01 else None,
@@ -153,8 +154,7 @@ class Bench:
         return {"rps": load.rps, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "errors": load.errors + len(probe.failures),
                 **{f"probe_{k}": v for k, v in probe.summary().items()}}
 
-    def measure(self, name: str, label: str, running: Running | None, url: str, model: str,
-                cores: list[int]) -> dict[str, Any]:
+    def measure(self, name: str, label: str, running: Running | None, url: str, model: str) -> dict[str, Any]:
         svc = running.service if running else None
         self._check(name, url, model)
         entry: dict[str, Any] = {"label": label, "url": url, "model": model}
@@ -164,7 +164,7 @@ class Bench:
             if probe.failures:
                 raise RuntimeError(f"{name}: {len(probe.failures)} probe failures, first: {probe.failures[0]}")
             entry[kind] = {
-                "max": self._throughput(svc, url, model, stream, cores),
+                "max": self._throughput(svc, url, model, stream),
                 "c1": probe.summary(),
                 "moderate": self._moderate(url, model, stream),
             }
@@ -200,9 +200,9 @@ class Bench:
             ]
             if "direct" in wanted:
                 print("bench: direct to the mock", flush=True)
-                entry = self.measure("direct", "direct to the mock", None, direct_url, "model-5", load_cores)
+                entry = self.measure("direct", "direct to the mock", None, direct_url, "model-5")
                 # The mock's own cost, for the report: its CPU per request at full load.
-                entry["mock_cost"] = self._throughput(mock, direct_url, "model-5", False, load_cores)
+                entry["mock_cost"] = self._throughput(mock, direct_url, "model-5", False)
                 self.results["targets"]["direct"] = entry
             for target in catalogue:
                 if target.name not in wanted:
@@ -223,7 +223,7 @@ class Bench:
                     continue
                 try:
                     self.results["targets"][target.name] = self.measure(
-                        target.name, target.label, running, running.url, running.model, proxy_cores)
+                        target.name, target.label, running, running.url, running.model)
                 finally:
                     running.service.stop()
             self._scaling(args, mock_port)
@@ -245,15 +245,9 @@ class Bench:
             running = target.start(proxy_cores, self.work, mock_port)
             try:
                 self._check(target.name, running.url, running.model)
-                connections = max(args.connections, 32 * workers)
-                body = loadgen.chat_body(running.model, False)
-                before, t0 = running.service.cpu_seconds(), time.monotonic()
-                res = loadgen.load(running.url, body, running.model, connections, self.seconds, self.work)
-                used = (running.service.cpu_seconds() - before) / (time.monotonic() - t0)
-                self.results["scaling"][str(workers)] = {
-                    "rps": res.rps, "cpu_cores": used, "per_core": res.rps / used if used > 0.01 else None,
-                    "errors": res.errors, "proxy_cores": proxy_cores,
-                }
+                result = self._throughput(running.service, running.url, running.model, False,
+                                          connections=max(args.connections, 32 * workers))
+                self.results["scaling"][str(workers)] = {**result, "proxy_cores": proxy_cores}
             finally:
                 running.service.stop()
 

@@ -50,25 +50,23 @@ def process_name(pid: int) -> str:
         return ""
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the process's peak resident set, in MiB."""
+def _status_mb(pid: int, key: str) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set, in MiB."""
+    return _status_mb(pid, "VmHWM:")
 
 
 def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _status_mb(pid, "VmRSS:")
 
 
 class Service:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import shutil
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.procs import Service, free_port
+from loadtest.procs import Service, free_port, process_name
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO.parent / "shared" / "examples"
@@ -104,23 +105,14 @@ class Modelyard(Target):
         svc = Service(self.name, modelyard_argv(*args), cores, work / f"{self.name}.log")
         svc.wait_port(port)
         _wait_workers(svc, self.workers)
-        workers = [p for p in svc.pids() if "worker" in _title(p)]
+        workers = [p for p in svc.pids() if "worker" in process_name(p)]
         return Running(svc, f"http://127.0.0.1:{port}{CHAT_PATH}", model, workers)
 
 
-def _title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() + " " + Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return ""
-
-
 def _wait_workers(svc: Service, n: int, timeout: float = 30.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if sum("worker" in _title(p) for p in svc.pids()) >= n:
+        if sum("worker" in process_name(p) for p in svc.pids()) >= n:
             time.sleep(0.3)
             return
         time.sleep(0.1)
@@ -166,7 +158,7 @@ class Nginx(Target):
             """))
         svc = Service(self.name, ["nginx", "-p", str(prefix), "-c", str(conf)], cores, work / "nginx.log")
         svc.wait_port(port)
-        workers = [p for p in svc.pids() if "worker process" in _title(p)]
+        workers = [p for p in svc.pids() if "worker process" in process_name(p)]
         return Running(svc, f"http://127.0.0.1:{port}{CHAT_PATH}", "model-5", workers)
 
 
