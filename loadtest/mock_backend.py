@@ -68,6 +68,11 @@ class MockConfig(msgspec.Struct, frozen=True):
     stall_rate: float = 0.0
     name: str = "mock"
     embedding_dim: int = 8
+    # Deterministic misbehaviour of every model POST, so one mock of several can play the broken backend.
+    status: int | None = None
+    retry_after: int | None = None
+    hang: bool = False
+    die_after: int | None = None
 
 
 def config_from_env() -> MockConfig:
@@ -83,6 +88,14 @@ def _int_header(headers: Any, name: str) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+def _is_model_post(method: str, path: str) -> bool:
+    """A POST to an inference endpoint; /completions also covers /chat/completions."""
+    if method != "POST":
+        return False
+    path = path.rstrip("/")
+    return path.endswith("/completions") or path.endswith("/embeddings")
 
 
 # --- the RSGI application -----------------------------------------------------
@@ -105,7 +118,18 @@ class MockApp:
         self._json_headers = [("content-type", "application/json"), name]
         self._text_headers = [("content-type", "text/plain; charset=utf-8"), name]
         self._sse_headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), name]
-        self._retry_headers = [*self._json_headers, ("retry-after", "1")]
+        # Without --retry-after only 429 carries a hint (1 s); with it, 503 and every --status answer too.
+        retry_after = "1" if config.retry_after is None else str(config.retry_after)
+        self._retry_headers = [*self._json_headers, ("retry-after", retry_after)]
+        self._retry_statuses = frozenset((429,) if config.retry_after is None else (429, 503))
+        self._forced = config.hang or config.status is not None
+        self._forced_answer: tuple[int, list[tuple[str, str]], bytes] | None = None  # None: --hang
+        if config.status is not None and not config.hang:
+            status = config.status
+            retry = config.retry_after is not None or status in self._retry_statuses
+            headers = self._retry_headers if retry else self._json_headers
+            self._forced_answer = (status, headers, self._error_body(
+                status, f"Mock error (--status {status})", None, _ERROR_CODES.get(status)))
         created = int(time.time())
         self._models_body = _encode({
             "object": "list",
@@ -131,25 +155,38 @@ class MockApp:
         # Keep the headers object itself: turning it into a dict is deferred to GET /mock/requests.
         self._requests.append((method, path, scope.query_string, headers, body))
         try:
-            if await self._apply_controls(headers, proto):
+            if await self._apply_controls(method, path, headers, proto):
                 return
             await self._dispatch(scope, method, path, body, proto)
         except _BadRequest as e:
             self._error(proto, e.status, e.message, e.param, e.code, e.kind)
 
-    async def _apply_controls(self, headers: Any, proto: Any) -> bool:
-        """Header- and rate-driven misbehaviour; True when the request is already answered."""
+    async def _apply_controls(self, method: str, path: str, headers: Any, proto: Any) -> bool:
+        """Header-, flag- and rate-driven misbehaviour; True when the request is already answered.
+
+        Per-request headers win over the process flags, which win over the rates.
+        """
         delay = _int_header(headers, "x-mock-delay-ms")
         if delay:
             await asyncio.sleep(delay / 1000)
         hang = headers.get("x-mock-hang")
-        cfg = self.config
-        if (hang and hang != "0") or (cfg.stall_rate and random.random() < cfg.stall_rate):
+        if hang and hang != "0":
             await self._hang(proto)
             return True
         status = _int_header(headers, "x-mock-status")
         if status is not None and 400 <= status <= 599:
             self._error(proto, status, f"Mock error (x-mock-status: {status})", None, _ERROR_CODES.get(status))
+            return True
+        cfg = self.config
+        if self._forced and _is_model_post(method, path):
+            answer = self._forced_answer
+            if answer is None:
+                await self._hang(proto)
+            else:
+                proto.response_bytes(*answer)
+            return True
+        if cfg.stall_rate and random.random() < cfg.stall_rate:
+            await self._hang(proto)
             return True
         if cfg.error_rate and random.random() < cfg.error_rate:
             self._error(proto, 500, "The server had an error while processing your request. Sorry about that!")
@@ -307,6 +344,9 @@ class MockApp:
     async def _write_stream(self, scope: Any, transport: Any, s: _Stream, n: int) -> None:
         die_after = _int_header(scope.headers, "x-mock-die-after")
         cfg = self.config
+        if die_after is None:
+            die_after = cfg.die_after
+        # The 200 head is already out (see _send_stream): a long TTFT reads as "head, then silence".
         if cfg.ttft_ms:
             await asyncio.sleep(cfg.ttft_ms / 1000)
         send = transport.send_bytes
@@ -376,9 +416,15 @@ class MockApp:
         self, proto: Any, status: int, message: str, param: str | None = None, code: str | None = None,
         kind: str | None = None,
     ) -> None:
+        headers = self._retry_headers if status in self._retry_statuses else self._json_headers
+        proto.response_bytes(status, headers, self._error_body(status, message, param, code, kind))
+
+    @staticmethod
+    def _error_body(
+        status: int, message: str, param: str | None = None, code: str | None = None, kind: str | None = None,
+    ) -> bytes:
         error = {"message": message, "type": kind or _error_type(status), "param": param, "code": code}
-        body = _encode({"error": error})
-        proto.response_bytes(status, self._retry_headers if status == 429 else self._json_headers, body)
+        return _encode({"error": error})
 
     def _serve_requests(self, method: str, proto: Any) -> None:
         if method == "GET":
@@ -429,6 +475,20 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _error_status(text: str) -> int:
+    value = int(text)
+    if not 400 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"expected an HTTP error status 400..599, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
@@ -450,6 +510,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", default=None, metavar="PATH", help="serve HTTPS with this certificate")
     parser.add_argument("--tls-key", default=None, metavar="PATH", help="private key for --tls-cert")
     parser.add_argument("--embedding-dim", type=int, default=8, metavar="N", help="embedding vector length")
+    parser.add_argument("--status", type=_error_status, default=None, metavar="N",
+                        help="answer every chat/completions/embeddings POST with this error status (400..599)")
+    parser.add_argument("--retry-after", type=_count, default=None, metavar="SECONDS",
+                        help="retry-after header on --status answers and on every 429/503 (default: 1 on 429 only)")
+    parser.add_argument("--hang", action="store_true",
+                        help="never answer a chat/completions/embeddings POST")
+    parser.add_argument("--die-after", type=_count, default=None, metavar="N",
+                        help="cut streamed responses after N token chunks (x-mock-die-after wins)")
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
@@ -463,6 +531,10 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         stall_rate=args.stall_rate,
         name=args.name,
         embedding_dim=max(1, args.embedding_dim),
+        status=args.status,
+        retry_after=args.retry_after,
+        hang=args.hang,
+        die_after=args.die_after,
     )
 
 
