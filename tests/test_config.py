@@ -128,6 +128,54 @@ def test_unknown_kind_is_reported_once_and_deprecated_fields_warn(tmp_path: Path
     assert {"spec.schema", "spec.targetRefs"} <= deprecated
 
 
+def test_deprecated_backend_timeouts_and_policy_ref_warn_and_are_compiled_in(tmp_path: Path) -> None:
+    diags, compiled = _load(tmp_path, textwrap.dedent("""\
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: AIGatewayRoute
+        metadata: {name: r, namespace: ns}
+        spec:
+          rules:
+            - matches: [{headers: [{name: x-ai-eg-model, value: inherits}]}]
+              backendRefs: [{name: old}]
+            - matches: [{headers: [{name: x-ai-eg-model, value: own}]}]
+              backendRefs: [{name: old}]
+              timeouts: {request: 30s}
+        ---
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: AIServiceBackend
+        metadata: {name: old, namespace: ns}
+        spec:
+          schema: {name: OpenAI}
+          backendRef: {name: be, kind: Backend, group: gateway.envoyproxy.io}
+          timeouts: {request: 5s}
+          backendSecurityPolicyRef: {name: key}
+        ---
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: BackendSecurityPolicy
+        metadata: {name: key, namespace: ns}
+        spec:
+          type: APIKey
+          apiKey: {secretRef: {name: s}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: s, namespace: ns}
+        stringData: {apiKey: k-old}
+        ---
+        """) + BACKEND)
+    assert not diags.errors, [str(e) for e in diags.errors]
+    deprecated = {(w.obj, w.field) for w in diags.warnings if "deprecated" in w.message}
+    assert {("AIServiceBackend/ns/old", "spec.timeouts"),
+            ("AIServiceBackend/ns/old", "spec.backendSecurityPolicyRef")} <= deprecated, deprecated
+    table = compiled.table  # type: ignore[attr-defined]
+    inherits, own = (rule.refs[0] for rule in table.rules)
+    assert inherits.timeout == 5.0  # the rule sets none: the AIServiceBackend's applies
+    assert own.timeout == 30.0  # the rule's own wins
+    backend = table.backends[inherits.backend]
+    assert backend.name == "ns/old" and backend.error is None
+    assert backend.auth_headers == (("authorization", "Bearer k-old"),)
+
+
 def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
     diags, _ = _load(tmp_path, "kind: AIGatewayRoute\nmetadata: {name: [unclosed\n")
     (err,) = diags.errors

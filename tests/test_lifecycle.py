@@ -8,9 +8,11 @@ it from outside: exit codes and output, HTTP, and /proc.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -340,6 +342,39 @@ def _session(sid: int) -> list[int]:
     return out
 
 
+# --- modelyard demo --------------------------------------------------------------------------------
+
+
+def test_demo_serves_demo_chat_and_stops_its_mock_on_sigterm() -> None:
+    port, admin = free_port(), free_port()
+    demo = Proc(modelyard("demo", "--port", str(port), "--admin-port", str(admin)))
+    try:
+        wait_http(admin, "/readyz", proc=demo, timeout=30)
+        found = wait_for(lambda: re.search(r"a mock LLM on 127\.0\.0\.1:(\d+)", demo.output()), timeout=5.0)
+        assert found, demo.output()
+        wait_http(int(found[1]), "/health", proc=demo, timeout=20)
+        status, headers, body = http_request(port, "POST", "/v1/chat/completions",
+                                             {"model": "demo-chat", "messages": [{"role": "user", "content": "hello"}]})
+        assert status == 200, body
+        assert json.loads(body)["model"] == "mock-chat-v1"  # the demo rule's modelNameOverride
+        assert headers["x-ai-gateway-backend"] == "default/mock" and headers["x-mock-name"] == "demo-mock"
+
+        processes = [p for p in _session(demo.pid) if _running(p)]
+        mocks = [p for p in processes if "mock_backend" in title(p) or f"127.0.0.1:{found[1]}" in title(p)]
+        assert mocks, {p: title(p) for p in processes}
+        os.kill(demo.pid, signal.SIGTERM)
+        code = demo.popen.wait(30)
+        output = demo.output()
+        assert code == 0, output
+        assert "Traceback" not in output, output
+        # The mock the demo started went with it (checked before Proc.stop kills the process group).
+        assert wait_for(lambda: not any(_running(p) for p in processes), timeout=5.0), \
+            {p: title(p) for p in processes if _running(p)}
+        assert wait_for(lambda: not any(_running(p) for p in _session(demo.pid)), timeout=5.0), _session(demo.pid)
+    finally:
+        demo.stop()
+
+
 # --- one running gateway: admin port, secrets, worker and control recovery -------------------------
 
 
@@ -391,6 +426,33 @@ def test_admin_endpoints(gw: Gateway, mock: Mock) -> None:
     assert backend["credentials"] is True
     raw_config = http_request(gw.admin_port, "GET", "/config")[2].decode()
     assert API_KEY not in raw_config
+
+
+def test_readyz_answers_503_until_a_table_is_loaded_and_workers_accept() -> None:
+    """The admin app on its own: a watcher that has loaded nothing, then one table; a data port open or not."""
+    from aiohttp import test_utils
+
+    from config.compiler import CompileOptions
+    from config.watcher import ConfigWatcher
+    from gateway.admin import ListenerProbe, build_admin_app
+
+    async def readyz(app) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+        async with test_utils.TestClient(test_utils.TestServer(app)) as client:
+            resp = await client.get("/readyz")
+            return resp.status, await resp.text()
+
+    watcher = ConfigWatcher([], CompileOptions(), None)
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # stands in for workers accepting connections
+        accepting = ListenerProbe("127.0.0.1", listener.getsockname()[1])
+        status, text = asyncio.run(readyz(build_admin_app(watcher, accepting)))
+        assert status == 503 and "no routing table" in text, (status, text)
+
+        assert watcher.reload() and watcher.generation == 1  # an empty configuration compiles
+        status, text = asyncio.run(readyz(build_admin_app(watcher, accepting)))
+        assert status == 200 and "generation 1" in text, (status, text)
+
+    status, text = asyncio.run(readyz(build_admin_app(watcher, ListenerProbe("127.0.0.1", free_port()))))
+    assert status == 503 and "not accepting" in text, (status, text)
 
 
 def test_api_key_goes_upstream_and_nowhere_else(gw: Gateway, mock: Mock) -> None:
@@ -449,6 +511,32 @@ def test_metrics_aggregate_both_workers(gw: Gateway) -> None:
     assert gw.chat("no-such-model-xyz")[0] == 404
     assert "no-such-model-xyz" not in http_request(gw.admin_port, "GET", "/metrics")[2].decode()
     assert requests_total(gw).get(("", "", "404"), 0) >= 1
+
+
+def duration_histogram(gw: Gateway, route: str = "default/main", backend: str = "default/mock") -> dict[str, float]:
+    """modelyard_request_duration_seconds for one route and backend: bucket `le` (or count, sum) -> value."""
+    text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "modelyard_request_duration_seconds":
+            assert family.type == "histogram"
+            for s in family.samples:
+                if s.labels.get("route") == route and s.labels.get("backend") == backend:
+                    out[s.labels.get("le") or s.name.rpartition("_")[2]] = s.value
+    return out
+
+
+def test_metrics_duration_histogram_by_route_and_backend(gw: Gateway) -> None:
+    before = duration_histogram(gw)
+    status, _, body = gw.chat("alpha", headers={"x-mock-delay-ms": "300"})
+    assert status == 200, body
+    # Observed when the answer is complete, so possibly just after the client has it.
+    after = wait_for(lambda: (h := duration_histogram(gw)).get("count", 0) > before.get("count", 0) and h, timeout=5.0)
+    assert after, duration_histogram(gw)
+    assert after["count"] - before.get("count", 0) == 1
+    assert after["+Inf"] == after["count"]
+    assert after["sum"] - before.get("sum", 0) >= 0.29
+    assert after["0.25"] == before.get("0.25", 0)  # 300 ms: not in the 250 ms bucket
 
 
 def test_killed_worker_is_replaced(gw: Gateway, mock: Mock) -> None:

@@ -14,6 +14,7 @@ new connection, which either worker may accept) give the new answer.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -176,6 +177,34 @@ def test_deleted_object_makes_the_rule_answer_503_naming_it(dir_gw: Gateway, con
 
     solo.unlink()
     assert served_within(gw, "solo-model", 404)
+
+
+@pytest.mark.parametrize("missing", ["AIServiceBackend", "Backend"])
+def test_missing_object_answers_503_naming_it_until_it_is_added(dir_gw: Gateway, conf_dir: Path, mock: Mock,
+                                                              missing: str) -> None:
+    gw = dir_gw
+    late = conf_dir / "late.yaml"
+    model = f"late-{missing.lower()}"
+    service_backend, backend, _ = openai_backend("late", "127.0.0.1", mock.port).split("---\n")
+    present, absent = (backend, service_backend) if missing == "AIServiceBackend" else (service_backend, backend)
+    rules = route("late-route", model, backend="late")
+    write_config(late, present + "---\n" + rules)
+    assert served_within(gw, model, 503), gw.config()
+    status, _, body = gw.chat(model)
+    assert status == 503
+    err = assert_openai_error(body, "backend_not_found")
+    assert re.search(rf"(?<![A-Za-z]){missing} default/late\b", err["message"]), err
+    assert gw.config()["errors"] == []
+    assert model in model_ids(gw)
+
+    # The object appears in the watched file: the rule serves, with no restart.
+    write_config(late, present + "---\n" + absent + "---\n" + rules)
+    assert served_within(gw, model, 200), gw.config()
+    mock.clear()
+    status, hdrs, body = gw.chat(model)
+    assert status == 200, body
+    assert hdrs["x-ai-gateway-backend"] == "default/late"
+    assert [r["body"]["model"] for r in mock.chat_requests()] == [model]
 
 
 @pytest.mark.parametrize("broken, names, fixed", [
