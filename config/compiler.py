@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -20,8 +21,10 @@ import msgspec
 from config.backends import BackendResolver, Objects, backend_from_url
 from config.diagnostics import Diagnostics
 from config.loader import Resource
+from config.traffic import backend_header_scope, backend_traffic_policy, outlier_policy, retry_policy
 from core.table import (
-    EXACT, MODEL_HEADER, REGEX, BackendRef, HeaderCond, MatchEntry, ModelInfo, RouteInfo, Rule, Table,
+    BACKEND_HEADER_NAMESPACE, BACKEND_HEADER_OFF, EXACT, MODEL_HEADER, REGEX, BackendRef, HeaderCond, MatchEntry,
+    ModelInfo, RetryPolicy, RouteInfo, Rule, Table,
 )
 from core.units import parse_duration, parse_quantity
 
@@ -33,6 +36,8 @@ DEFAULT_OWNED_BY = "Envoy AI Gateway"  # the AIGatewayRoute API's documented def
 @dataclass
 class CompileOptions:
     resolve: dict[str, str] = field(default_factory=dict)  # "host:port" -> "addr:port"
+    retries: int = 2  # per request, unless a route says otherwise
+    allow_backend_header: bool = False  # the x-ai-gateway-backend header, for routes that do not say
     default_backend: str | None = None  # a base URL every unmatched model goes to
     default_api_key: str | None = None
     mtimes: dict[str, float] = field(default_factory=dict)  # file -> mtime, for models' `created`
@@ -63,7 +68,7 @@ def compile_table(resources: list[Resource], diags: Diagnostics, options: Compil
     summary: list[str] = []
 
     for route in objs.all("AIGatewayRoute"):
-        info, lines = _compile_route(route, backends, rules, entries, models, diags, options)
+        info, lines = _compile_route(route, objs, len(routes), backends, rules, entries, models, diags, options)
         routes.append(info)
         summary.append(lines)
 
@@ -92,6 +97,24 @@ def compile_table(resources: list[Resource], diags: Diagnostics, options: Compil
     return Compiled(table, summary)
 
 
+def health_key(backend_name: str, host: str, port: int) -> str:
+    return f"{backend_name}|{host}:{port}"
+
+
+def with_health_slots(table: Table, assign: Callable[[list[str]], dict[str, int]]) -> Table:
+    """The table with each endpoint's slot on the shared health board (stable across reloads)."""
+    keys = [health_key(b.name, e.host, e.port) for b in table.backends for e in b.endpoints]
+    if not keys:
+        return table
+    slots = assign(keys)
+    backends = tuple(
+        msgspec.structs.replace(b, endpoints=tuple(
+            msgspec.structs.replace(e, health=slots[health_key(b.name, e.host, e.port)]) for e in b.endpoints))
+        for b in table.backends
+    )
+    return msgspec.structs.replace(table, backends=backends)
+
+
 def _cut(ranks: list[int], entries: list[_Entry]) -> tuple[int, ...]:
     """Ranks up to and including the first entry with no further condition: nothing after it can win."""
     for i, rank in enumerate(ranks):
@@ -106,8 +129,8 @@ def _route_age(route: Resource) -> tuple[Any, ...]:
     return (0, route.created, route.order) if route.created else (1, "", route.order)
 
 
-def _compile_route(route: Resource, backends: BackendResolver, rules: list[Rule], entries: list[_Entry],
-                   models: dict[str, tuple[tuple[Any, ...], ModelInfo]], diags: Diagnostics,
+def _compile_route(route: Resource, objs: Objects, route_index: int, backends: BackendResolver, rules: list[Rule],
+                   entries: list[_Entry], models: dict[str, tuple[tuple[Any, ...], ModelInfo]], diags: Diagnostics,
                    options: CompileOptions) -> tuple[RouteInfo, str]:
     spec = route.spec
     route_name = f"{route.namespace}/{route.name}"
@@ -123,12 +146,15 @@ def _compile_route(route: Resource, backends: BackendResolver, rules: list[Rule]
         path = f"spec.rules[{i}]"
         rule_index = len(rules)
         timeout = _rule_timeout(rule_spec, path, diags, where)
+        stream_idle = rule_spec.get("streamIdleTimeout")
         refs = tuple(
             _backend_ref(route, ref, f"{path}.backendRefs[{j}]", timeout, backends, diags)
             for j, ref in enumerate(rule_spec.get("backendRefs") or [])
         )
         error = None if refs else (503, "no_backend", f"rule {path} of route {route_name} has no backendRefs")
-        rules.append(Rule(route_name, rule_spec.get("name") or f"rules[{i}]", refs, error))
+        rules.append(Rule(route_name, rule_spec.get("name") or f"rules[{i}]", refs, error, route_index,
+                          _checked_duration(stream_idle, f"{path}.streamIdleTimeout", diags, where)
+                          if stream_idle is not None else 0.0))
         owned_by = rule_spec.get("modelsOwnedBy") or DEFAULT_OWNED_BY
         created = _parse_created(rule_spec.get("modelsCreatedAt"), f"{path}.modelsCreatedAt", diags, where)
         matches = rule_spec.get("matches") or [{}]
@@ -146,7 +172,39 @@ def _compile_route(route: Resource, backends: BackendResolver, rules: list[Rule]
             diags.error("cel is required for type CEL and only allowed with it", field=f"spec.llmRequestCosts[{k}]", **where)
     n = len(spec.get("rules") or [])
     line = f"AIGatewayRoute {route_name}: {n} rule{'s' if n != 1 else ''} -> {', '.join(described) or 'nothing'}"
-    return RouteInfo(route_name, n, costs), line
+    policy = backend_traffic_policy(route, objs)
+    scope = backend_header_scope(route, options.allow_backend_header, diags)
+    info = RouteInfo(
+        route_name, n, costs,
+        retry=retry_policy(route, policy, options.retries, diags),
+        outlier=outlier_policy(policy, diags),
+        backend_header=scope,
+        header_refs=_header_refs(route, scope, rules[len(rules) - n:], backends),
+    )
+    return info, line
+
+
+def _header_refs(route: Resource, scope: int, rules: list[Rule], backends: BackendResolver) -> tuple[BackendRef, ...]:
+    """What a client may pick with the backend header: each allowed backend with neutral settings
+    (no model override, backend-level mutations only, the default timeout)."""
+    if scope == BACKEND_HEADER_OFF:
+        return ()
+    indices = [r.backend for rule in rules for r in rule.refs]
+    if scope == BACKEND_HEADER_NAMESPACE:
+        indices += [backends.resolve(sb.namespace, sb.name) for sb in backends.objs.all("AIServiceBackend")
+                    if sb.namespace == route.namespace]
+    out = []
+    for index in dict.fromkeys(indices):  # unique, in order
+        backend = backends.backends[index]
+        if backend.error is not None:
+            continue
+        ns, _, name = backend.name.partition("/")
+        sb = backends.objs.get("AIServiceBackend", ns, name)
+        h_set, h_remove, b_set, b_remove = _mutations(sb.spec if sb else None, "spec", Diagnostics(), {})
+        out.append(BackendRef(index, 1, 0, None, backends.timeouts.get(index, DEFAULT_TIMEOUT),
+                              tuple(h_set.items()), tuple(sorted(h_remove)), tuple(b_set.items()),
+                              tuple(sorted(b_remove))))
+    return tuple(out)
 
 
 def _describe(conds: tuple[HeaderCond, ...], model: str | None) -> str:
@@ -191,8 +249,6 @@ def _rule_timeout(rule_spec: dict[str, Any], path: str, diags: Diagnostics, wher
         value = (rule_spec.get("timeouts") or {}).get(extra)
         if value is not None:
             _checked_duration(value, f"{path}.timeouts.{extra}", diags, where)
-    if rule_spec.get("streamIdleTimeout") is not None:
-        _checked_duration(rule_spec["streamIdleTimeout"], f"{path}.streamIdleTimeout", diags, where)
     return None if text is None else _checked_duration(text, f"{path}.timeouts.request", diags, where)
 
 
@@ -259,10 +315,11 @@ def _add_default_route(options: CompileOptions, backends: BackendResolver, rules
                        entries: list[_Entry], routes: list[RouteInfo], summary: list[str]) -> None:
     backend = backend_from_url(options.default_backend or "", options.default_api_key)
     index = backends.add(backend.name, backend)
-    rules.append(Rule("modelyard/default", "default-backend", (BackendRef(index, 1, 0, None, DEFAULT_TIMEOUT),)))
+    rules.append(Rule("modelyard/default", "default-backend", (BackendRef(index, 1, 0, None, DEFAULT_TIMEOUT),),
+                      route_index=len(routes)))
     # Sorts after every configured entry: the default backend only takes what nothing else matched.
     entries.append(_Entry((1, (2, "", 0), 0, 0), len(rules) - 1, None, ()))
-    routes.append(RouteInfo("modelyard/default", 1))
+    routes.append(RouteInfo("modelyard/default", 1, retry=RetryPolicy(retries=options.retries)))
     summary.append(f"default backend {options.default_backend} -> * (every model no rule matches)")
 
 

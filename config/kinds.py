@@ -140,6 +140,33 @@ CLIENTTRAFFICPOLICY = obj(
     headers=ANY, timeout=ANY, http1=ANY, http2=ANY, http3=ANY, healthCheck=ANY, scheme=ANY,
 )
 
+RETRY_TRIGGERS = (
+    "5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream",
+    "retriable-status-codes", "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
+)
+BACKENDTRAFFICPOLICY = obj(
+    targetRef=_policy_target_ref, targetRefs=List(_policy_target_ref), targetSelectors=ANY,
+    retry=obj(
+        numRetries=INT,
+        numAttemptsPerPriority=INT,
+        retryOn=obj(triggers=List(Enum(RETRY_TRIGGERS)), httpStatusCodes=List(INT)),
+        perRetry=obj(timeout=STR, backOff=obj(baseInterval=STR, maxInterval=STR)),
+    ),
+    healthCheck=obj(
+        passive=obj(
+            consecutive5XxErrors=INT, consecutiveGatewayErrors=INT, consecutiveLocalOriginFailures=INT,
+            baseEjectionTime=STR, interval=STR, maxEjectionPercent=INT, splitExternalLocalOriginErrors=BOOL,
+            failurePercentageThreshold=INT,
+        ),
+        active=ANY, panicThreshold=INT,
+    ),
+    # Envoy Gateway settings the gateway accepts and does not act on.
+    loadBalancer=ANY, circuitBreaker=ANY, timeout=ANY, tcpKeepalive=ANY, connection=ANY, dns=ANY,
+    http2=ANY, faultInjection=ANY, proxyProtocol=ANY, rateLimit=ANY, useClientProtocol=ANY,
+    compression=ANY, responseOverride=ANY, mergeType=ANY, httpUpgrade=ANY, requestBuffer=ANY,
+    telemetry=ANY, routingType=ANY,
+)
+
 GATEWAY = obj(
     ("gatewayClassName",),
     gatewayClassName=STR,
@@ -172,6 +199,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("BackendSecurityPolicy", (AI_GROUP,), BACKENDSECURITYPOLICY),
     Kind("Backend", (EG_GROUP,), BACKEND),
     Kind("ClientTrafficPolicy", (EG_GROUP,), CLIENTTRAFFICPOLICY),
+    Kind("BackendTrafficPolicy", (EG_GROUP,), BACKENDTRAFFICPOLICY),
     Kind("BackendTLSPolicy", (GW_GROUP,), BACKENDTLSPOLICY),
     Kind("Gateway", (GW_GROUP,), GATEWAY),
     Kind("GatewayClass", (GW_GROUP,), GATEWAYCLASS),

@@ -19,9 +19,10 @@ from pathlib import Path
 import msgspec
 import watchfiles
 
-from config.compiler import CompileOptions, compile_table
+from config.compiler import CompileOptions, compile_table, with_health_slots
 from config.diagnostics import Diagnostic, Diagnostics
 from config.loader import YAML_SUFFIXES, LoadResult, expand_paths, load_paths
+from core.health import HealthBoard
 from core.shm import TableSegment
 from core.table import Table, encode_table
 
@@ -43,11 +44,13 @@ def fingerprint(paths: Sequence[str]) -> tuple[tuple[str, int, int, int], ...]:
 
 class ConfigWatcher:
     def __init__(self, paths: Sequence[str], options: CompileOptions, segment: TableSegment | None,
-                 on_reload: Callable[[bool, int], None] = lambda ok, generation: None):
+                 on_reload: Callable[[bool, int], None] = lambda ok, generation: None,
+                 health: HealthBoard | None = None):
         self.paths = list(paths)
         self.on_reload = on_reload  # (compiled?, generation in use), for metrics
         self.options = options
         self.segment = segment
+        self.health = health  # endpoints get their slots on it before a table is published
         # A restarted watcher continues the numbering, so workers notice its first table.
         self.generation = segment.generation() if segment is not None else 0
         self.table: Table | None = None
@@ -79,12 +82,15 @@ class ConfigWatcher:
         self.errors = []
         self.warnings = diags.warnings
         self.summary = compiled.summary
-        payload = encode_table(compiled.table)
+        table = compiled.table
+        if self.health is not None:
+            table = with_health_slots(table, self.health.assign)
+        payload = encode_table(table)
         if payload == self._payload:
             return True
         self._payload = payload
         self.generation += 1
-        self.table = msgspec.structs.replace(compiled.table, generation=self.generation)
+        self.table = msgspec.structs.replace(table, generation=self.generation)
         if self.segment is not None:
             self.segment.publish(encode_table(self.table), self.generation)
         self.loaded_at = time.time()

@@ -49,11 +49,41 @@ class Rule(msgspec.Struct, array_like=True, frozen=True):
     refs: tuple[BackendRef, ...]
     # When the rule cannot serve (every backend missing or unsupported): status and message.
     error: tuple[int, str, str] | None = None  # (status, code, message)
+    route_index: int = 0  # into Table.routes
+    stream_idle: float = 0.0  # seconds a stream may send nothing (streamIdleTimeout); 0 = no limit
+
+
+class RetryPolicy(msgspec.Struct, array_like=True, frozen=True):
+    """When a failed attempt is tried again on the next eligible backend, and how often."""
+
+    retries: int = 2  # attempts after the first
+    per_priority: int = 0  # attempts at one priority before moving on; 0 = until none is left there
+    per_try: float = 0.0  # seconds an attempt may take to its first response byte; 0 = rule timeout only
+    backoff: float = 0.0  # seconds before the first retry, doubling up to backoff_max
+    backoff_max: float = 0.0
+    transport: bool = True  # connection refused or reset, timeout before the first byte
+    any_5xx: bool = True
+    gateway_errors: bool = True  # 502, 503, 504
+    statuses: tuple[int, ...] = (429,)
+
+
+class OutlierPolicy(msgspec.Struct, array_like=True, frozen=True):
+    """Passive health: ejection after consecutive failures, for base x recent ejections."""
+
+    consecutive: int = 5
+    base: float = 30.0
+    max: float = 300.0
+
+
+BACKEND_HEADER_OFF = 0
+BACKEND_HEADER_RULES = 1  # the backends the route's rules reference
+BACKEND_HEADER_NAMESPACE = 2  # every AIServiceBackend in the route's namespace
 
 
 class Endpoint(msgspec.Struct, array_like=True, frozen=True):
     host: str  # hostname or IP as written in the Backend; also the Host header and TLS name
     port: int
+    health: int = -1  # slot on the shared health board, assigned by the watcher; -1: not tracked
 
 
 class TLS(msgspec.Struct, array_like=True, frozen=True):
@@ -85,6 +115,12 @@ class RouteInfo(msgspec.Struct, array_like=True, frozen=True):
     name: str  # namespace/name
     rules: int
     costs: tuple[tuple[str, str, str | None], ...] = ()  # (metadataKey, type, cel)
+    retry: RetryPolicy = RetryPolicy()
+    outlier: OutlierPolicy = OutlierPolicy()
+    backend_header: int = BACKEND_HEADER_OFF
+    # backendRefs a client may pick with the backend header: the rules' own, then the
+    # namespace's other AIServiceBackends (route defaults, backend-level mutations).
+    header_refs: tuple[BackendRef, ...] = ()
 
 
 class Table(msgspec.Struct, frozen=True):

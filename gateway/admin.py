@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from config.watcher import ConfigWatcher
+from core.health import HealthBoard
 from gateway import metrics
 from gateway.worker_registry import WORKERS_DIR_ENV, live_workers
 
@@ -35,6 +36,7 @@ def config_view(watcher: ConfigWatcher) -> dict[str, Any]:
                 "name": b.name,
                 "schema": b.schema,
                 "endpoints": [f"{e.host}:{e.port}" for e in b.endpoints],
+                "health": [endpoint_health(watcher.health, e.health) for e in b.endpoints],
                 "tls": b.tls is not None,
                 "credentials": bool(b.auth_headers),
                 "error": b.error[2] if b.error else None,
@@ -43,6 +45,20 @@ def config_view(watcher: ConfigWatcher) -> dict[str, Any]:
         ]
         view["body_limit"] = table.body_limit
     return view
+
+
+def endpoint_health(board: HealthBoard | None, slot: int) -> dict[str, Any]:
+    """An endpoint's passive-health state: serving or ejected, and why."""
+    if board is None or slot < 0:
+        return {"state": "serving", "tracked": False}
+    s = board.state(slot)
+    return {
+        "state": "ejected" if s.ejected_for > 0 else "serving",
+        "ejected_for_s": round(s.ejected_for, 3),
+        "consecutive_failures": s.failures,
+        "ejections": s.total_ejections,
+        "last_failure_status": s.last_status or None,
+    }
 
 
 class ListenerProbe:
@@ -79,7 +95,8 @@ def build_admin_app(watcher: ConfigWatcher, probe: ListenerProbe) -> web.Applica
         return web.Response(text=f"ready (generation {watcher.generation})\n")
 
     async def metrics_handler(_: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, metrics.render)
+        collector = metrics.EndpointHealthCollector(watcher.table, watcher.health)
+        body = await asyncio.get_running_loop().run_in_executor(None, metrics.render, collector)
         return web.Response(body=body, headers={"content-type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def config(_: web.Request) -> web.Response:

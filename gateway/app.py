@@ -19,8 +19,9 @@ from core.shm import TableSegment
 from core.sniff import SniffError, sniff
 from core.table import MODEL_HEADER, decode_table
 from gateway import metrics, worker_registry
-from gateway.proxy import JSON_HEADERS, Upstream, forward
-from gateway.state import OPERATIONS, GenerationState
+from core.router import RuleRuntime
+from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, forward
+from gateway.state import OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")
 
@@ -37,11 +38,13 @@ class GatewayApp:
         self.state: GenerationState | None = None
         self.segment: TableSegment | None = None
         self.upstream = Upstream()
+        self.board = None
 
     # -- worker lifecycle (Granian RSGI hooks) -------------------------------------------------
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.upstream.start(loop)
+        self.board = attach_board()
         path = os.environ.get("MODELYARD_TABLE")
         if path:
             self.segment = TableSegment.attach(path)
@@ -60,7 +63,7 @@ class GatewayApp:
         if generation == 0:
             return
         table = decode_table(data)
-        self.state = GenerationState(table, self.upstream.pools)
+        self.state = GenerationState(table, self.upstream.pools, self.board)
         worker_registry.report(table.generation)
 
     async def _watch_table(self) -> None:
@@ -140,20 +143,63 @@ class GatewayApp:
             elif not isinstance(model, str):
                 status = error_response(proto, 400, "The 'model' field must be a string.", "invalid_model")
                 return
-            rule = state.router.match(model, scope.headers)
-            if rule is None:
-                status = error_response(proto, 404, _no_route_message(model, state), "model_not_found")
-                return
-            route = rule.rule.route
-            if rule.error is not None:
-                err_status, code, message = rule.error
-                status = error_response(proto, err_status, message, code)
-                return
-            ref = state.pick(rule)
-            backend_name = ref.backend.name
-            status = await forward(self.upstream, scope, proto, body, suffix, ref, sniffed.stream is True)
+            headers = scope.headers
+            rule = state.router.match(model, headers)
+            wanted = headers.get(BACKEND_HEADER) if state.header_routes else None
+            fixed = None
+            if wanted is not None:
+                # The client picks the backend: allowed only where the matched route (or, for a model
+                # no rule matches, the first route that takes the header) lists it.
+                runtime = state.routes[rule.rule.route_index] if rule is not None else _route_allowing(state, wanted)
+                if runtime is not None and runtime.by_header:
+                    fixed = runtime.by_header.get(wanted)
+                    if fixed is None:
+                        route = runtime.name
+                        status = error_response(
+                            proto, 400, f"Backend {wanted!r} may not be selected on route {runtime.name}; "
+                            f"allowed: {runtime.allowed}.", "backend_not_allowed")
+                        return
+                    if rule is not None:  # the rule's own reference keeps its model override and mutations
+                        fixed = _rule_ref(state, rule, fixed)
+                    rule_runtime = runtime
+            if fixed is None:
+                if rule is None:
+                    status = error_response(proto, 404, _no_route_message(model, state), "model_not_found")
+                    return
+                route = rule.rule.route
+                if rule.error is not None:
+                    err_status, code, message = rule.error
+                    status = error_response(proto, err_status, message, code)
+                    return
+                rule_runtime = state.routes[rule.rule.route_index]
+            route = rule_runtime.name
+            status, backend_name = await forward(self.upstream, scope, proto, body, suffix, state, rule_runtime,
+                                                 rule, fixed, sniffed.stream is True)
+        except Exception:  # a bug of ours: logged, and the client still gets an OpenAI-shaped error
+            log.exception("unexpected error while proxying")
+            if status == 0:
+                status = 500
+                try:
+                    error_response(proto, 500, "The gateway failed unexpectedly; the error is logged.", "internal_error")
+                except Exception:  # a response had already started
+                    pass
         finally:
             metrics.observe(route, backend_name, status, time.perf_counter() - started)
+
+
+def _route_allowing(state: GenerationState, wanted: str) -> RouteRuntime | None:
+    for runtime in state.header_routes:
+        if wanted in runtime.by_header:
+            return runtime
+    return None
+
+
+def _rule_ref(state: GenerationState, rule: RuleRuntime, chosen: RefRuntime) -> RefRuntime:
+    for ref in rule.rule.refs:
+        runtime = state.refs[id(ref)]
+        if runtime.backend is chosen.backend:
+            return runtime
+    return chosen
 
 
 def _no_route_message(model: str, state: GenerationState) -> str:

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="worker processes (default: the number of usable cores)")
     run.add_argument("--resolve", action="append", default=[], type=_resolve_arg, metavar="HOST:PORT=ADDR:PORT",
                      help="connect to ADDR:PORT wherever a backend names HOST:PORT (repeatable), like curl's option")
+    run.add_argument("--retries", type=int, default=2, metavar="N",
+                     help="retries per request on the next eligible backend (default 2; a route may say otherwise)")
+    run.add_argument("--allow-backend-header", action="store_true",
+                     help="let clients pick a backend with x-ai-gateway-backend: NAME, among those the "
+                          "matched route's rules reference (routes may opt in or out by annotation)")
     run.add_argument("--grace", type=float, default=30.0, help="seconds to drain in-flight requests on SIGTERM")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -113,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         config=list(args.config), backend=backend, api_key=api_key, host=args.host, port=args.port,
         admin_port=args.admin_port, workers=args.workers, resolve=dict(args.resolve), grace=args.grace,
+        retries=max(0, args.retries), allow_backend_header=args.allow_backend_header,
         log_level=args.log_level, backend_source=source if backend else "",
     )
     return run(opts)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from config.compiler import CompileOptions
 from config.watcher import ConfigWatcher
+from core.health import HEALTH_ENV, HealthBoard
 from core.shm import TableSegment
 
 
@@ -33,6 +34,8 @@ class RunOptions:
     workers: int
     resolve: dict[str, str] = field(default_factory=dict)
     grace: float = 30.0
+    retries: int = 2
+    allow_backend_header: bool = False
     table_path: str = ""
     log_level: str = "info"
     backend_source: str = ""  # where --backend came from, for the start-up banner
@@ -65,10 +68,11 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
         metrics.CONFIG_GENERATION.set(generation)
 
     segment = TableSegment.attach(opts.table_path, writable=True)
-    watcher = ConfigWatcher(
-        opts.config, CompileOptions(resolve=opts.resolve, default_backend=opts.backend, default_api_key=opts.api_key),
-        segment, on_reload,
-    )
+    health_path = os.environ.get(HEALTH_ENV)
+    health = HealthBoard.attach(health_path) if health_path else None
+    options = CompileOptions(resolve=opts.resolve, default_backend=opts.backend, default_api_key=opts.api_key,
+                             retries=opts.retries, allow_backend_header=opts.allow_backend_header)
+    watcher = ConfigWatcher(opts.config, options, segment, on_reload, health)
     ok = watcher.reload()
     if conn is not None:
         table = watcher.table

@@ -40,7 +40,7 @@ class Connection(asyncio.Protocol):
     """One keep-alive connection; serves one request at a time."""
 
     __slots__ = ("pool", "transport", "parser", "status", "headers", "chunks", "buffered", "complete", "error",
-                 "waiter", "keep_alive", "closed", "used", "received", "paused", "idle_since", "_ready")
+                 "waiter", "keep_alive", "closed", "used", "received", "received_at", "paused", "idle_since", "_ready")
 
     def __init__(self, pool: Pool):
         self.pool = pool
@@ -49,6 +49,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.used = 0  # requests sent on this connection
         self.idle_since = 0.0
+        self.received_at = 0.0  # loop time of the last bytes from the upstream (stream idle timeouts)
         self._reset()
 
     def _reset(self) -> None:
@@ -71,6 +72,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        self.received_at = self.pool.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:

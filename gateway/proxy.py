@@ -11,12 +11,17 @@ event stream, otherwise chunk by chunk as bytes arrive.
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from typing import Any
 
 from core.errors import openai_error, sse_error_event
+from core.router import RuleRuntime
 from core.sniff import rewrite_body
+from core.table import RetryPolicy
+from gateway import metrics
 from gateway.http1 import Connection, UpstreamError
-from gateway.state import Pools, RefRuntime, Target
+from gateway.state import GenerationState, Pools, RefRuntime, RouteRuntime, Target
 
 JSON_HEADERS = [("content-type", "application/json")]
 BACKEND_HEADER = "x-ai-gateway-backend"
@@ -26,6 +31,7 @@ BACKEND_HEADER = "x-ai-gateway-backend"
 _REQUEST_STRIP = frozenset({
     "host", "content-length", "connection", "keep-alive", "proxy-connection", "proxy-authorization",
     "transfer-encoding", "te", "trailer", "upgrade", "expect", "authorization", "x-api-key", "api-key",
+    BACKEND_HEADER,
 })
 _RESPONSE_STRIP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
@@ -57,20 +63,12 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int) -> b
     ))
 
 
-def _response_headers(raw: list[tuple[bytes, bytes]], backend: str) -> tuple[list[tuple[str, str]], bool, bool]:
-    """Headers for the client, whether the upstream gave a length, and whether it is an event stream."""
-    out = []
-    sized = sse = False
-    for name, value in raw:
-        lname = name.lower()
-        if lname in _RESPONSE_STRIP:
-            sized = sized or lname == b"content-length"
-            continue
-        if lname == b"content-type" and value.startswith(_EVENT_STREAM):
-            sse = True
-        out.append((lname.decode("latin-1"), value.decode("latin-1")))
+def _response_headers(raw: list[tuple[bytes, bytes]], backend: str) -> list[tuple[str, str]]:
+    """The upstream's headers the client gets, and the backend that served it."""
+    out = [(name.lower().decode("latin-1"), value.decode("latin-1")) for name, value in raw
+           if name.lower() not in _RESPONSE_STRIP]
     out.append((BACKEND_HEADER, backend))
-    return out, sized, sse
+    return out
 
 
 def _fail(proto: Any, status: int, message: str, code: str, backend: str) -> int:
@@ -95,7 +93,7 @@ async def _exchange(target: Target, head: bytes, body: bytes) -> Connection:
 
     A reused keep-alive connection may have been closed by the upstream just
     before the request went out; when it ends without a byte of response, the
-    request is sent once more on a new connection.
+    request is sent once more on a new connection (not a retry: nothing was served).
     """
     pool = target.pool
     conn = await pool.acquire()
@@ -117,47 +115,197 @@ async def _exchange(target: Target, head: bytes, body: bytes) -> Connection:
     return conn
 
 
-async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffix: str, ref: RefRuntime,
-                  stream: bool) -> int:
-    """Send the request to `ref`'s backend and relay the answer; returns the status sent to the client."""
-    backend = ref.backend
-    name = backend.name
-    if ref.rewrite:
-        r = ref.ref
-        body = rewrite_body(body, r.model_override, r.body_set, r.body_remove)
-    target = backend.target(suffix)
-    head = _request_head(scope, ref, target, len(body))
-    timeout = ref.timeout
-    deadline = None
+def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
+    for name, value in headers:
+        if name.lower() == b"retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None  # an HTTP date: no hint
+    return None
+
+
+def _retriable_status(status: int, retry: RetryPolicy) -> bool:
+    if status >= 500:
+        return retry.any_5xx or (retry.gateway_errors and status in (502, 503, 504)) or status in retry.statuses
+    return status in retry.statuses
+
+
+class _Attempt:
+    """What one try ended with: a response to relay (conn, and its first body bytes when it
+    streams), or a failure before any response byte (error)."""
+
+    __slots__ = ("conn", "first", "streaming", "error")
+
+    def __init__(self, conn: Connection | None = None, first: bytes | None = None, streaming: bool = False,
+                 error: UpstreamError | None = None):
+        self.conn = conn
+        self.first = first
+        self.streaming = streaming
+        self.error = error
+
+
+async def _attempt(target: Target, head: bytes, body: bytes, deadline: float | None) -> _Attempt:
+    """One try, up to the response head, and for a stream up to its first body bytes: until then
+    nothing has reached the client, so any failure can still be retried elsewhere."""
     try:
-        if timeout is None:
+        if deadline is None:
             conn = await _exchange(target, head, body)
         else:
-            # The rule's timeout bounds the whole exchange, up to the last byte, as Envoy's route timeout does.
-            async with asyncio.timeout(timeout) as timer:
+            async with asyncio.timeout_at(deadline):
                 conn = await _exchange(target, head, body)
-            deadline = timer.when()
     except UpstreamError as e:
-        status, message, code = _describe(e, target.where, ref)
-        return _fail(proto, status, message, code, name)
+        return _Attempt(error=e.with_traceback(None))
     except TimeoutError:
-        status, message, code = _describe(UpstreamError("timeout", ""), target.where, ref)
-        return _fail(proto, status, message, code, name)
-    handle = None
-    if deadline is not None:
-        handle = upstream.pools.loop.call_at(deadline, conn.timed_out, "timeout")  # type: ignore[union-attr]
+        return _Attempt(error=UpstreamError("timeout", "no response"))
+    streaming = _streams(conn)
+    if not streaming or conn.status >= 400:
+        return _Attempt(conn)
     try:
-        return await _relay(conn, proto, name, target.where, ref)
+        if deadline is None:
+            first = await conn.read_chunk()
+        else:
+            async with asyncio.timeout_at(deadline):
+                first = await conn.read_chunk()
+    except (UpstreamError, TimeoutError) as e:
+        conn.abort()
+        return _Attempt(error=e.with_traceback(None) if isinstance(e, UpstreamError)
+                        else UpstreamError("timeout", "no first chunk"))
+    return _Attempt(conn, first, True)
+
+
+def _streams(conn: Connection) -> bool:
+    """Whether the answer is relayed chunk by chunk: an event stream, or a body without a length."""
+    sized = False
+    for name, value in conn.headers:
+        lname = name.lower()
+        if lname == b"content-type" and value.startswith(_EVENT_STREAM):
+            return True
+        if lname == b"content-length":
+            sized = True
+    return not sized
+
+
+async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffix: str, state: GenerationState,
+                  route: RouteRuntime, rule: RuleRuntime | None, fixed: RefRuntime | None,
+                  stream: bool) -> tuple[int, str]:
+    """Send the request upstream, failing over while nothing has reached the client, and relay
+    the answer; returns the status sent to the client and the backend that served it."""
+    loop = upstream.pools.loop
+    assert loop is not None
+    retry, outlier, board = route.retry, route.outlier, state.board
+    idle = rule.rule.stream_idle if stream and rule is not None else 0.0
+    tried: list[Target] = []
+    skip: frozenset[int] = frozenset()
+    per_priority: dict[int, int] = {}
+    now = time.monotonic()
+    pick = state.choose_fixed(fixed, suffix, tried, now) if fixed is not None else (
+        state.choose(rule, suffix, tried, now) if rule is not None else None)
+    assert pick is not None  # a rule that cannot serve answers with its error before getting here
+    ref, target = pick
+    timeout = ref.timeout
+    started = loop.time()
+    deadline = started + timeout if timeout is not None else None
+    retries = 0
+    while True:
+        tried.append(target)
+        body_out = rewrite_body(body, ref.ref.model_override, ref.ref.body_set, ref.ref.body_remove) \
+            if ref.rewrite else body
+        head = _request_head(scope, ref, target, len(body_out))
+        # Until the first response byte an attempt is bounded by the rule's deadline, the
+        # per-try timeout and, for a stream, the stream idle timeout.
+        limit = deadline
+        for span in (retry.per_try, idle):
+            if span:
+                t = loop.time() + span
+                limit = t if limit is None or t < limit else limit
+        result = await _attempt(target, head, body_out, limit)
+        conn, error = result.conn, result.error
+        now = time.monotonic()
+        status = conn.status if conn is not None else 0
+        if error is not None:
+            retriable = retry.transport
+            board.failure(target.health, 0, outlier, now)
+        elif status >= 500 or status == 429:
+            retriable = _retriable_status(status, retry)
+            hint = _retry_after(conn.headers) if status == 429 else None  # type: ignore[union-attr]
+            board.failure(target.health, status, outlier, now, hint)
+        else:
+            retriable = False
+            board.success(target.health)
+        nxt = None
+        if retriable and retries < retry.retries and (deadline is None or loop.time() < deadline):
+            if retry.per_priority and fixed is None:
+                p = ref.ref.priority
+                per_priority[p] = per_priority.get(p, 0) + 1
+                if per_priority[p] >= retry.per_priority:
+                    skip = skip | {p}
+            nxt = state.choose_fixed(fixed, suffix, tried, now) if fixed is not None else \
+                state.choose(rule, suffix, tried, now, skip)  # type: ignore[arg-type]
+        if nxt is None:
+            break
+        reason = f"{status}" if error is None else error.kind
+        metrics.RETRIES.labels(route.name, ref.backend.name, reason).inc()
+        if conn is not None:
+            conn.abort()  # its answer is not wanted; a fresh connection is cheaper than reading it
+        retries += 1
+        if retry.backoff:
+            pause = random.random() * min(retry.backoff * (2 ** (retries - 1)), retry.backoff_max or retry.backoff)
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - loop.time()))
+            await asyncio.sleep(pause)
+        ref, target = nxt
+    name = ref.backend.name
+    if error is not None:
+        if error.kind == "timeout" and deadline is not None and loop.time() >= deadline:
+            status, message, code = _describe(error, target.where, ref)
+        elif error.kind == "timeout":
+            spans = [s for s in (retry.per_try, idle) if s]
+            status, message, code = 504, f"{target.where} sent nothing within {min(spans):g}s.", "upstream_timeout"
+        else:
+            status, message, code = _describe(error, target.where, ref)
+        return _fail(proto, status, message, code, name), name
+    assert conn is not None
+    handles = []
+    if deadline is not None:
+        # The rule's timeout bounds the whole exchange, up to the last byte, as Envoy's route timeout does.
+        handles.append(loop.call_at(deadline, conn.timed_out, "timeout"))
+    if result.streaming and idle:
+        handles.append(_IdleWatch(loop, conn, idle))
+    try:
+        return await _relay(conn, proto, name, target.where, ref, result, idle), name
     finally:
-        if handle is not None:
-            handle.cancel()
+        for h in handles:
+            h.cancel()
         conn.release()
 
 
-async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRuntime) -> int:
+class _IdleWatch:
+    """Ends a stream whose upstream has sent nothing for `idle` seconds: one timer, re-armed
+    from the connection's last receive time instead of per chunk."""
+
+    __slots__ = ("loop", "conn", "idle", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn: Connection, idle: float):
+        self.loop, self.conn, self.idle = loop, conn, idle
+        self.handle = loop.call_at(loop.time() + idle, self._check)
+
+    def _check(self) -> None:
+        due = self.conn.received_at + self.idle
+        if self.loop.time() >= due:
+            self.conn.timed_out("idle")
+        else:
+            self.handle = self.loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
+async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRuntime, result: _Attempt,
+                 idle: float) -> int:
     status = conn.status
-    headers, sized, sse = _response_headers(conn.headers, name)
-    if sized and not sse:
+    headers = _response_headers(conn.headers, name)
+    if not result.streaming:
         try:
             data = await conn.read_all()
         except UpstreamError as e:
@@ -169,16 +317,28 @@ async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRu
         return status
     transport = proto.response_stream(status, headers)
     try:
+        if result.first:
+            await transport.send_bytes(result.first)
         await _pump(conn, transport)
     except UpstreamError as e:
-        if e.kind == "timeout":
+        if e.detail == "idle":
+            message, code = (f"{where} sent nothing for {idle:g}s (the rule's streamIdleTimeout).",
+                             "stream_idle_timeout")
+        elif e.kind == "timeout":
             message, code = f"{where} did not finish within the rule's {ref.timeout:g}s timeout.", "upstream_timeout"
         else:
             message, code = f"{where} broke off the stream ({e.detail}).", "upstream_reset"
-        await _end_stream(transport, sse, message, code)
+        # The stored error's traceback holds the frames that hold the client's transport, and
+        # Granian ends the response only when the transport is released: drop it now.
+        e.__traceback__ = None
+        await _end_stream(transport, _is_sse(conn), message, code)
     except Exception:  # the client went away: stop reading and drop the upstream connection
         conn.abort()
     return status
+
+
+def _is_sse(conn: Connection) -> bool:
+    return any(n.lower() == b"content-type" and v.startswith(_EVENT_STREAM) for n, v in conn.headers)
 
 
 async def _pump(conn: Connection, transport: Any) -> None:

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import random
 import ssl
 from itertools import count
+from typing import Union
 
 import msgspec
 
+from core.health import HEALTH_ENV, HealthBoard
 from core.router import Router, RuleRuntime
-from core.table import Backend, BackendRef, Table
+from core.table import Backend, BackendRef, RouteInfo, Table
 from gateway.http1 import Pool
 
 log = logging.getLogger("modelyard.worker")
@@ -42,15 +46,38 @@ def _ssl_context(backend: Backend) -> ssl.SSLContext | None:
 
 
 class Target:
-    """One (operation, endpoint) of a backend: its connection pool and the request head up to the query."""
+    """One (operation, endpoint) of a backend: its connection pool, the request head up to the
+    query, and the endpoint's slot on the health board."""
 
-    __slots__ = ("pool", "path", "head", "where")
+    __slots__ = ("pool", "path", "head", "where", "health")
 
-    def __init__(self, pool: Pool, path: bytes, host: str, where: str):
+    def __init__(self, pool: Pool, path: bytes, host: str, where: str, health: int):
         self.pool = pool
         self.path = b"POST " + path
         self.head = f" HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")
         self.where = where
+        self.health = health
+
+
+class _NoBoard:
+    """Health tracking off (no shared board): every endpoint is always eligible."""
+
+    def ejected(self, slot: int, now: float) -> bool:
+        return False
+
+    def success(self, slot: int) -> None:
+        pass
+
+    def failure(self, slot: int, status: int, outlier: object, now: float, eject_for: float | None = None) -> bool:
+        return False
+
+
+Board = Union[HealthBoard, _NoBoard]
+
+
+def attach_board() -> Board:
+    path = os.environ.get(HEALTH_ENV)
+    return HealthBoard.attach(path) if path else _NoBoard()
 
 
 class Pools:
@@ -90,7 +117,7 @@ class BackendRuntime:
         default_port = 443 if tls is not None else 80
         # Each endpoint is reached at its address, or where --resolve maps it; the Host
         # header (and SNI, unless the TLS policy names another) keep the configured name.
-        endpoints: list[tuple[Pool, str, str]] = []
+        endpoints: list[tuple[Pool, str, str, int]] = []
         if backend.error is None:
             for ep in backend.endpoints:
                 address = f"{_host(ep.host)}:{ep.port}"
@@ -104,18 +131,26 @@ class BackendRuntime:
                 if tls is not None and not tls.server_name and not _is_ip(ep.host):
                     tls = msgspec.structs.replace(tls, server_name=ep.host)
                 pool = pools.get(connect_host, connect_port, msgspec.structs.replace(backend, tls=tls))
-                endpoints.append((pool, host_header, f"backend {backend.name} ({address})"))
+                endpoints.append((pool, host_header, f"backend {backend.name} ({address})", ep.health))
         # One target per (operation, endpoint); endpoints share load round-robin.
         self.targets = {
-            suffix: [Target(pool, f"{backend.prefix}{suffix}".encode("latin-1"), host, where)
-                     for pool, host, where in endpoints]
+            suffix: [Target(pool, f"{backend.prefix}{suffix}".encode("latin-1"), host, where, health)
+                     for pool, host, where, health in endpoints]
             for suffix in OPERATIONS.values()
         }
         self._next = count()
 
-    def target(self, suffix: str) -> Target:
+    def target(self, suffix: str, tried: list[Target], now: float, board: Board, healthy_only: bool) -> Target | None:
+        """The next endpoint in turn that this request has not tried (and, if asked, is not ejected)."""
         targets = self.targets[suffix]
-        return targets[0] if len(targets) == 1 else targets[next(self._next) % len(targets)]
+        n = len(targets)
+        start = next(self._next) if n > 1 else 0
+        for k in range(n):
+            t = targets[(start + k) % n]
+            if t in tried or (healthy_only and board.ejected(t.health, now)):
+                continue
+            return t
+        return None
 
 
 def _host(host: str) -> str:
@@ -157,12 +192,35 @@ class RefRuntime:
         self.rewrite = bool(ref.model_override is not None or ref.body_set or ref.body_remove)
 
 
-class GenerationState:
-    __slots__ = ("generation", "table", "router", "backends", "refs", "models_body", "body_limit", "model_list")
+class RouteRuntime:
+    """A route's retry and health policies, and the backends its clients may pick by header."""
 
-    def __init__(self, table: Table, pools: Pools):
+    __slots__ = ("name", "retry", "outlier", "by_header", "allowed")
+
+    def __init__(self, info: RouteInfo, refs: list[RefRuntime]):
+        self.name = info.name
+        self.retry = info.retry
+        self.outlier = info.outlier
+        namespace = info.name.partition("/")[0]
+        # "namespace/name" always; the bare name for the route's own namespace.
+        self.by_header: dict[str, RefRuntime] = {}
+        for ref in refs:
+            full = ref.backend.name
+            self.by_header[full] = ref
+            ns, _, name = full.partition("/")
+            if ns == namespace:
+                self.by_header[name] = ref
+        self.allowed = ", ".join(ref.backend.name for ref in refs)
+
+
+class GenerationState:
+    __slots__ = ("generation", "table", "router", "backends", "refs", "routes", "models_body", "body_limit",
+                 "model_list", "board", "header_routes")
+
+    def __init__(self, table: Table, pools: Pools, board: Board | None = None):
         self.generation = table.generation
         self.table = table
+        self.board = board if board is not None else _NoBoard()
         self.router = Router(table)
         self.backends = [BackendRuntime(b, table.resolve, pools) for b in table.backends]
         pools.keep_only({id(t.pool) for b in self.backends for ts in b.targets.values() for t in ts})
@@ -171,6 +229,10 @@ class GenerationState:
         for rule in self.router.rules:
             for ref in rule.rule.refs:
                 self.refs[id(ref)] = RefRuntime(ref, self.backends[ref.backend])
+        self.routes = [RouteRuntime(info, [RefRuntime(r, self.backends[r.backend]) for r in info.header_refs])
+                       for info in table.routes]
+        # Routes that take the backend header, in precedence order, for requests no rule matches.
+        self.header_routes = [r for r in self.routes if r.by_header]
         self.body_limit = table.body_limit
         self.model_list = [m.id for m in table.models]
         self.models_body = msgspec.json.encode({
@@ -180,3 +242,42 @@ class GenerationState:
 
     def pick(self, rule: RuleRuntime) -> RefRuntime:
         return self.refs[id(rule.pick())]
+
+    def choose(self, rule: RuleRuntime, suffix: str, tried: list[Target], now: float,
+               skip: frozenset[int] = frozenset()) -> tuple[RefRuntime, Target] | None:
+        """The backend and endpoint for the next attempt, or None when nothing is left to try.
+
+        By weight within the most preferred priority that has an endpoint which is
+        neither ejected nor already tried by this request; when every such endpoint
+        is ejected, the ejected ones are tried anyway, in the same order, rather than
+        failing without trying (Envoy's panic mode).
+        """
+        board = self.board
+        if not tried and not skip:  # the common case: one weighted pick, one health read
+            ref = self.refs[id(rule.pick())]
+            target = ref.backend.target(suffix, tried, now, board, True)
+            if target is not None:
+                return ref, target
+        for healthy_only in (True, False):
+            for group in rule.groups:
+                if group.priority in skip:
+                    continue
+                options: list[tuple[RefRuntime, Target]] = []
+                weights: list[int] = []
+                for r in group.refs:
+                    ref = self.refs[id(r)]
+                    target = ref.backend.target(suffix, tried, now, board, healthy_only)
+                    if target is not None:
+                        options.append((ref, target))
+                        weights.append(r.weight)
+                if options:
+                    return options[0] if len(options) == 1 else random.choices(options, weights)[0]
+        return None
+
+    def choose_fixed(self, ref: RefRuntime, suffix: str, tried: list[Target],
+                     now: float) -> tuple[RefRuntime, Target] | None:
+        """The next endpoint of a backend the client picked by header: no other backend is tried."""
+        backend = ref.backend
+        target = backend.target(suffix, tried, now, self.board, True) or backend.target(
+            suffix, tried, now, self.board, False)
+        return (ref, target) if target is not None else None

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 
+from core.health import HEALTH_ENV, HealthBoard
 from core.shm import TableSegment, default_dir
 from gateway.control import FirstLoad, RunOptions, control_main, setup_logging
 from gateway.worker_registry import WORKERS_DIR_ENV
@@ -110,6 +111,7 @@ def run(opts: RunOptions) -> int:
         os.environ[env] = os.path.join(run_dir, sub)
     segment = TableSegment.create()
     os.environ["MODELYARD_TABLE"] = segment.path
+    os.environ[HEALTH_ENV] = HealthBoard.create(run_dir).path  # removed with the run directory
     opts.table_path = segment.path
     control = ControlProcess(opts)
     try:

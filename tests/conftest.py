@@ -18,9 +18,9 @@ from tests.support import Proc, free_port, http_request, modelyard, wait_http
 
 
 class Mock:
-    def __init__(self, name: str, *extra: str):
+    def __init__(self, name: str, *extra: str, port: int | None = None):
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc = Proc(modelyard("mock", "--port", str(self.port), "--name", name, *extra))
         wait_http(self.port, "/health", proc=self.proc)
 
@@ -133,8 +133,8 @@ class Gateway:
 def start_mock() -> Iterator:
     started: list[Mock] = []
 
-    def start(name: str = "mock", *extra: str) -> Mock:
-        m = Mock(name, *extra)
+    def start(name: str = "mock", *extra: str, port: int | None = None) -> Mock:
+        m = Mock(name, *extra, port=port)
         started.append(m)
         return m
 
