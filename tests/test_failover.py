@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, write_config
-from tests.support import http_request, wait_for
+from tests.support import free_port, http_request, wait_for
 
 BACKEND = "x-ai-gateway-backend"
 
@@ -251,3 +251,32 @@ def test_retries_zero_relays_the_first_failure(tmp_path: Path, start_mock, start
     gw = start_gateway("--config", str(cfg), "--retries", "0", workers=1)
     status, headers, _ = gw.chat("m")
     assert status == 500 and served_by(headers) == "primary"
+
+
+# --- endpoints of one Backend --------------------------------------------------------------------
+
+
+def _retries(gw: Gateway) -> float:
+    text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+    return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("modelyard_retries_total{"))
+
+
+def test_a_dead_endpoint_of_a_backend_is_ejected_and_gets_nothing(tmp_path: Path, start_mock, start_gateway) -> None:
+    live = start_mock("live")
+    dead_port = free_port()  # nothing listens there
+    backend = openai_backend("pair", "127.0.0.1", live.port).replace(
+        f"    - fqdn: {{hostname: 127.0.0.1, port: {live.port}}}\n",
+        f"    - fqdn: {{hostname: 127.0.0.1, port: {live.port}}}\n"
+        f"    - ip: {{address: 127.0.0.1, port: {dead_port}}}\n")
+    cfg = write_config(tmp_path / "routes.yaml", backend + failover_route("chat", "m", "pair", None))
+    gw = start_gateway("--config", str(cfg), workers=1)
+    for _ in range(20):
+        status, headers, _ = gw.chat("m")
+        assert status == 200 and served_by(headers) == "pair"
+    health = {h["state"] for b in gw.config()["backends"] if b["name"] == "default/pair" for h in b["health"]}
+    assert health == {"serving", "ejected"}
+    before = _retries(gw)
+    assert before >= 1
+    for _ in range(20):
+        assert gw.chat("m")[0] == 200
+    assert _retries(gw) == before, "the ejected endpoint got requests"
