@@ -22,6 +22,7 @@ from config.backends import BackendResolver, Objects, backend_from_url
 from config.diagnostics import Diagnostics
 from config.loader import Resource
 from config.traffic import backend_header_scope, backend_traffic_policy, outlier_policy, retry_policy
+from core.costs import CostCompileError, CostProgram
 from core.table import (
     BACKEND_HEADER_NAMESPACE, BACKEND_HEADER_OFF, EXACT, MODEL_HEADER, REGEX, BackendRef, HeaderCond, MatchEntry,
     ModelInfo, RetryPolicy, RouteInfo, Rule, Table,
@@ -170,6 +171,12 @@ def _compile_route(route: Resource, objs: Objects, route_index: int, backends: B
     for k, c in enumerate(spec.get("llmRequestCosts") or []):
         if (c["type"] == "CEL") != bool(c.get("cel")):
             diags.error("cel is required for type CEL and only allowed with it", field=f"spec.llmRequestCosts[{k}]", **where)
+        elif c["type"] == "CEL":
+            try:
+                CostProgram.compile(((c["metadataKey"], "CEL", c["cel"]),), route_name)
+            except CostCompileError as e:
+                diags.error(f"invalid CEL expression {c['cel']!r}: {e.message}", field=f"spec.llmRequestCosts[{k}].cel",
+                            **where)
     n = len(spec.get("rules") or [])
     line = f"AIGatewayRoute {route_name}: {n} rule{'s' if n != 1 else ''} -> {', '.join(described) or 'nothing'}"
     policy = backend_traffic_policy(route, objs)

@@ -9,6 +9,26 @@ class Sniffed(msgspec.Struct):
     # Everything else in the body is skipped by the decoder without building Python objects.
     model: object = None
     stream: object = False
+    stream_options: object = None
+
+
+def wants_usage(sniffed: Sniffed) -> bool:
+    """Whether a streaming client asked for the usage chunk itself."""
+    opts = sniffed.stream_options
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+_INCLUDE_USAGE = b'{"stream_options":{"include_usage":true},'
+
+
+def with_usage_requested(body: bytes, sniffed: Sniffed) -> bytes:
+    """The body with `stream_options.include_usage` set, so the backend reports usage in the stream."""
+    opts = sniffed.stream_options
+    if opts is None:
+        # A field spliced in at the front: the rest of the body stays as the client sent it.
+        return _INCLUDE_USAGE + body[body.index(b"{") + 1:]
+    merged = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+    return rewrite_body(body, None, (("stream_options", msgspec.json.encode(merged)),), ())
 
 
 class SniffError(ValueError):

@@ -20,12 +20,16 @@ from core.sniff import SniffError, sniff
 from core.table import MODEL_HEADER, decode_table
 from gateway import metrics, worker_registry
 from core.router import RuleRuntime
-from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, forward
+from gateway.accounting import OPERATION_NAMES, Accountant, Outcome, accountant_from_env
+from gateway import token_endpoints
+from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, forward, forward_tokenize
 from gateway.state import OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")
 
 POLL_INTERVAL = 0.1
+TOKEN_ENDPOINTS = ("/tokenize", "/v1/messages/count_tokens")
+FLUSH_TICKS = 5  # metrics reach the shared files every half second
 
 
 def error_response(proto: Any, status: int, message: str, code: str) -> int:
@@ -39,12 +43,14 @@ class GatewayApp:
         self.segment: TableSegment | None = None
         self.upstream = Upstream()
         self.board = None
+        self.accountant: Accountant | None = None
 
     # -- worker lifecycle (Granian RSGI hooks) -------------------------------------------------
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.upstream.start(loop)
         self.board = attach_board()
+        self.accountant = accountant_from_env(loop)
         path = os.environ.get("MODELYARD_TABLE")
         if path:
             self.segment = TableSegment.attach(path)
@@ -53,6 +59,9 @@ class GatewayApp:
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         worker_registry.forget()
+        metrics.flush()
+        if self.accountant is not None and self.accountant.log is not None:
+            self.accountant.log.flush()
         loop.run_until_complete(self.upstream.close())
 
     def _refresh(self) -> None:
@@ -64,11 +73,19 @@ class GatewayApp:
             return
         table = decode_table(data)
         self.state = GenerationState(table, self.upstream.pools, self.board)
+        if self.accountant is not None:
+            self.accountant.known_models(set(self.state.model_list))
         worker_registry.report(table.generation)
 
     async def _watch_table(self) -> None:
-        while self.segment is not None:
+        ticks = 0
+        while True:
             await asyncio.sleep(POLL_INTERVAL)
+            ticks += 1
+            if ticks % FLUSH_TICKS == 0:
+                metrics.flush()
+            if self.segment is None:
+                continue
             try:
                 self._refresh()
             except Exception:  # a bad table must not take the worker down; keep serving the last one
@@ -85,11 +102,30 @@ class GatewayApp:
             await self._proxy(scope, proto, suffix)
         elif path == "/v1/models" and scope.method == "GET":
             self._models(proto)
-        elif suffix is not None or path == "/v1/models":
+        elif path in TOKEN_ENDPOINTS and scope.method == "POST":
+            await self._count(scope, proto, path)
+        elif suffix is not None or path == "/v1/models" or path in TOKEN_ENDPOINTS:
             error_response(proto, 405, f"Method {scope.method} is not allowed on {path}.", "method_not_allowed")
         else:
             error_response(proto, 404, f"Unknown endpoint {path}. This gateway serves /v1/chat/completions, "
-                           "/v1/completions, /v1/embeddings and /v1/models.", "unknown_endpoint")
+                           "/v1/completions, /v1/embeddings, /v1/models, /v1/messages/count_tokens and /tokenize.",
+                           "unknown_endpoint")
+
+    async def _count(self, scope: Any, proto: Any, path: str) -> None:
+        """vLLM's /tokenize and Anthropic's /v1/messages/count_tokens: a backend that serves /tokenize
+        answers it; otherwise the gateway's tokenizer does, in a thread (the first use loads it)."""
+        state = self.state
+        body = await self._read_body(scope, proto, state.body_limit if state is not None else 1 << 20)
+        if body is None:
+            return
+        if path == "/tokenize" and state is not None and await forward_tokenize(self.upstream, state, scope, proto,
+                                                                                 body):
+            return
+        assert self.accountant is not None
+        counter = self.accountant.counter
+        answer = token_endpoints.tokenize if path == "/tokenize" else token_endpoints.count_tokens
+        status, data = await asyncio.get_running_loop().run_in_executor(None, answer, counter, body)
+        proto.response_bytes(status, JSON_HEADERS, data)
 
     def _models(self, proto: Any) -> None:
         state = self.state
@@ -118,73 +154,81 @@ class GatewayApp:
         return b"".join(parts)
 
     async def _proxy(self, scope: Any, proto: Any, suffix: str) -> None:
-        started = time.perf_counter()
+        o = Outcome(time.perf_counter(), OPERATION_NAMES[suffix])
         state = self.state
         if state is None:
             error_response(proto, 503, "No configuration is loaded yet.", "not_ready")
             return
-        route, backend_name, status = "", "", 0
         try:
-            body = await self._read_body(scope, proto, state.body_limit)
-            if body is None:
-                status = 413
-                return
-            try:
-                sniffed = sniff(body)
-            except SniffError as e:
-                status = error_response(proto, 400, str(e), e.code)
-                return
-            model = sniffed.model
-            if model is None:
-                model = scope.headers.get(MODEL_HEADER)
-                if model is None:
-                    status = error_response(proto, 400, "The request body has no 'model' field.", "missing_model")
-                    return
-            elif not isinstance(model, str):
-                status = error_response(proto, 400, "The 'model' field must be a string.", "invalid_model")
-                return
-            headers = scope.headers
-            rule = state.router.match(model, headers)
-            wanted = headers.get(BACKEND_HEADER) if state.header_routes else None
-            fixed = None
-            if wanted is not None:
-                # The client picks the backend: allowed only where the matched route (or, for a model
-                # no rule matches, the first route that takes the header) lists it.
-                runtime = state.routes[rule.rule.route_index] if rule is not None else _route_allowing(state, wanted)
-                if runtime is not None and runtime.by_header:
-                    fixed = runtime.by_header.get(wanted)
-                    if fixed is None:
-                        route = runtime.name
-                        status = error_response(
-                            proto, 400, f"Backend {wanted!r} may not be selected on route {runtime.name}; "
-                            f"allowed: {runtime.allowed}.", "backend_not_allowed")
-                        return
-                    if rule is not None:  # the rule's own reference keeps its model override and mutations
-                        fixed = _rule_ref(state, rule, fixed)
-                    rule_runtime = runtime
-            if fixed is None:
-                if rule is None:
-                    status = error_response(proto, 404, _no_route_message(model, state), "model_not_found")
-                    return
-                route = rule.rule.route
-                if rule.error is not None:
-                    err_status, code, message = rule.error
-                    status = error_response(proto, err_status, message, code)
-                    return
-                rule_runtime = state.routes[rule.rule.route_index]
-            route = rule_runtime.name
-            status, backend_name = await forward(self.upstream, scope, proto, body, suffix, state, rule_runtime,
-                                                 rule, fixed, sniffed.stream is True)
+            await self._route(scope, proto, suffix, state, o)
         except Exception:  # a bug of ours: logged, and the client still gets an OpenAI-shaped error
             log.exception("unexpected error while proxying")
-            if status == 0:
-                status = 500
+            if o.status == 0:
+                o.status, o.error = 500, "internal_error"
                 try:
                     error_response(proto, 500, "The gateway failed unexpectedly; the error is logged.", "internal_error")
                 except Exception:  # a response had already started
                     pass
         finally:
-            metrics.observe(route, backend_name, status, time.perf_counter() - started)
+            assert self.accountant is not None
+            self.accountant.record(o)
+
+    async def _route(self, scope: Any, proto: Any, suffix: str, state: GenerationState, o: Outcome) -> None:
+        body = await self._read_body(scope, proto, state.body_limit)
+        if body is None:
+            o.status = 413
+            return
+        try:
+            sniffed = sniff(body)
+        except SniffError as e:
+            o.status = error_response(proto, 400, str(e), e.code)
+            return
+        headers = scope.headers
+        model = sniffed.model
+        if model is None:
+            model = headers.get(MODEL_HEADER)
+            if model is None:
+                o.status = error_response(proto, 400, "The request body has no 'model' field.", "missing_model")
+                return
+        elif not isinstance(model, str):
+            o.status = error_response(proto, 400, "The 'model' field must be a string.", "invalid_model")
+            return
+        o.model = model
+        rule = state.router.match(model, headers)
+        wanted = headers.get(BACKEND_HEADER) if state.header_routes else None
+        fixed = None
+        runtime = None
+        if wanted is not None:
+            # The client picks the backend: allowed only where the matched route (or, for a model
+            # no rule matches, the first route that takes the header) lists it.
+            runtime = state.routes[rule.rule.route_index] if rule is not None else _route_allowing(state, wanted)
+            if runtime is not None and runtime.by_header:
+                fixed = runtime.by_header.get(wanted)
+                if fixed is None:
+                    o.route = runtime.name
+                    o.status = error_response(
+                        proto, 400, f"Backend {wanted!r} may not be selected on route {runtime.name}; "
+                        f"allowed: {runtime.allowed}.", "backend_not_allowed")
+                    return
+                if rule is not None:  # the rule's own reference keeps its model override and mutations
+                    fixed = _rule_ref(state, rule, fixed)
+        if fixed is None:
+            if rule is None:
+                o.status = error_response(proto, 404, _no_route_message(model, state), "model_not_found")
+                return
+            o.route = rule.rule.route
+            if rule.error is not None:
+                err_status, code, message = rule.error
+                o.status = error_response(proto, err_status, message, code)
+                return
+            runtime = state.routes[rule.rule.route_index]
+        assert runtime is not None
+        o.route = runtime.name
+        o.rule = rule.rule.name if rule is not None else ""
+        o.costs = runtime.costs
+        o.request_body = body
+        o.labels = self.accountant.header_label_values(headers) if self.accountant is not None else ()
+        await forward(self.upstream, scope, proto, body, suffix, state, runtime, rule, fixed, sniffed, o)
 
 
 def _route_allowing(state: GenerationState, wanted: str) -> RouteRuntime | None:

@@ -20,6 +20,22 @@ def _resolve_arg(text: str) -> tuple[str, str]:
     return f"{m['host'].strip('[]')}:{m['port']}", f"{m['addr'].strip('[]')}:{m['to']}"
 
 
+def _header_label(text: str) -> tuple[str, str]:
+    from gateway.worker_env import header_label_arg
+    try:
+        return header_label_arg(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _tokenizer_arg(text: str) -> tuple[str, str]:
+    from core.tokenizer import parse_tokenizer_arg
+    try:
+        return parse_tokenizer_arg(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -56,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-backend-header", action="store_true",
                      help="let clients pick a backend with x-ai-gateway-backend: NAME, among those the "
                           "matched route's rules reference (routes may opt in or out by annotation)")
+    run.add_argument("--access-log", default="-", metavar="PATH",
+                     help="one JSON line per request: - for stdout (default), a file, or off")
+    run.add_argument("--metrics-header", action="append", default=[], type=_header_label, metavar="HEADER[=LABEL]",
+                     help="add a request header's value as a label of the gen_ai_* metrics (repeatable), "
+                          "e.g. x-tenant-id=tenant")
+    run.add_argument("--tokenizer", action="append", default=[], type=_tokenizer_arg, metavar="PATTERN=PATH",
+                     help="count tokens for models matching PATTERN (a glob) with this tokenizer.json or model "
+                          "folder, when a backend reports no usage (repeatable; default: a Qwen tokenizer)")
     run.add_argument("--grace", type=float, default=30.0, help="seconds to drain in-flight requests on SIGTERM")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -119,6 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config=list(args.config), backend=backend, api_key=api_key, host=args.host, port=args.port,
         admin_port=args.admin_port, workers=args.workers, resolve=dict(args.resolve), grace=args.grace,
         retries=max(0, args.retries), allow_backend_header=args.allow_backend_header,
+        access_log=args.access_log, header_labels=list(args.metrics_header), tokenizers=list(args.tokenizer),
         log_level=args.log_level, backend_source=source if backend else "",
     )
     return run(opts)

@@ -36,6 +36,9 @@ class RunOptions:
     grace: float = 30.0
     retries: int = 2
     allow_backend_header: bool = False
+    access_log: str = "-"  # "-" stdout, "off", or a file
+    header_labels: list[tuple[str, str]] = field(default_factory=list)  # (request header, metric label)
+    tokenizers: list[tuple[str, str]] = field(default_factory=list)  # (model pattern, tokenizer.json)
     table_path: str = ""
     log_level: str = "info"
     backend_source: str = ""  # where --backend came from, for the start-up banner

@@ -17,9 +17,11 @@ from typing import Any
 
 from core.errors import openai_error, sse_error_event
 from core.router import RuleRuntime
-from core.sniff import rewrite_body
+from core.sniff import Sniffed, SniffError, rewrite_body, sniff, wants_usage, with_usage_requested
+from core.usage import StreamUsage, first_event_model, from_body
 from core.table import RetryPolicy
 from gateway import metrics
+from gateway.accounting import MAX_KEPT, Outcome
 from gateway.http1 import Connection, UpstreamError
 from gateway.state import GenerationState, Pools, RefRuntime, RouteRuntime, Target
 
@@ -187,10 +189,17 @@ def _streams(conn: Connection) -> bool:
 
 
 async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffix: str, state: GenerationState,
-                  route: RouteRuntime, rule: RuleRuntime | None, fixed: RefRuntime | None,
-                  stream: bool) -> tuple[int, str]:
+                  route: RouteRuntime, rule: RuleRuntime | None, fixed: RefRuntime | None, sniffed: Sniffed,
+                  o: Outcome) -> None:
     """Send the request upstream, failing over while nothing has reached the client, and relay
-    the answer; returns the status sent to the client and the backend that served it."""
+    the answer; what happened goes into `o` for accounting."""
+    stream = o.stream = sniffed.stream is True
+    strip = False
+    if stream and suffix != "/embeddings" and not wants_usage(sniffed):
+        # Ask for the usage chunk, so tokens are counted exactly and at no cost; the client,
+        # who did not ask for it, does not get it.
+        body = with_usage_requested(body, sniffed)
+        strip = True
     loop = upstream.pools.loop
     assert loop is not None
     retry, outlier, board = route.retry, route.outlier, state.board
@@ -244,8 +253,9 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
                 state.choose(rule, suffix, tried, now, skip)  # type: ignore[arg-type]
         if nxt is None:
             break
+        o.retries += 1
         reason = f"{status}" if error is None else error.kind
-        metrics.RETRIES.labels(route.name, ref.backend.name, reason).inc()
+        metrics.RETRIES.inc((route.name, ref.backend.name, reason))
         if conn is not None:
             conn.abort()  # its answer is not wanted; a fresh connection is cheaper than reading it
         retries += 1
@@ -255,7 +265,9 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
                 pause = min(pause, max(0.0, deadline - loop.time()))
             await asyncio.sleep(pause)
         ref, target = nxt
-    name = ref.backend.name
+    name = o.backend = ref.backend.name
+    o.provider = ref.backend.provider
+    o.request_model = ref.ref.model_override or o.model
     if error is not None:
         if error.kind == "timeout" and deadline is not None and loop.time() >= deadline:
             status, message, code = _describe(error, target.where, ref)
@@ -264,7 +276,9 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
             status, message, code = 504, f"{target.where} sent nothing within {min(spans):g}s.", "upstream_timeout"
         else:
             status, message, code = _describe(error, target.where, ref)
-        return _fail(proto, status, message, code, name), name
+        o.error = code
+        o.status = _fail(proto, status, message, code, name)
+        return
     assert conn is not None
     handles = []
     if deadline is not None:
@@ -273,7 +287,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     if result.streaming and idle:
         handles.append(_IdleWatch(loop, conn, idle))
     try:
-        return await _relay(conn, proto, name, target.where, ref, result, idle), name
+        await _relay(conn, proto, name, target.where, ref, result, idle, o, strip)
     finally:
         for h in handles:
             h.cancel()
@@ -302,24 +316,40 @@ class _IdleWatch:
 
 
 async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRuntime, result: _Attempt,
-                 idle: float) -> int:
-    status = conn.status
+                 idle: float, o: Outcome, strip: bool) -> None:
+    o.status = status = conn.status
     headers = _response_headers(conn.headers, name)
     if not result.streaming:
         try:
             data = await conn.read_all()
         except UpstreamError as e:
             if e.kind == "timeout":
-                return _fail(proto, 504, f"{where} did not finish its answer within {ref.timeout:g}s.",
-                             "upstream_timeout", name)
-            return _fail(proto, 502, f"{where} broke off its answer ({e.detail}).", "upstream_reset", name)
+                o.error = "upstream_timeout"
+                o.status = _fail(proto, 504, f"{where} did not finish its answer within {ref.timeout:g}s.",
+                                 "upstream_timeout", name)
+            else:
+                o.error = "upstream_reset"
+                o.status = _fail(proto, 502, f"{where} broke off its answer ({e.detail}).", "upstream_reset", name)
+            return
         proto.response_bytes(status, headers, data)
-        return status
+        if status < 300:
+            o.usage, o.response_model = from_body(data)
+            if o.usage is None and len(data) <= MAX_KEPT:
+                o.answer = [data]
+        return
     transport = proto.response_stream(status, headers)
+    tracker = StreamUsage(strip) if status < 300 else None
+    kept: list[bytes] | None = [] if tracker is not None else None
     try:
-        if result.first:
-            await transport.send_bytes(result.first)
-        await _pump(conn, transport)
+        first = result.first
+        if first:
+            if kept is not None:
+                kept.append(first)
+            out = tracker.feed(first) if tracker is not None else first
+            if out:  # never an empty write: to chunked encoding that is the end of the body
+                await transport.send_bytes(out)
+                o.first_byte = time.perf_counter()
+        await _pump(conn, transport, tracker, kept, o)
     except UpstreamError as e:
         if e.detail == "idle":
             message, code = (f"{where} sent nothing for {idle:g}s (the rule's streamIdleTimeout).",
@@ -328,22 +358,47 @@ async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRu
             message, code = f"{where} did not finish within the rule's {ref.timeout:g}s timeout.", "upstream_timeout"
         else:
             message, code = f"{where} broke off the stream ({e.detail}).", "upstream_reset"
+        o.error = code
         # The stored error's traceback holds the frames that hold the client's transport, and
         # Granian ends the response only when the transport is released: drop it now.
         e.__traceback__ = None
         await _end_stream(transport, _is_sse(conn), message, code)
     except Exception:  # the client went away: stop reading and drop the upstream connection
+        o.error = "client_disconnected"
         conn.abort()
-    return status
+    if tracker is not None:
+        o.usage, o.response_model = tracker.usage, tracker.model
+        if o.usage is None:
+            o.answer = kept
+            if kept:  # no usage event to read the model from: the first event has it too
+                o.response_model = first_event_model(kept[0])
 
 
 def _is_sse(conn: Connection) -> bool:
     return any(n.lower() == b"content-type" and v.startswith(_EVENT_STREAM) for n, v in conn.headers)
 
 
-async def _pump(conn: Connection, transport: Any) -> None:
+async def _pump(conn: Connection, transport: Any, tracker: StreamUsage | None, kept: list[bytes] | None,
+                o: Outcome) -> None:
+    send = transport.send_bytes
+    if tracker is None:
+        while (chunk := await conn.read_chunk()) is not None:
+            await send(chunk)
+        return
+    size = 0
     while (chunk := await conn.read_chunk()) is not None:
-        await transport.send_bytes(chunk)
+        if kept is not None:  # for counting tokens, in case no usage comes
+            size += len(chunk)
+            if size <= MAX_KEPT:
+                kept.append(chunk)
+        out = tracker.feed(chunk)
+        if out:
+            await send(out)
+            if o.first_byte is None:
+                o.first_byte = time.perf_counter()
+    rest = tracker.flush()
+    if rest:
+        await send(rest)
 
 
 async def _end_stream(transport: Any, sse: bool, message: str, code: str) -> None:
@@ -353,3 +408,47 @@ async def _end_stream(transport: Any, sse: bool, message: str, code: str) -> Non
             await transport.send_bytes(sse_error_event(message, code))
         except Exception:
             pass
+
+
+_UNSERVED = frozenset({404, 405, 501})
+
+
+async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes) -> bool:
+    """Send vLLM's /tokenize to the backend the body's model routes to, at the server's root as
+    vLLM serves it; True when the backend answered. A backend that does not serve it is
+    remembered for the rest of the table generation and not asked again."""
+    try:
+        model = sniff(body).model
+    except SniffError:
+        return False
+    if not isinstance(model, str):
+        return False
+    rule = state.router.match(model, scope.headers)
+    if rule is None or rule.error is not None:
+        return False
+    ref = state.pick(rule)
+    backend = ref.backend
+    if backend.tokenize_unserved or backend.provider != "openai":
+        return False
+    target = backend.targets["/chat/completions"][0]
+    if ref.rewrite and ref.ref.model_override is not None:
+        body = rewrite_body(body, ref.ref.model_override, (), ())
+    head = b"".join((b"POST /tokenize", target.head, ref.set_lines,
+                     b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)))
+    conn: Connection | None = None
+    try:
+        async with asyncio.timeout(ref.timeout or 60.0):
+            conn = await _exchange(target, head, body)
+            data = await conn.read_all()
+    except (UpstreamError, TimeoutError):
+        if conn is not None:
+            conn.abort()
+        return False
+    try:
+        if conn.status in _UNSERVED:
+            backend.tokenize_unserved = True
+            return False
+        proto.response_bytes(conn.status, _response_headers(conn.headers, backend.name), data)
+        return True
+    finally:
+        conn.release()

@@ -19,9 +19,11 @@ from typing import Union
 
 import msgspec
 
+from core.costs import CostCompileError, CostProgram
 from core.health import HEALTH_ENV, HealthBoard
 from core.router import Router, RuleRuntime
 from core.table import Backend, BackendRef, RouteInfo, Table
+from gateway.accounting import PROVIDER_NAMES
 from gateway.http1 import Pool
 
 log = logging.getLogger("modelyard.worker")
@@ -107,11 +109,13 @@ class Pools:
 
 
 class BackendRuntime:
-    __slots__ = ("backend", "name", "targets", "_next", "error")
+    __slots__ = ("backend", "name", "provider", "targets", "_next", "error", "tokenize_unserved")
 
     def __init__(self, backend: Backend, resolve: dict[str, str], pools: Pools):
         self.backend = backend
         self.name = backend.name
+        self.provider = PROVIDER_NAMES.get(backend.schema, backend.schema.lower())
+        self.tokenize_unserved = False  # learned: its server has no /tokenize
         self.error = backend.error
         tls = backend.tls
         default_port = 443 if tls is not None else 80
@@ -193,14 +197,15 @@ class RefRuntime:
 
 
 class RouteRuntime:
-    """A route's retry and health policies, and the backends its clients may pick by header."""
+    """A route's retry and health policies, its costs, and the backends its clients may pick by header."""
 
-    __slots__ = ("name", "retry", "outlier", "by_header", "allowed")
+    __slots__ = ("name", "retry", "outlier", "by_header", "allowed", "costs")
 
     def __init__(self, info: RouteInfo, refs: list[RefRuntime]):
         self.name = info.name
         self.retry = info.retry
         self.outlier = info.outlier
+        self.costs = _cost_program(info)
         namespace = info.name.partition("/")[0]
         # "namespace/name" always; the bare name for the route's own namespace.
         self.by_header: dict[str, RefRuntime] = {}
@@ -211,6 +216,16 @@ class RouteRuntime:
             if ns == namespace:
                 self.by_header[name] = ref
         self.allowed = ", ".join(ref.backend.name for ref in refs)
+
+
+def _cost_program(info: RouteInfo) -> CostProgram | None:
+    if not info.costs:
+        return None
+    try:
+        return CostProgram.compile(info.costs, info.name)
+    except CostCompileError:  # the watcher rejects such a table; never take a worker down for it
+        log.exception("llmRequestCosts of %s do not compile; its requests cost nothing", info.name)
+        return None
 
 
 class GenerationState:

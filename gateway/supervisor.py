@@ -8,6 +8,7 @@ with SO_REUSEPORT and would otherwise quietly share a port another server holds.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -18,6 +19,8 @@ import threading
 import time
 
 from core.health import HEALTH_ENV, HealthBoard
+from core.tokenizer import TOKENIZERS_ENV, counter_env_value
+from gateway.worker_env import ACCESS_LOG_ENV, HEADER_LABELS_ENV
 from core.shm import TableSegment, default_dir
 from gateway.control import FirstLoad, RunOptions, control_main, setup_logging
 from gateway.worker_registry import WORKERS_DIR_ENV
@@ -112,6 +115,10 @@ def run(opts: RunOptions) -> int:
     segment = TableSegment.create()
     os.environ["MODELYARD_TABLE"] = segment.path
     os.environ[HEALTH_ENV] = HealthBoard.create(run_dir).path  # removed with the run directory
+    # What the workers account and log, set before they are forked.
+    os.environ[ACCESS_LOG_ENV] = opts.access_log
+    os.environ[HEADER_LABELS_ENV] = json.dumps(opts.header_labels)
+    os.environ[TOKENIZERS_ENV] = counter_env_value(opts.tokenizers)
     opts.table_path = segment.path
     control = ControlProcess(opts)
     try:

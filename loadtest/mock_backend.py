@@ -73,6 +73,8 @@ class MockConfig(msgspec.Struct, frozen=True):
     retry_after: int | None = None
     hang: bool = False
     die_after: int | None = None
+    no_usage: bool = False  # like servers that report no token usage
+    tokenize: bool = False  # serve vLLM's POST /tokenize
 
 
 def config_from_env() -> MockConfig:
@@ -210,6 +212,8 @@ class MockApp:
                 return await self._completions(scope, body, proto)
             if path.endswith("/embeddings"):
                 return await self._embeddings(body, proto)
+            if path == "/tokenize" and self.config.tokenize:
+                return self._tokenize(body, proto)
         elif method == "GET":
             if path.endswith("/models"):
                 proto.response_bytes(200, self._json_headers, self._models_body)
@@ -240,10 +244,10 @@ class MockApp:
         prompt = _chat_prompt_tokens(messages)
         rid = self._new_id("chatcmpl-")
         if req.stream is True:
-            stream = self._chat_stream(rid, model, finish, prompt, n, _include_usage(req.stream_options))
+            stream = self._chat_stream(rid, model, finish, prompt, n, self._wants_usage(req.stream_options))
             return await self._send_stream(scope, proto, stream, n)
         await self._latency()
-        proto.response_bytes(200, self._json_headers, _encode({
+        answer = {
             "id": rid,
             "object": "chat.completion",
             "created": int(time.time()),
@@ -257,8 +261,21 @@ class MockApp:
             "usage": _usage(prompt, n),
             "service_tier": "default",
             "system_fingerprint": FINGERPRINT,
-        }))
+        }
+        if self.config.no_usage:
+            del answer["usage"]
+        proto.response_bytes(200, self._json_headers, _encode(answer))
         return None
+
+    def _tokenize(self, body: bytes, proto: Any) -> None:
+        # vLLM's answer shape; one "token" per whitespace-separated word is all a mock needs.
+        req = msgspec.json.decode(body)
+        words = str(req.get("prompt") or "").split()
+        proto.response_bytes(200, self._json_headers, _encode(
+            {"count": len(words), "max_model_len": 4096, "tokens": list(range(len(words)))}))
+
+    def _wants_usage(self, stream_options: Any) -> bool:
+        return _include_usage(stream_options) and not self.config.no_usage
 
     async def _completions(self, scope: Any, body: bytes, proto: Any) -> None:
         headers = scope.headers
@@ -268,10 +285,10 @@ class MockApp:
         n, finish = self._token_count(headers, req.max_tokens)
         rid = self._new_id("cmpl-")
         if req.stream is True:
-            stream = self._completion_stream(rid, model, finish, prompt, n, _include_usage(req.stream_options))
+            stream = self._completion_stream(rid, model, finish, prompt, n, self._wants_usage(req.stream_options))
             return await self._send_stream(scope, proto, stream, n)
         await self._latency()
-        proto.response_bytes(200, self._json_headers, _encode({
+        answer = {
             "id": rid,
             "object": "text_completion",
             "created": int(time.time()),
@@ -279,7 +296,10 @@ class MockApp:
             "choices": [{"text": _content(n), "index": 0, "logprobs": None, "finish_reason": finish}],
             "usage": _legacy_usage(prompt, n),
             "system_fingerprint": FINGERPRINT,
-        }))
+        }
+        if self.config.no_usage:
+            del answer["usage"]
+        proto.response_bytes(200, self._json_headers, _encode(answer))
         return None
 
     async def _embeddings(self, body: bytes, proto: Any) -> None:
@@ -518,6 +538,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="never answer a chat/completions/embeddings POST")
     parser.add_argument("--die-after", type=_count, default=None, metavar="N",
                         help="cut streamed responses after N token chunks (x-mock-die-after wins)")
+    parser.add_argument("--tokenize", action="store_true", help="serve vLLM's POST /tokenize (at the root)")
+    parser.add_argument("--no-usage", action="store_true",
+                        help="report no token usage, in answers or streams (as some self-hosted servers do)")
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
@@ -535,6 +558,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         retry_after=args.retry_after,
         hang=args.hang,
         die_after=args.die_after,
+        no_usage=args.no_usage,
+        tokenize=args.tokenize,
     )
 
 

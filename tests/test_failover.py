@@ -257,6 +257,7 @@ def test_retries_zero_relays_the_first_failure(tmp_path: Path, start_mock, start
 
 
 def _retries(gw: Gateway) -> float:
+    time.sleep(1.0)  # workers write their metrics every half second
     text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
     return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("modelyard_retries_total{"))
 

@@ -17,6 +17,7 @@ import secrets
 import signal
 import socket
 import textwrap
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -484,6 +485,7 @@ def requests_total(gw: Gateway) -> dict[tuple[str, str, str], float]:
 
 def test_metrics_aggregate_both_workers(gw: Gateway) -> None:
     key = ("default/main", "default/mock", "200")
+    time.sleep(1.0)  # earlier requests reach the metrics within the workers' half-second flush
     before = requests_total(gw).get(key, 0.0)
     pids = wait_for(lambda: len(w := listening_workers(gw)) == 2 and list(w), timeout=10.0)
     assert pids, workers(gw)
@@ -504,13 +506,14 @@ def test_metrics_aggregate_both_workers(gw: Gateway) -> None:
     assert all(seen.values()), f"one worker took every connection: {seen}"
     assert statuses == [200] * len(statuses)
 
-    after = requests_total(gw)
-    assert after[key] - before == len(statuses), after
+    # Workers write their metrics every half second.
+    after = wait_for(lambda: (a := requests_total(gw)).get(key, 0.0) - before >= len(statuses) and a, timeout=5.0)
+    assert after and after[key] - before == len(statuses), requests_total(gw)
 
     # An unknown model is counted, but never becomes a label value.
     assert gw.chat("no-such-model-xyz")[0] == 404
     assert "no-such-model-xyz" not in http_request(gw.admin_port, "GET", "/metrics")[2].decode()
-    assert requests_total(gw).get(("", "", "404"), 0) >= 1
+    assert wait_for(lambda: requests_total(gw).get(("", "", "404"), 0) >= 1, timeout=5.0)
 
 
 def duration_histogram(gw: Gateway, route: str = "default/main", backend: str = "default/mock") -> dict[str, float]:
@@ -527,6 +530,7 @@ def duration_histogram(gw: Gateway, route: str = "default/main", backend: str = 
 
 
 def test_metrics_duration_histogram_by_route_and_backend(gw: Gateway) -> None:
+    time.sleep(1.0)  # earlier requests reach the metrics within the workers' half-second flush
     before = duration_histogram(gw)
     status, _, body = gw.chat("alpha", headers={"x-mock-delay-ms": "300"})
     assert status == 200, body

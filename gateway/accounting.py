@@ -1,0 +1,282 @@
+"""What each request used and cost: GenAI metrics, costs and the access log, after the answer is out.
+
+The proxy fills an Outcome as the request goes; `Accountant.record` runs when
+the response is complete. Usage the backend reported is used as it is. When it
+reported none, the tokens are counted with the tokenizer in a thread, off the
+event loop, and the result comes back to the loop to be recorded, marked as
+estimated. Nothing here can fail a request: an accounting error is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from core.usage import Usage
+from gateway import metrics
+from gateway.worker_env import ACCESS_LOG_ENV, HEADER_LABELS_ENV
+
+log = logging.getLogger("modelyard.accounting")
+
+# The OpenTelemetry GenAI names for what the client asked for, and for each backend schema.
+OPERATION_NAMES = {"/chat/completions": "chat", "/completions": "text_completion", "/embeddings": "embeddings"}
+PROVIDER_NAMES = {
+    "OpenAI": "openai", "AzureOpenAI": "azure.ai.openai", "AWSBedrock": "aws.bedrock", "AWSAnthropic": "aws.bedrock",
+    "GCPVertexAI": "gcp.vertex_ai", "GCPAnthropic": "gcp.vertex_ai", "Anthropic": "anthropic", "Cohere": "cohere",
+}
+MAX_LABEL_VALUES = 100  # per label, per worker: then "_other", so clients cannot grow the series count
+MAX_KEPT = 1 << 20  # bytes of a usage-less answer kept for counting its tokens
+
+
+class Outcome:
+    """One request as the accountant sees it."""
+
+    __slots__ = ("started", "route", "rule", "backend", "provider", "operation", "model", "request_model",
+                 "response_model", "status", "stream", "first_byte", "ended", "usage", "retries", "error",
+                 "request_body", "answer", "labels", "costs")
+
+    def __init__(self, started: float, operation: str):
+        self.started = started
+        self.operation = operation
+        self.route = self.rule = self.backend = self.model = ""
+        self.provider = ""
+        self.request_model: str | None = None
+        self.response_model: str | None = None
+        self.status = 0
+        self.stream = False
+        self.first_byte: float | None = None  # when the first streamed chunk went to the client
+        self.ended = 0.0
+        self.usage: Usage | None = None
+        self.retries = 0
+        self.error: str | None = None  # the gateway's error code, when it answered an error itself
+        self.request_body = b""
+        self.answer: list[bytes] | None = None  # the answer's bytes, kept only while no usage was seen
+        self.labels: tuple[str, ...] = ()  # values of the operator's header labels
+        self.costs: Any = None  # the route's CostProgram, if it has llmRequestCosts
+
+
+class _Bounded:
+    """Label values as given while there are few; past the limit, new ones become `_other`."""
+
+    def __init__(self, known: set[str]):
+        self.known = known
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return ""
+        if value in self.known or value in self.seen:
+            return value
+        if len(self.seen) < MAX_LABEL_VALUES:
+            self.seen.add(value)
+            return value
+        return "_other"
+
+
+class AccessLog:
+    """JSON lines, written by a thread in batches so that a slow stdout never stalls the loop."""
+
+    def __init__(self, target: str):
+        self.fd = 1 if target == "-" else os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.lines: deque[bytes] = deque()
+        self.wake = threading.Event()
+        threading.Thread(target=self._write, daemon=True, name="access-log").start()
+
+    def add(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def _write(self) -> None:
+        while True:
+            self.wake.wait(0.1)
+            self.flush()
+
+    def flush(self) -> None:
+        lines = self.lines
+        if not lines:
+            return
+        batch = []
+        while lines:
+            batch.append(lines.popleft())
+        data = b"".join(batch)
+        while data:
+            try:
+                data = data[os.write(self.fd, data):]
+            except InterruptedError:
+                continue
+            except OSError:
+                return  # stdout went away: the lines are lost, the gateway goes on
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Accountant:
+    def __init__(self, access_log: str, header_labels: list[tuple[str, str]], counter: Any = None):
+        self.log = AccessLog(access_log) if access_log != "off" else None
+        self.header_labels = header_labels  # (request header, label name)
+        self.genai = metrics.genai([label for _, label in header_labels])
+        self.counter = counter  # a TokenCounter, loaded on first use
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.models = _Bounded(set())
+        self.header_values = [_Bounded(set()) for _ in header_labels]
+
+    def known_models(self, models: set[str]) -> None:
+        self.models = _Bounded(models)
+
+    def header_label_values(self, headers: Any) -> tuple[str, ...]:
+        if not self.header_labels:
+            return ()
+        return tuple(bound(headers.get(name) or "") for (name, _), bound in zip(self.header_labels,
+                                                                                 self.header_values))
+
+    def record(self, o: Outcome) -> None:
+        o.ended = time.perf_counter()
+        metrics.observe(o.route, o.backend, o.status, o.ended - o.started)
+        if not o.backend:
+            return  # answered by the gateway before any backend: nothing was used
+        if o.usage is None and o.status < 400 and self.counter is not None and self.loop is not None:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="token-count")
+            future = self._pool.submit(self._estimate, o)
+            future.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._finish, o))  # type: ignore[union-attr]
+            return
+        self._finish(o)
+
+    def _estimate(self, o: Outcome) -> None:
+        try:
+            o.usage = estimate(self.counter, o)
+        except Exception:
+            log.exception("could not count the tokens of a request to %s", o.backend)
+
+    def _finish(self, o: Outcome) -> None:
+        try:
+            self._account(o)
+        except Exception:
+            log.exception("accounting failed for a request to %s", o.backend)
+
+    def _account(self, o: Outcome) -> None:
+        usage = o.usage
+        costs: dict[str, int] = {}
+        if o.costs is not None and usage is not None:
+            costs = o.costs.evaluate(usage, o.request_model or o.model, o.backend, o.route)
+            for key, value in costs.items():
+                metrics.COSTS.inc((o.route, key), value)
+        if usage is not None and usage.estimated:
+            metrics.ESTIMATED.inc((o.route, o.backend))
+        model = self.models
+        labels = (o.operation, o.provider, model(o.model), model(o.request_model), model(o.response_model),
+                  *o.labels)
+        g = self.genai
+        duration = o.ended - o.started
+        g.duration.observe((*labels, _error_type(o)), duration)
+        if usage is not None:
+            g.tokens.observe((*labels, "input"), usage.input_tokens)
+            g.tokens.observe((*labels, "output"), usage.output_tokens)
+            for kind, n in (("cached_input", usage.cached_input_tokens),
+                            ("cache_creation_input", usage.cache_creation_input_tokens),
+                            ("reasoning", usage.reasoning_tokens)):
+                if n:
+                    g.tokens.observe((*labels, kind), n)
+        if o.first_byte is not None:
+            g.ttft.observe(labels, o.first_byte - o.started)
+            if usage is not None and usage.output_tokens > 1:
+                g.tpot.observe(labels, (o.ended - o.first_byte) / (usage.output_tokens - 1))
+        if self.log is not None:
+            self.log.add(access_line(o, costs) + b"\n")
+
+
+def _error_type(o: Outcome) -> str:
+    if o.status < 400:
+        return ""
+    return o.error or str(o.status)
+
+
+def access_line(o: Outcome, costs: dict[str, int]) -> bytes:
+    """One access-log record: what was asked, where it went, what it used; never a prompt or a key."""
+    u = o.usage
+    return _encode({
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:] + "Z",
+        "route": o.route, "rule": o.rule, "backend": o.backend, "operation": o.operation,
+        "model": o.model, "request_model": o.request_model, "response_model": o.response_model,
+        "status": o.status, "stream": o.stream,
+        "duration_ms": round((o.ended - o.started) * 1000, 3),
+        "ttft_ms": round((o.first_byte - o.started) * 1000, 3) if o.first_byte is not None else None,
+        "tokens": None if u is None else {
+            "input": u.input_tokens, "output": u.output_tokens, "total": u.total_tokens,
+            "cached_input": u.cached_input_tokens, "cache_creation_input": u.cache_creation_input_tokens,
+            "reasoning": u.reasoning_tokens,
+        },
+        "usage_estimated": bool(u is not None and u.estimated),
+        "costs": costs, "retries": o.retries, "error": o.error if o.status >= 400 else None,
+    })
+
+
+class _Delta(msgspec.Struct):
+    content: object = None
+
+
+class _Message(msgspec.Struct):
+    content: object = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    message: _Message | None = None
+    text: object = None
+
+
+class _Choices(msgspec.Struct):
+    choices: list[_Choice] = []
+
+
+_choices = msgspec.json.Decoder(_Choices)
+
+
+def answer_text(data: bytes, stream: bool) -> str:
+    """The generated text of an OpenAI answer: a whole body, or the events of a stream."""
+    parts: list[str] = []
+    payloads = [data] if not stream else [
+        line[5:].strip() for line in data.splitlines() if line.startswith(b"data:") and line[5:].strip() != b"[DONE]"
+    ]
+    for payload in payloads:
+        try:
+            answer = _choices.decode(payload)
+        except msgspec.DecodeError:
+            continue
+        for c in answer.choices:
+            for value in (c.delta.content if c.delta else None, c.message.content if c.message else None, c.text):
+                if isinstance(value, str):
+                    parts.append(value)
+    return "".join(parts)
+
+
+def estimate(counter: Any, o: Outcome) -> Usage:
+    """Tokens counted with the model's tokenizer when the backend reported none."""
+    model = o.request_model or o.model
+    try:
+        request = msgspec.json.decode(o.request_body)
+    except msgspec.DecodeError:
+        request = {}
+    inp = counter.count_request(model, request) if isinstance(request, dict) else 0
+    out = 0
+    if o.answer and o.operation != "embeddings":
+        out = counter.count_text(model, answer_text(b"".join(o.answer), o.stream))
+    return Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + out, estimated=True)
+
+
+def accountant_from_env(loop: asyncio.AbstractEventLoop) -> Accountant:
+    from core.tokenizer import counter_from_env
+
+    labels = [tuple(pair) for pair in msgspec.json.decode(os.environ.get(HEADER_LABELS_ENV) or "[]")]
+    accountant = Accountant(os.environ.get(ACCESS_LOG_ENV, "-"), labels, counter_from_env())  # type: ignore[arg-type]
+    accountant.loop = loop
+    return accountant

@@ -1,0 +1,22 @@
+"""Settings the supervisor hands to worker processes through their environment.
+
+Kept apart from the modules that use them: importing prometheus-client before
+PROMETHEUS_MULTIPROC_DIR is set would make every metric process-local, so the
+supervisor and the CLI must be able to read these names without importing
+gateway.metrics or gateway.accounting.
+"""
+
+from __future__ import annotations
+
+ACCESS_LOG_ENV = "MODELYARD_ACCESS_LOG"  # "-" (stdout, the default), "off", or a file path
+HEADER_LABELS_ENV = "MODELYARD_HEADER_LABELS"  # JSON [[header, label], ...]
+
+
+def header_label_arg(text: str) -> tuple[str, str]:
+    """`--metrics-header x-tenant-id[=tenant]`: a request header and the metric label it becomes."""
+    header, _, label = text.partition("=")
+    header = header.strip().lower()
+    label = (label.strip() or header).replace("-", "_")
+    if not header or not label.replace("_", "").isalnum() or label[0].isdigit():
+        raise ValueError(f"expected HEADER[=LABEL] with a Prometheus label name, got {text!r}")
+    return header, label
