@@ -194,7 +194,8 @@ class Bench:
             catalogue: list[Target] = [
                 Modelyard("modelyard", "Modelyard, 1 worker, 10 models"),
                 Modelyard("modelyard-10k", "Modelyard, 1 worker, 10,000 models", models=10_000),
-                Modelyard("modelyard-features", "Modelyard, 1 worker, nrp-models-config (credentials, metrics)",
+                Modelyard("modelyard-features",
+                          "Modelyard, 1 worker, nrp-models-config (credentials, costs, access log, metrics)",
                           features=True),
                 Nginx(), Envoy(), LiteLLM(),
             ]

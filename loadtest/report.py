@@ -46,6 +46,9 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         r = ratio(_per_core(results, "modelyard-features", kind) or _per_core(results, "modelyard", kind),
                   _per_core(results, "litellm", kind))
         out.append((f"{kind}: ≥ 50 × LiteLLM per core", _f(r, 1), None if r is None else r >= 50))
+    for kind in ("chat", "stream"):
+        r = ratio(_per_core(results, "modelyard-features", kind), _per_core(results, "modelyard", kind))
+        out.append((f"{kind}: what accounting costs (costs, usage, access log on ÷ off, per core)", _f(r, 2), None))
     r = ratio(_per_core(results, "modelyard-10k", "chat"), _per_core(results, "modelyard", "chat"))
     out.append(("10,000 models within 5% of 10 (per core)", _f(r, 3), None if r is None else r >= 0.95))
     rss = [t.get("rss_mb") for n, t in results["targets"].items() if n.startswith("modelyard")]

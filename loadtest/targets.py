@@ -94,10 +94,13 @@ class Modelyard(Target):
         args = ["run", "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin),
                 "--workers", str(self.workers), "--log-level", "warning"]
         if self.features:
-            # The shared example, unchanged: credentials injected from a Secret, metrics on, reached via --resolve.
-            args += ["--config", str(EXAMPLES / "nrp-models-config"), "--resolve", f"{NRP_HOST}=127.0.0.1:{mock_port}"]
+            # The shared example, unchanged: credentials injected from a Secret, llmRequestCosts (so usage is
+            # read from every answer and requested in every stream), metrics, and the access log to a file.
+            args += ["--config", str(EXAMPLES / "nrp-models-config"), "--resolve", f"{NRP_HOST}=127.0.0.1:{mock_port}",
+                     "--access-log", str(work / f"{self.name}-access.log")]
             model = "qwen3"
         else:
+            args += ["--access-log", "off"]  # accounting off, for the on/off ratio
             conf = work / f"{self.name}.yaml"
             conf.write_text(models_config(mock_port, self.models))
             args += ["--config", str(conf)]
