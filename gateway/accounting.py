@@ -33,6 +33,7 @@ PROVIDER_NAMES = {
     "GCPVertexAI": "gcp.vertex_ai", "GCPAnthropic": "gcp.vertex_ai", "Anthropic": "anthropic", "Cohere": "cohere",
 }
 MAX_LABEL_VALUES = 100  # per label, per worker: then "_other", so clients cannot grow the series count
+MAX_SERIES_CACHE = 10_000  # label tuples kept for reuse
 MAX_KEPT = 1 << 20  # bytes of a usage-less answer kept for counting its tokens
 
 
@@ -119,18 +120,20 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Accountant:
-    def __init__(self, access_log: str, header_labels: list[tuple[str, str]], counter: Any = None):
+    def __init__(self, access_log: str, header_labels: list[tuple[str, str]], counting: Any = None):
         self.log = AccessLog(access_log) if access_log != "off" else None
         self.header_labels = header_labels  # (request header, label name)
         self.genai = metrics.genai([label for _, label in header_labels])
-        self.counter = counter  # a TokenCounter, loaded on first use
+        self.counting = counting  # a RemoteCounter (the control process's token service) or LocalCounting
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.models = _Bounded(set())
+        self._series: dict[tuple[Any, ...], tuple[tuple[str, ...], ...]] = {}
         self.header_values = [_Bounded(set()) for _ in header_labels]
 
     def known_models(self, models: set[str]) -> None:
         self.models = _Bounded(models)
+        self._series = {}
 
     def header_label_values(self, headers: Any) -> tuple[str, ...]:
         if not self.header_labels:
@@ -143,7 +146,7 @@ class Accountant:
         metrics.observe(o.route, o.backend, o.status, o.ended - o.started)
         if not o.backend:
             return  # answered by the gateway before any backend: nothing was used
-        if o.usage is None and o.status < 400 and self.counter is not None and self.loop is not None:
+        if o.usage is None and o.status < 400 and self.counting is not None and self.loop is not None:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="token-count")
             future = self._pool.submit(self._estimate, o)
@@ -153,7 +156,8 @@ class Accountant:
 
     def _estimate(self, o: Outcome) -> None:
         try:
-            o.usage = estimate(self.counter, o)
+            o.usage = self.counting.estimate(o.request_model or o.model, o.request_body, b"".join(o.answer or ()),
+                                             o.stream, o.operation)
         except Exception:
             log.exception("could not count the tokens of a request to %s", o.backend)
 
@@ -162,6 +166,16 @@ class Accountant:
             self._account(o)
         except Exception:
             log.exception("accounting failed for a request to %s", o.backend)
+
+    def _series_for(self, key: tuple[Any, ...]) -> tuple[tuple[str, ...], ...]:
+        """Label values for one combination of request facts, bounded, built once and reused."""
+        operation, provider, original, requested, answered, extra = key
+        model = self.models
+        labels = (operation, provider, model(original), model(requested), model(answered), *extra)
+        if len(self._series) >= MAX_SERIES_CACHE:
+            self._series.clear()
+        series = self._series[key] = (labels, (*labels, "input"), (*labels, "output"))
+        return series
 
     def _account(self, o: Outcome) -> None:
         usage = o.usage
@@ -172,15 +186,17 @@ class Accountant:
                 metrics.COSTS.inc((o.route, key), value)
         if usage is not None and usage.estimated:
             metrics.ESTIMATED.inc((o.route, o.backend))
-        model = self.models
-        labels = (o.operation, o.provider, model(o.model), model(o.request_model), model(o.response_model),
-                  *o.labels)
+        key = (o.operation, o.provider, o.model, o.request_model, o.response_model, o.labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series_for(key)
+        labels, input_labels, output_labels = series
         g = self.genai
         duration = o.ended - o.started
         g.duration.observe((*labels, _error_type(o)), duration)
         if usage is not None:
-            g.tokens.observe((*labels, "input"), usage.input_tokens)
-            g.tokens.observe((*labels, "output"), usage.output_tokens)
+            g.tokens.observe(input_labels, usage.input_tokens)
+            g.tokens.observe(output_labels, usage.output_tokens)
             for kind, n in (("cached_input", usage.cached_input_tokens),
                             ("cache_creation_input", usage.cache_creation_input_tokens),
                             ("reasoning", usage.reasoning_tokens)):
@@ -259,24 +275,46 @@ def answer_text(data: bytes, stream: bool) -> str:
     return "".join(parts)
 
 
-def estimate(counter: Any, o: Outcome) -> Usage:
+def count_usage(counter: Any, model: str, request_body: bytes, answer: bytes, stream: bool,
+                operation: str) -> Usage:
     """Tokens counted with the model's tokenizer when the backend reported none."""
-    model = o.request_model or o.model
     try:
-        request = msgspec.json.decode(o.request_body)
+        request = msgspec.json.decode(request_body)
     except msgspec.DecodeError:
         request = {}
     inp = counter.count_request(model, request) if isinstance(request, dict) else 0
-    out = 0
-    if o.answer and o.operation != "embeddings":
-        out = counter.count_text(model, answer_text(b"".join(o.answer), o.stream))
+    out = counter.count_text(model, answer_text(answer, stream)) if answer and operation != "embeddings" else 0
     return Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + out, estimated=True)
 
 
+class LocalCounting:
+    """Counting in this process (where no token service runs, e.g. a gateway built in a test)."""
+
+    def __init__(self, counter: Any):
+        self.counter = counter
+
+    def tokenize(self, body: bytes) -> tuple[int, bytes]:
+        from gateway import token_endpoints
+        return token_endpoints.tokenize(self.counter, body)
+
+    def count_tokens(self, body: bytes) -> tuple[int, bytes]:
+        from gateway import token_endpoints
+        return token_endpoints.count_tokens(self.counter, body)
+
+    def estimate(self, model: str, request: bytes, answer: bytes, stream: bool, operation: str) -> Usage:
+        return count_usage(self.counter, model, request, answer, stream, operation)
+
+
 def accountant_from_env(loop: asyncio.AbstractEventLoop) -> Accountant:
-    from core.tokenizer import counter_from_env
+    from gateway.token_service import TOKENS_SOCKET_ENV, RemoteCounter
 
     labels = [tuple(pair) for pair in msgspec.json.decode(os.environ.get(HEADER_LABELS_ENV) or "[]")]
-    accountant = Accountant(os.environ.get(ACCESS_LOG_ENV, "-"), labels, counter_from_env())  # type: ignore[arg-type]
+    socket_path = os.environ.get(TOKENS_SOCKET_ENV)
+    if socket_path:
+        counting: Any = RemoteCounter(socket_path)
+    else:
+        from core.tokenizer import counter_from_env
+        counting = LocalCounting(counter_from_env())
+    accountant = Accountant(os.environ.get(ACCESS_LOG_ENV, "-"), labels, counting)  # type: ignore[arg-type]
     accountant.loop = loop
     return accountant

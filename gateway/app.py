@@ -21,7 +21,6 @@ from core.table import MODEL_HEADER, decode_table
 from gateway import metrics, worker_registry
 from core.router import RuleRuntime
 from gateway.accounting import OPERATION_NAMES, Accountant, Outcome, accountant_from_env
-from gateway import token_endpoints
 from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, forward, forward_tokenize
 from gateway.state import OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
@@ -122,9 +121,13 @@ class GatewayApp:
                                                                                  body):
             return
         assert self.accountant is not None
-        counter = self.accountant.counter
-        answer = token_endpoints.tokenize if path == "/tokenize" else token_endpoints.count_tokens
-        status, data = await asyncio.get_running_loop().run_in_executor(None, answer, counter, body)
+        counting = self.accountant.counting
+        answer = counting.tokenize if path == "/tokenize" else counting.count_tokens
+        try:
+            status, data = await asyncio.get_running_loop().run_in_executor(None, answer, body)
+        except Exception as e:  # the token service is restarting, or failed
+            log.warning("token counting failed: %s", e)
+            status, data = 503, openai_error(503, "Token counting is not available right now.", "tokenizer_unavailable")
         proto.response_bytes(status, JSON_HEADERS, data)
 
     def _models(self, proto: Any) -> None:

@@ -21,6 +21,8 @@ from config.compiler import CompileOptions
 from config.watcher import ConfigWatcher
 from core.health import HEALTH_ENV, HealthBoard
 from core.shm import TableSegment
+from gateway import token_service
+from gateway.token_service import TOKENS_SOCKET_ENV
 
 
 @dataclass
@@ -101,6 +103,11 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, opts.host, opts.admin_port, reuse_address=True).start()
     watch = asyncio.create_task(watcher.run())
+    tokens = None
+    socket_path = os.environ.get(TOKENS_SOCKET_ENV)
+    if socket_path:
+        from core.tokenizer import TokenCounter
+        tokens = await token_service.serve(socket_path, TokenCounter(opts.tokenizers))
     parent = os.getppid()
     try:
         while not stop.is_set():
@@ -111,4 +118,6 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
                     break
     finally:
         watch.cancel()
+        if tokens is not None:
+            tokens.close()
         await runner.cleanup()

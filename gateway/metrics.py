@@ -88,6 +88,10 @@ RETRIES = _Pending(Counter(
     "modelyard_retries_total", "Attempts that failed and were tried again on the next eligible backend, "
     "by route, the backend that failed and why (a status code, or unreachable, reset, tls or timeout).",
     ["route", "backend", "reason"]))
+ATTEMPTS = _Pending(Counter(
+    "modelyard_upstream_attempts_total", "Requests sent upstream, retries included, by backend and how each "
+    "ended (the status code, or unreachable, reset, tls or timeout before any response byte).",
+    ["backend", "outcome"]))
 ESTIMATED = _Pending(Counter(
     "modelyard_estimated_usage_total", "Requests whose token usage was counted with a tokenizer because "
     "the backend reported none, by route and backend.", ["route", "backend"]))
@@ -125,7 +129,7 @@ def genai(extra_labels: list[str]) -> GenAI:
 
 def flush() -> None:
     """Write every pending observation of this process."""
-    for p in (REQUESTS, DURATION, RETRIES, ESTIMATED, COSTS):
+    for p in (REQUESTS, DURATION, RETRIES, ATTEMPTS, ESTIMATED, COSTS):
         p.flush()
     if _genai is not None:
         for p in (_genai.tokens, _genai.duration, _genai.ttft, _genai.tpot):

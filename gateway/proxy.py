@@ -133,6 +133,9 @@ def _retriable_status(status: int, retry: RetryPolicy) -> bool:
     return status in retry.statuses
 
 
+_OUTCOMES = {200: "200"}  # the common label value without formatting a number per request
+
+
 class _Attempt:
     """What one try ended with: a response to relay (conn, and its first body bytes when it
     streams), or a failure before any response byte (error)."""
@@ -150,29 +153,30 @@ class _Attempt:
 async def _attempt(target: Target, head: bytes, body: bytes, deadline: float | None) -> _Attempt:
     """One try, up to the response head, and for a stream up to its first body bytes: until then
     nothing has reached the client, so any failure can still be retried elsewhere."""
+    if deadline is None:
+        return await _first_bytes(target, head, body)
     try:
-        if deadline is None:
-            conn = await _exchange(target, head, body)
-        else:
-            async with asyncio.timeout_at(deadline):
-                conn = await _exchange(target, head, body)
-    except UpstreamError as e:
-        return _Attempt(error=e.with_traceback(None))
+        async with asyncio.timeout_at(deadline):  # one timer for both phases
+            return await _first_bytes(target, head, body)
     except TimeoutError:
         return _Attempt(error=UpstreamError("timeout", "no response"))
-    streaming = _streams(conn)
-    if not streaming or conn.status >= 400:
+
+
+async def _first_bytes(target: Target, head: bytes, body: bytes) -> _Attempt:
+    try:
+        conn = await _exchange(target, head, body)
+    except UpstreamError as e:
+        return _Attempt(error=e.with_traceback(None))
+    if not _streams(conn) or conn.status >= 400:
         return _Attempt(conn)
     try:
-        if deadline is None:
-            first = await conn.read_chunk()
-        else:
-            async with asyncio.timeout_at(deadline):
-                first = await conn.read_chunk()
-    except (UpstreamError, TimeoutError) as e:
+        first = await conn.read_chunk()
+    except UpstreamError as e:
         conn.abort()
-        return _Attempt(error=e.with_traceback(None) if isinstance(e, UpstreamError)
-                        else UpstreamError("timeout", "no first chunk"))
+        return _Attempt(error=e.with_traceback(None))
+    except BaseException:  # timed out or cancelled while waiting for the first chunk
+        conn.abort()
+        raise
     return _Attempt(conn, first, True)
 
 
@@ -232,6 +236,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
         conn, error = result.conn, result.error
         now = time.monotonic()
         status = conn.status if conn is not None else 0
+        metrics.ATTEMPTS.inc((ref.backend.name, _OUTCOMES.get(status) or str(status) if error is None else error.kind))
         if error is not None:
             retriable = retry.transport
             board.failure(target.health, 0, outlier, now)

@@ -25,6 +25,7 @@ import msgspec
 from granian.rsgi import ProtocolClosed
 
 from loadtest.abort import _abort_connection
+from loadtest import mock_providers
 from loadtest.openai_wire import (
     _encode,
     _decode_any,
@@ -541,6 +542,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenize", action="store_true", help="serve vLLM's POST /tokenize (at the root)")
     parser.add_argument("--no-usage", action="store_true",
                         help="report no token usage, in answers or streams (as some self-hosted servers do)")
+    mock_providers.add_arguments(parser)  # --api openai|anthropic|azure and its flags
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
@@ -575,9 +577,10 @@ def run(args: argparse.Namespace) -> int:
         print("mock: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
     os.environ[ENV_VAR] = _encode(config_from_args(args)).decode()
+    target = mock_providers.export(args, APP_TARGET)
     tls = bool(args.tls_cert)
     server = Server(
-        APP_TARGET,
+        target,
         address=args.host,
         port=args.port,
         interface=Interfaces.RSGI,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -262,3 +263,20 @@ def test_anthropic_count_tokens_is_answered_locally(counting) -> None:
     assert json.loads(body) == {"input_tokens": TokenCounter([]).count_request("local", request)}
     status, _, body = counting["gw"].post("/v1/messages/count_tokens", raw=b"{not json")
     assert status == 400 and json.loads(body)["type"] == "error"
+
+
+def test_a_thousand_unknown_models_add_no_series(setup) -> None:
+    gw = setup["gw"]
+
+    def series_count() -> int:
+        text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+        return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+    time.sleep(1.0)  # earlier requests reach the metrics within the workers' half-second flush
+    gw.chat("no-such-model-0")  # the 404 series itself may be new
+    time.sleep(1.0)
+    before = series_count()
+    for i in range(1000):
+        assert gw.chat(f"no-such-model-{i}")[0] == 404
+    time.sleep(1.0)
+    assert series_count() == before
