@@ -13,8 +13,11 @@ from config.loader import Resource
 from core.table import TLS, Backend, Endpoint
 
 # Schemas with a translator in this release; others load and answer 501.
-SUPPORTED_SCHEMAS = frozenset({"OpenAI"})
-DEFAULT_PREFIX = {"OpenAI": "/v1"}
+SUPPORTED_SCHEMAS = frozenset({"OpenAI", "AzureOpenAI", "Cohere", "Anthropic"})
+# Cohere speaks OpenAI's chat and embeddings under its compatibility prefix; Azure's paths are
+# built per request (/openai/deployments/{deployment}/...), so its prefix is /openai.
+DEFAULT_PREFIX = {"OpenAI": "/v1", "AzureOpenAI": "/openai", "Cohere": "/compatibility/v1", "Anthropic": ""}
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
 # BackendSecurityPolicy type -> (header, value template) sent upstream; the key is Secret data "apiKey".
 _API_KEY_HEADERS = {
@@ -22,6 +25,9 @@ _API_KEY_HEADERS = {
     "AzureAPIKey": ("api-key", "{}"),
     "AnthropicAPIKey": ("x-api-key", "{}"),
 }
+# credentialOverride.fromRequestHeaders without `header`: where clients put their own key.
+_OVERRIDE_HEADERS = {"APIKey": "x-aigw-api-key", "AzureAPIKey": "x-aigw-azure-api-key",
+                     "AnthropicAPIKey": "x-aigw-anthropic-api-key"}
 _POLICY_FIELD = {"APIKey": "apiKey", "AzureAPIKey": "azureAPIKey", "AnthropicAPIKey": "anthropicAPIKey"}
 
 
@@ -106,13 +112,15 @@ class BackendResolver:
         endpoints, tls, where = self._endpoints(res)
         if isinstance(where, tuple):
             error, endpoints = where, ()
-        auth, auth_error = self._credentials(res)
+        auth, auth_error, override = self._credentials(res)
         error = error or auth_error
         if error is None and schema not in SUPPORTED_SCHEMAS:
             error = _error(501, "schema_not_supported",
                            f"AIServiceBackend {key} uses schema {schema}, which this gateway cannot translate to yet")
         timeout = (spec.get("timeouts") or {}).get("request")
-        backend = Backend(key, schema, version, prefix, endpoints, tls, auth, error)
+        if schema == "AzureOpenAI" and not version:
+            version = DEFAULT_AZURE_API_VERSION
+        backend = Backend(key, schema, version, prefix, endpoints, tls, auth, error, override)
         if timeout is not None:
             from core.units import parse_duration
             try:
@@ -212,29 +220,39 @@ class BackendResolver:
                                        file=sb.file, obj=sb.ref, field="spec.backendSecurityPolicyRef")
         return out
 
-    def _credentials(self, res: Resource) -> tuple[tuple[tuple[str, str], ...], Any]:
+    def _credentials(self, res: Resource) -> tuple[tuple[tuple[str, str], ...], Any, tuple[str, str, str, bool] | None]:
+        """(configured credential headers, an error, the per-request override) for a backend."""
         pol = self._policies.get((res.namespace, res.name))
         if pol is None:
-            return (), None
+            return (), None, None
         ptype = pol.spec["type"]
         if ptype not in _API_KEY_HEADERS:
             msg = f"BackendSecurityPolicy {pol.namespace}/{pol.name} of type {ptype} is not supported yet"
             self.diags.warning(msg, file=pol.file, obj=pol.ref, field="spec.type")
-            return (), _error(501, "credentials_not_supported", msg)
+            return (), _error(501, "credentials_not_supported", msg), None
+        header, template = _API_KEY_HEADERS[ptype]
+        override = None
+        from_headers = (pol.spec.get("credentialOverride") or {}).get("fromRequestHeaders")
+        if from_headers is not None:
+            client_header = (from_headers.get("header") or _OVERRIDE_HEADERS[ptype]).lower()
+            override = (client_header, header, template, from_headers.get("fallbackToConfigured", True))
         holder = pol.spec.get(_POLICY_FIELD[ptype])
         if not holder:
+            if override is not None:
+                return (), None, (*override[:3], False)  # nothing configured to fall back to
             self.diags.error(f"type {ptype} needs spec.{_POLICY_FIELD[ptype]}", file=pol.file, obj=pol.ref,
                              field=f"spec.{_POLICY_FIELD[ptype]}")
-            return (), None
+            return (), None, None
         ref = holder["secretRef"]
         ns = ref.get("namespace") or pol.namespace
         key = secret_value(self.objs, ns, ref["name"], "apiKey")
         if key is None:
             msg = f"Secret {ns}/{ref['name']} with key apiKey (used by BackendSecurityPolicy {pol.namespace}/{pol.name}) does not exist (yet)"
             self.diags.warning(msg, file=pol.file, obj=pol.ref, field=f"spec.{_POLICY_FIELD[ptype]}.secretRef")
-            return (), _error(503, "credentials_not_found", msg)
-        header, template = _API_KEY_HEADERS[ptype]
-        return ((header, template.format(key)),), None
+            if override is not None:  # clients can still bring their own key
+                return (), None, (*override[:3], False)
+            return (), _error(503, "credentials_not_found", msg), None
+        return ((header, template.format(key)),), None, override
 
 
 def backend_from_url(url: str, api_key: str | None, name: str = "modelyard/default") -> Backend:

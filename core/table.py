@@ -101,6 +101,9 @@ class Backend(msgspec.Struct, array_like=True, frozen=True):
     tls: TLS | None
     auth_headers: tuple[tuple[str, str], ...] = ()  # secret material: never logged or shown
     error: tuple[int, str, str] | None = None  # (status, code, message) when it cannot serve
+    # BackendSecurityPolicy credentialOverride.fromRequestHeaders: the client header carrying the key,
+    # the upstream header and value template it becomes, and whether to fall back to auth_headers.
+    credential_override: tuple[str, str, str, bool] | None = None
 
 
 class ModelInfo(msgspec.Struct, array_like=True, frozen=True):

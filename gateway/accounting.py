@@ -27,7 +27,8 @@ from gateway.worker_env import ACCESS_LOG_ENV, HEADER_LABELS_ENV
 log = logging.getLogger("modelyard.accounting")
 
 # The OpenTelemetry GenAI names for what the client asked for, and for each backend schema.
-OPERATION_NAMES = {"/chat/completions": "chat", "/completions": "text_completion", "/embeddings": "embeddings"}
+OPERATION_NAMES = {"/chat/completions": "chat", "/completions": "text_completion", "/embeddings": "embeddings",
+                   "/messages": "chat"}
 PROVIDER_NAMES = {
     "OpenAI": "openai", "AzureOpenAI": "azure.ai.openai", "AWSBedrock": "aws.bedrock", "AWSAnthropic": "aws.bedrock",
     "GCPVertexAI": "gcp.vertex_ai", "GCPAnthropic": "gcp.vertex_ai", "Anthropic": "anthropic", "Cohere": "cohere",
@@ -40,11 +41,12 @@ MAX_KEPT = 1 << 20  # bytes of a usage-less answer kept for counting its tokens
 class Outcome:
     """One request as the accountant sees it."""
 
-    __slots__ = ("started", "route", "rule", "backend", "provider", "operation", "model", "request_model",
+    __slots__ = ("client", "started", "route", "rule", "backend", "provider", "operation", "model", "request_model",
                  "response_model", "status", "stream", "first_byte", "ended", "usage", "retries", "error",
                  "request_body", "answer", "labels", "costs")
 
-    def __init__(self, started: float, operation: str):
+    def __init__(self, started: float, operation: str, client: str = "openai"):
+        self.client = client  # the API the client speaks: "openai" or "anthropic"
         self.started = started
         self.operation = operation
         self.route = self.rule = self.backend = self.model = ""
@@ -216,24 +218,59 @@ def _error_type(o: Outcome) -> str:
     return o.error or str(o.status)
 
 
+class _Tokens(msgspec.Struct):
+    input: int
+    output: int
+    total: int
+    cached_input: int
+    cache_creation_input: int
+    reasoning: int
+
+
+class _AccessRecord(msgspec.Struct):
+    """One access-log line; a struct encodes in about half the time of the equivalent dict."""
+
+    time: str
+    route: str
+    rule: str
+    backend: str
+    operation: str
+    model: str
+    request_model: str | None
+    response_model: str | None
+    status: int
+    stream: bool
+    duration_ms: float
+    ttft_ms: float | None
+    tokens: _Tokens | None
+    usage_estimated: bool
+    costs: dict[str, int]
+    retries: int
+    error: str | None
+
+
+_second = [-1, ""]  # the last whole second formatted, reused for every line within it
+
+
+def _timestamp() -> str:
+    now = time.time()
+    sec = int(now)
+    if sec != _second[0]:
+        _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second[1]}.{int((now - sec) * 1000):03d}Z"
+
+
 def access_line(o: Outcome, costs: dict[str, int]) -> bytes:
     """One access-log record: what was asked, where it went, what it used; never a prompt or a key."""
     u = o.usage
-    return _encode({
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:] + "Z",
-        "route": o.route, "rule": o.rule, "backend": o.backend, "operation": o.operation,
-        "model": o.model, "request_model": o.request_model, "response_model": o.response_model,
-        "status": o.status, "stream": o.stream,
-        "duration_ms": round((o.ended - o.started) * 1000, 3),
-        "ttft_ms": round((o.first_byte - o.started) * 1000, 3) if o.first_byte is not None else None,
-        "tokens": None if u is None else {
-            "input": u.input_tokens, "output": u.output_tokens, "total": u.total_tokens,
-            "cached_input": u.cached_input_tokens, "cache_creation_input": u.cache_creation_input_tokens,
-            "reasoning": u.reasoning_tokens,
-        },
-        "usage_estimated": bool(u is not None and u.estimated),
-        "costs": costs, "retries": o.retries, "error": o.error if o.status >= 400 else None,
-    })
+    return _encode(_AccessRecord(
+        _timestamp(), o.route, o.rule, o.backend, o.operation, o.model, o.request_model, o.response_model,
+        o.status, o.stream, round((o.ended - o.started) * 1000, 3),
+        round((o.first_byte - o.started) * 1000, 3) if o.first_byte is not None else None,
+        None if u is None else _Tokens(u.input_tokens, u.output_tokens, u.total_tokens, u.cached_input_tokens,
+                                       u.cache_creation_input_tokens, u.reasoning_tokens),
+        bool(u is not None and u.estimated), costs, o.retries, o.error if o.status >= 400 else None,
+    ))
 
 
 class _Delta(msgspec.Struct):

@@ -21,19 +21,26 @@ from core.table import MODEL_HEADER, decode_table
 from gateway import metrics, worker_registry
 from core.router import RuleRuntime
 from gateway.accounting import OPERATION_NAMES, Accountant, Outcome, accountant_from_env
-from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, forward, forward_tokenize
-from gateway.state import OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
+from gateway.proxy import (
+    BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward, forward_count_tokens, forward_rerank, forward_tokenize,
+)
+from gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")
 
 POLL_INTERVAL = 0.1
-TOKEN_ENDPOINTS = ("/tokenize", "/v1/messages/count_tokens")
+TOKEN_ENDPOINTS = ("/tokenize", "/v1/messages/count_tokens", "/anthropic/v1/messages/count_tokens")
 FLUSH_TICKS = 5  # metrics reach the shared files every half second
 
 
-def error_response(proto: Any, status: int, message: str, code: str) -> int:
-    proto.response_bytes(status, JSON_HEADERS, openai_error(status, message, code))
+def error_response(proto: Any, status: int, message: str, code: str, client: str = "openai") -> int:
+    proto.response_bytes(status, JSON_HEADERS, error_body(client, status, message, code))
     return status
+
+
+def client_error(o: Outcome, proto: Any, status: int, message: str, code: str) -> int:
+    """An error in the shape of the API the request came in on."""
+    return error_response(proto, status, message, code, o.client)
 
 
 class GatewayApp:
@@ -101,9 +108,16 @@ class GatewayApp:
             await self._proxy(scope, proto, suffix)
         elif path == "/v1/models" and scope.method == "GET":
             self._models(proto)
+        elif path in ANTHROPIC_OPERATIONS and scope.method == "POST":
+            await self._proxy(scope, proto, ANTHROPIC_OPERATIONS[path], "anthropic")
+        elif path == "/anthropic/v1/models" and scope.method == "GET":
+            self._models(proto, anthropic=True)
         elif path in TOKEN_ENDPOINTS and scope.method == "POST":
             await self._count(scope, proto, path)
-        elif suffix is not None or path == "/v1/models" or path in TOKEN_ENDPOINTS:
+        elif path == "/cohere/v2/rerank" and scope.method == "POST":
+            await self._rerank(scope, proto)
+        elif suffix is not None or path in ("/v1/models", "/anthropic/v1/models") or path in TOKEN_ENDPOINTS \
+                or path in ANTHROPIC_OPERATIONS:
             error_response(proto, 405, f"Method {scope.method} is not allowed on {path}.", "method_not_allowed")
         else:
             error_response(proto, 404, f"Unknown endpoint {path}. This gateway serves /v1/chat/completions, "
@@ -120,6 +134,9 @@ class GatewayApp:
         if path == "/tokenize" and state is not None and await forward_tokenize(self.upstream, state, scope, proto,
                                                                                  body):
             return
+        if path != "/tokenize" and state is not None and await forward_count_tokens(self.upstream, state, scope,
+                                                                                     proto, body):
+            return
         assert self.accountant is not None
         counting = self.accountant.counting
         answer = counting.tokenize if path == "/tokenize" else counting.count_tokens
@@ -130,20 +147,28 @@ class GatewayApp:
             status, data = 503, openai_error(503, "Token counting is not available right now.", "tokenizer_unavailable")
         proto.response_bytes(status, JSON_HEADERS, data)
 
-    def _models(self, proto: Any) -> None:
+    async def _rerank(self, scope: Any, proto: Any) -> None:
+        state = self.state
+        body = await self._read_body(scope, proto, state.body_limit if state is not None else 1 << 20)
+        if body is None:
+            return
+        if state is None or not await forward_rerank(self.upstream, state, scope, proto, body):
+            error_response(proto, 404, "No Cohere backend serves this model's rerank requests.", "model_not_found")
+
+    def _models(self, proto: Any, anthropic: bool = False) -> None:
         state = self.state
         if state is None:
-            error_response(proto, 503, "No configuration is loaded yet.", "not_ready")
+            error_response(proto, 503, "No configuration is loaded yet.", "not_ready", "anthropic" if anthropic else "openai")
             return
-        proto.response_bytes(200, JSON_HEADERS, state.models_body)
+        proto.response_bytes(200, JSON_HEADERS, state.anthropic_models_body if anthropic else state.models_body)
 
-    async def _read_body(self, scope: Any, proto: Any, limit: int) -> bytes | None:
+    async def _read_body(self, scope: Any, proto: Any, limit: int, client: str = "openai") -> bytes | None:
         """The request body, or None (after answering 413) when it is over the limit."""
         length = scope.headers.get("content-length")
         if length is not None:
             if length.isdigit() and int(length) > limit:
                 error_response(proto, 413, f"The request body is {length} bytes; the limit is {limit}.",
-                               "request_too_large")
+                               "request_too_large", client)
                 return None
             return await proto()
         parts: list[bytes] = []
@@ -151,16 +176,17 @@ class GatewayApp:
         async for chunk in proto:
             size += len(chunk)
             if size > limit:
-                error_response(proto, 413, f"The request body is over the {limit}-byte limit.", "request_too_large")
+                error_response(proto, 413, f"The request body is over the {limit}-byte limit.", "request_too_large",
+                               client)
                 return None
             parts.append(chunk)
         return b"".join(parts)
 
-    async def _proxy(self, scope: Any, proto: Any, suffix: str) -> None:
-        o = Outcome(time.perf_counter(), OPERATION_NAMES[suffix])
+    async def _proxy(self, scope: Any, proto: Any, suffix: str, client: str = "openai") -> None:
+        o = Outcome(time.perf_counter(), OPERATION_NAMES[suffix], client)
         state = self.state
         if state is None:
-            error_response(proto, 503, "No configuration is loaded yet.", "not_ready")
+            error_response(proto, 503, "No configuration is loaded yet.", "not_ready", client)
             return
         try:
             await self._route(scope, proto, suffix, state, o)
@@ -169,7 +195,8 @@ class GatewayApp:
             if o.status == 0:
                 o.status, o.error = 500, "internal_error"
                 try:
-                    error_response(proto, 500, "The gateway failed unexpectedly; the error is logged.", "internal_error")
+                    client_error(o, proto, 500, "The gateway failed unexpectedly; the error is logged.",
+                                 "internal_error")
                 except Exception:  # a response had already started
                     pass
         finally:
@@ -177,24 +204,24 @@ class GatewayApp:
             self.accountant.record(o)
 
     async def _route(self, scope: Any, proto: Any, suffix: str, state: GenerationState, o: Outcome) -> None:
-        body = await self._read_body(scope, proto, state.body_limit)
+        body = await self._read_body(scope, proto, state.body_limit, o.client)
         if body is None:
             o.status = 413
             return
         try:
             sniffed = sniff(body)
         except SniffError as e:
-            o.status = error_response(proto, 400, str(e), e.code)
+            o.status = client_error(o, proto, 400, str(e), e.code)
             return
         headers = scope.headers
         model = sniffed.model
         if model is None:
             model = headers.get(MODEL_HEADER)
             if model is None:
-                o.status = error_response(proto, 400, "The request body has no 'model' field.", "missing_model")
+                o.status = client_error(o, proto, 400, "The request body has no 'model' field.", "missing_model")
                 return
         elif not isinstance(model, str):
-            o.status = error_response(proto, 400, "The 'model' field must be a string.", "invalid_model")
+            o.status = client_error(o, proto, 400, "The 'model' field must be a string.", "invalid_model")
             return
         o.model = model
         rule = state.router.match(model, headers)
@@ -217,12 +244,12 @@ class GatewayApp:
                     fixed = _rule_ref(state, rule, fixed)
         if fixed is None:
             if rule is None:
-                o.status = error_response(proto, 404, _no_route_message(model, state), "model_not_found")
+                o.status = client_error(o, proto, 404, _no_route_message(model, state), "model_not_found")
                 return
             o.route = rule.rule.route
             if rule.error is not None:
                 err_status, code, message = rule.error
-                o.status = error_response(proto, err_status, message, code)
+                o.status = client_error(o, proto, err_status, message, code)
                 return
             runtime = state.routes[rule.rule.route_index]
         assert runtime is not None

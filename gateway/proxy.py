@@ -14,16 +14,24 @@ import asyncio
 import random
 import time
 from typing import Any
+from urllib.parse import quote
+
+import msgspec
 
 from core.errors import openai_error, sse_error_event
 from core.router import RuleRuntime
 from core.sniff import Sniffed, SniffError, rewrite_body, sniff, wants_usage, with_usage_requested
-from core.usage import StreamUsage, first_event_model, from_body
+from core.usage import StreamUsage, Usage, first_event_model, from_body
 from core.table import RetryPolicy
 from gateway import metrics
 from gateway.accounting import MAX_KEPT, Outcome
 from gateway.http1 import Connection, UpstreamError
-from gateway.state import GenerationState, Pools, RefRuntime, RouteRuntime, Target
+from gateway.state import UNSUPPORTED, BackendRuntime, GenerationState, Pools, RefRuntime, RouteRuntime, Target
+from gateway.translators import TranslationError
+from gateway.translators.anthropic_openai import anthropic_error, anthropic_error_event
+from gateway.translators.common import loads_object
+from gateway.translators.openai_anthropic import AnthropicStreamToOpenAI as ANTHROPIC_TO_OPENAI_STREAM
+from gateway.translators.openai_anthropic import usage_of as anthropic_usage_of
 
 JSON_HEADERS = [("content-type", "application/json")]
 BACKEND_HEADER = "x-ai-gateway-backend"
@@ -55,13 +63,27 @@ class Upstream:
         self.pools.keep_only(set())
 
 
-def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int) -> bytes:
+def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, model: str) -> bytes | None:
+    """The upstream request up to its body; None when the credentials it needs are missing."""
     remove = ref.remove
-    lines = [f"{k}: {v}\r\n" for k, v in scope.headers.items() if k not in _REQUEST_STRIP and k not in remove]
+    headers = scope.headers
+    lines = [f"{k}: {v}\r\n" for k, v in headers.items() if k not in _REQUEST_STRIP and k not in remove]
+    credentials = ref.set_lines
+    if ref.override is not None:
+        client_header, upstream_header, template, fallback = ref.override
+        value = headers.get(client_header)
+        if value and not any(c in value for c in "\r\n\0"):
+            credentials = ref.mutation_lines + f"{upstream_header}: {template.format(value)}\r\n".encode("utf-8")
+        elif not (fallback and ref.auth_lines):
+            return None
     query = scope.query_string
+    if target.tail is None:
+        path = (target.path, b"?" + query.encode("latin-1") if query else b"")
+    else:  # Azure: the deployment is the model, and api-version is already in the tail
+        path = (target.path, quote(model, safe="").encode("latin-1"), target.tail,
+                b"&" + query.encode("latin-1") if query else b"")
     return b"".join((
-        target.path, b"?" + query.encode("latin-1") if query else b"", target.head,
-        "".join(lines).encode("utf-8"), ref.set_lines, b"content-length: %d\r\n\r\n" % length,
+        *path, target.head, "".join(lines).encode("utf-8"), credentials, b"content-length: %d\r\n\r\n" % length,
     ))
 
 
@@ -73,8 +95,14 @@ def _response_headers(raw: list[tuple[bytes, bytes]], backend: str) -> list[tupl
     return out
 
 
-def _fail(proto: Any, status: int, message: str, code: str, backend: str) -> int:
-    proto.response_bytes(status, [*JSON_HEADERS, (BACKEND_HEADER, backend)], openai_error(status, message, code))
+def error_body(client: str, status: int, message: str, code: str) -> bytes:
+    """An error in the shape the client's API uses."""
+    return anthropic_error(status, message) if client == "anthropic" else openai_error(status, message, code)
+
+
+def _fail(proto: Any, status: int, message: str, code: str, backend: str, client: str = "openai") -> int:
+    headers = [*JSON_HEADERS, (BACKEND_HEADER, backend)] if backend else JSON_HEADERS
+    proto.response_bytes(status, headers, error_body(client, status, message, code))
     return status
 
 
@@ -198,12 +226,15 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     """Send the request upstream, failing over while nothing has reached the client, and relay
     the answer; what happened goes into `o` for accounting."""
     stream = o.stream = sniffed.stream is True
-    strip = False
-    if stream and suffix != "/embeddings" and not wants_usage(sniffed):
+    client = o.client
+    passthrough_body = body
+    forced = False
+    if client == "openai" and stream and suffix != "/embeddings" and not wants_usage(sniffed):
         # Ask for the usage chunk, so tokens are counted exactly and at no cost; the client,
         # who did not ask for it, does not get it.
-        body = with_usage_requested(body, sniffed)
-        strip = True
+        passthrough_body = with_usage_requested(body, sniffed)
+        forced = True
+    request: dict[str, Any] | None = None  # the client's body decoded, once, if a translation needs it
     loop = upstream.pools.loop
     assert loop is not None
     retry, outlier, board = route.retry, route.outlier, state.board
@@ -214,7 +245,10 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     now = time.monotonic()
     pick = state.choose_fixed(fixed, suffix, tried, now) if fixed is not None else (
         state.choose(rule, suffix, tried, now) if rule is not None else None)
-    assert pick is not None  # a rule that cannot serve answers with its error before getting here
+    if pick is None:  # every backend of the rule lacks this operation (e.g. embeddings on Anthropic)
+        o.status = _fail(proto, 501, f"No backend of this route can serve {suffix.lstrip('/')}.",
+                         "operation_not_supported", "", client)
+        return
     ref, target = pick
     timeout = ref.timeout
     started = loop.time()
@@ -222,9 +256,36 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     retries = 0
     while True:
         tried.append(target)
-        body_out = rewrite_body(body, ref.ref.model_override, ref.ref.body_set, ref.ref.body_remove) \
-            if ref.rewrite else body
-        head = _request_head(scope, ref, target, len(body_out))
+        model = ref.ref.model_override or o.model
+        translator = ref.backend.translators[client]
+        if translator is None:  # the backend speaks the client's API: bytes through, edited at most
+            body_out = rewrite_body(passthrough_body, ref.ref.model_override, ref.ref.body_set,
+                                    ref.ref.body_remove) if ref.rewrite else passthrough_body
+        elif translator is UNSUPPORTED:
+            o.backend = ref.backend.name
+            o.status = _fail(proto, 501, f"Backend {ref.backend.name} speaks {ref.backend.backend.schema}, which "
+                             f"{'Anthropic' if client == 'anthropic' else 'OpenAI'} clients cannot reach yet.",
+                             "schema_not_supported", ref.backend.name, client)
+            return
+        else:
+            try:
+                if request is None:
+                    request = msgspec.json.decode(body)
+                body_out = translator.request(dict(request), model)  # type: ignore[attr-defined]
+                if ref.ref.body_set or ref.ref.body_remove:
+                    body_out = rewrite_body(body_out, None, ref.ref.body_set, ref.ref.body_remove)
+            except TranslationError as e:
+                o.backend, o.error = ref.backend.name, "untranslatable_request"
+                o.status = _fail(proto, 400, f"The request cannot be sent to {ref.backend.name}: {e}",
+                                 "untranslatable_request", ref.backend.name, client)
+                return
+        head = _request_head(scope, ref, target, len(body_out), model)
+        if head is None:
+            header = ref.override[0]  # type: ignore[index]
+            o.backend, o.error = ref.backend.name, "missing_credentials"
+            o.status = _fail(proto, 401, f"Backend {ref.backend.name} needs your API key in the {header} header.",
+                             "missing_credentials", ref.backend.name, client)
+            return
         # Until the first response byte an attempt is bounded by the rule's deadline, the
         # per-try timeout and, for a stream, the stream idle timeout.
         limit = deadline
@@ -282,9 +343,11 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
         else:
             status, message, code = _describe(error, target.where, ref)
         o.error = code
-        o.status = _fail(proto, status, message, code, name)
+        o.status = _fail(proto, status, message, code, name, client)
         return
     assert conn is not None
+    translator = ref.backend.translators[client]
+    strip = forced and translator is None
     handles = []
     if deadline is not None:
         # The rule's timeout bounds the whole exchange, up to the last byte, as Envoy's route timeout does.
@@ -292,7 +355,8 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     if result.streaming and idle:
         handles.append(_IdleWatch(loop, conn, idle))
     try:
-        await _relay(conn, proto, name, target.where, ref, result, idle, o, strip)
+        await _relay(conn, proto, name, target.where, ref, result, idle, o, strip,
+                     translator, wants_usage(sniffed))
     finally:
         for h in handles:
             h.cancel()
@@ -321,9 +385,10 @@ class _IdleWatch:
 
 
 async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRuntime, result: _Attempt,
-                 idle: float, o: Outcome, strip: bool) -> None:
+                 idle: float, o: Outcome, strip: bool, translator: Any, client_wants_usage: bool) -> None:
     o.status = status = conn.status
     headers = _response_headers(conn.headers, name)
+    client = o.client
     if not result.streaming:
         try:
             data = await conn.read_all()
@@ -331,19 +396,34 @@ async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRu
             if e.kind == "timeout":
                 o.error = "upstream_timeout"
                 o.status = _fail(proto, 504, f"{where} did not finish its answer within {ref.timeout:g}s.",
-                                 "upstream_timeout", name)
+                                 "upstream_timeout", name, client)
             else:
                 o.error = "upstream_reset"
-                o.status = _fail(proto, 502, f"{where} broke off its answer ({e.detail}).", "upstream_reset", name)
+                o.status = _fail(proto, 502, f"{where} broke off its answer ({e.detail}).", "upstream_reset", name,
+                                 client)
+            return
+        if translator is not None:
+            if status < 300:
+                data, o.usage, o.response_model = translator.response(data)
+            else:
+                o.status, data = translator.error(status, data)
+            proto.response_bytes(o.status, [*JSON_HEADERS, (BACKEND_HEADER, name)], data)
             return
         proto.response_bytes(status, headers, data)
         if status < 300:
-            o.usage, o.response_model = from_body(data)
+            o.usage, o.response_model = from_body(data) if client == "openai" else anthropic_usage(data)
             if o.usage is None and len(data) <= MAX_KEPT:
                 o.answer = [data]
         return
     transport = proto.response_stream(status, headers)
-    tracker = StreamUsage(strip) if status < 300 else None
+    tracker: Any = None
+    if status < 300:
+        if translator is not None:
+            tracker = _Translated(translator.stream(client_wants_usage))
+        elif client == "anthropic":
+            tracker = _AnthropicUsage()
+        else:
+            tracker = StreamUsage(strip)
     kept: list[bytes] | None = [] if tracker is not None else None
     try:
         first = result.first
@@ -367,7 +447,7 @@ async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRu
         # The stored error's traceback holds the frames that hold the client's transport, and
         # Granian ends the response only when the transport is released: drop it now.
         e.__traceback__ = None
-        await _end_stream(transport, _is_sse(conn), message, code)
+        await _end_stream(transport, _is_sse(conn), message, code, client)
     except Exception:  # the client went away: stop reading and drop the upstream connection
         o.error = "client_disconnected"
         conn.abort()
@@ -375,8 +455,63 @@ async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRu
         o.usage, o.response_model = tracker.usage, tracker.model
         if o.usage is None:
             o.answer = kept
-            if kept:  # no usage event to read the model from: the first event has it too
-                o.response_model = first_event_model(kept[0])
+            if kept and client == "openai" and translator is None:
+                o.response_model = first_event_model(kept[0])  # the first event names it too
+
+
+class _Translated:
+    """A stream translator behind the same feed/flush/usage face as StreamUsage."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self.inner.feed(chunk)
+
+    def flush(self) -> bytes:
+        return self.inner.end()
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.inner.usage
+
+    @property
+    def model(self) -> str | None:
+        return self.inner.model
+
+
+class _AnthropicUsage:
+    """Usage of an Anthropic stream relayed unchanged (read with the translator's event parser)."""
+
+    __slots__ = ("shadow",)
+
+    def __init__(self) -> None:
+        self.shadow = ANTHROPIC_TO_OPENAI_STREAM(True)
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.shadow.feed(chunk)
+        return chunk
+
+    def flush(self) -> bytes:
+        return b""
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.shadow.usage
+
+    @property
+    def model(self) -> str | None:
+        return self.shadow.model
+
+
+def anthropic_usage(data: bytes) -> tuple[Usage | None, str | None]:
+    """Usage and model of a whole Anthropic Messages answer."""
+    msg = loads_object(data)
+    if msg is None or not isinstance(msg.get("usage"), dict):
+        return None, None
+    return anthropic_usage_of(msg["usage"]), msg.get("model")
 
 
 def _is_sse(conn: Connection) -> bool:
@@ -406,11 +541,12 @@ async def _pump(conn: Connection, transport: Any, tracker: StreamUsage | None, k
         await send(rest)
 
 
-async def _end_stream(transport: Any, sse: bool, message: str, code: str) -> None:
+async def _end_stream(transport: Any, sse: bool, message: str, code: str, client: str = "openai") -> None:
     # Headers are already out; an SSE client still gets a readable error event.
     if sse:
         try:
-            await transport.send_bytes(sse_error_event(message, code))
+            event = anthropic_error_event(message) if client == "anthropic" else sse_error_event(message, code)
+            await transport.send_bytes(event)
         except Exception:
             pass
 
@@ -422,6 +558,32 @@ async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: An
     """Send vLLM's /tokenize to the backend the body's model routes to, at the server's root as
     vLLM serves it; True when the backend answered. A backend that does not serve it is
     remembered for the rest of the table generation and not asked again."""
+    def path(backend: BackendRuntime) -> bytes | None:
+        ok = backend.provider == "openai" and not backend.tokenize_unserved
+        return b"/tokenize" if ok else None
+    return await _forward_plain(upstream, state, scope, proto, body, path)
+
+
+async def forward_count_tokens(upstream: Upstream, state: GenerationState, scope: Any, proto: Any,
+                               body: bytes) -> bool:
+    """Anthropic's count_tokens, to the Anthropic backend the model routes to; False for other backends."""
+    def path(backend: BackendRuntime) -> bytes | None:
+        if backend.backend.schema != "Anthropic":
+            return None
+        return f"{backend.backend.prefix}/v1/messages/count_tokens".encode("latin-1")
+    return await _forward_plain(upstream, state, scope, proto, body, path)
+
+
+async def forward_rerank(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes) -> bool:
+    """Cohere's rerank, as it is, to the Cohere backend the model routes to; False for other backends."""
+    def path(backend: BackendRuntime) -> bytes | None:
+        return b"/v2/rerank" if backend.backend.schema == "Cohere" else None
+    return await _forward_plain(upstream, state, scope, proto, body, path)
+
+
+async def _forward_plain(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
+                         path_of: Any) -> bool:
+    """One request, as it is, to the backend the body's model routes to at the path `path_of` gives."""
     try:
         model = sniff(body).model
     except SniffError:
@@ -433,12 +595,14 @@ async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: An
         return False
     ref = state.pick(rule)
     backend = ref.backend
-    if backend.tokenize_unserved or backend.provider != "openai":
+    path = path_of(backend)
+    targets = backend.targets["/chat/completions"] or backend.targets["/messages"]
+    if path is None or not targets:
         return False
-    target = backend.targets["/chat/completions"][0]
+    target = targets[0]
     if ref.rewrite and ref.ref.model_override is not None:
         body = rewrite_body(body, ref.ref.model_override, (), ())
-    head = b"".join((b"POST /tokenize", target.head, ref.set_lines,
+    head = b"".join((b"POST ", path, target.head, ref.set_lines,
                      b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)))
     conn: Connection | None = None
     try:
@@ -450,7 +614,7 @@ async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: An
             conn.abort()
         return False
     try:
-        if conn.status in _UNSERVED:
+        if conn.status in _UNSERVED and path == b"/tokenize":
             backend.tokenize_unserved = True
             return False
         proto.response_bytes(conn.status, _response_headers(conn.headers, backend.name), data)

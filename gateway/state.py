@@ -14,7 +14,9 @@ import logging
 import os
 import random
 import ssl
+import time
 from itertools import count
+from urllib.parse import quote
 from typing import Union
 
 import msgspec
@@ -25,15 +27,22 @@ from core.router import Router, RuleRuntime
 from core.table import Backend, BackendRef, RouteInfo, Table
 from gateway.accounting import PROVIDER_NAMES
 from gateway.http1 import Pool
+from gateway.translators import translator_for
 
 log = logging.getLogger("modelyard.worker")
 
-# The OpenAI-style operations the data plane forwards, by client path.
+# The operations the data plane forwards, by client path: OpenAI's, and Anthropic's Messages API
+# (served at /v1/messages and, as the Envoy AI Gateway serves it, /anthropic/v1/messages).
 OPERATIONS = {
     "/v1/chat/completions": "/chat/completions",
     "/v1/completions": "/completions",
     "/v1/embeddings": "/embeddings",
 }
+ANTHROPIC_OPERATIONS = {"/v1/messages": "/messages", "/anthropic/v1/messages": "/messages"}
+ALL_SUFFIXES = (*OPERATIONS.values(), "/messages")
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+OPENAI_BODIES = frozenset({"OpenAI", "AzureOpenAI", "Cohere"})
+UNSUPPORTED = object()  # a (client API, backend schema) pair no translator covers yet
 
 
 def _ssl_context(backend: Backend) -> ssl.SSLContext | None:
@@ -51,14 +60,16 @@ class Target:
     """One (operation, endpoint) of a backend: its connection pool, the request head up to the
     query, and the endpoint's slot on the health board."""
 
-    __slots__ = ("pool", "path", "head", "where", "health")
+    __slots__ = ("pool", "path", "head", "where", "health", "tail")
 
-    def __init__(self, pool: Pool, path: bytes, host: str, where: str, health: int):
+    def __init__(self, pool: Pool, path: bytes, host: str, where: str, health: int, tail: bytes | None = None):
         self.pool = pool
         self.path = b"POST " + path
         self.head = f" HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")
         self.where = where
         self.health = health
+        # Azure OpenAI: the path continues with the deployment (the model) and then this tail.
+        self.tail = tail
 
 
 class _NoBoard:
@@ -109,7 +120,7 @@ class Pools:
 
 
 class BackendRuntime:
-    __slots__ = ("backend", "name", "provider", "targets", "_next", "error", "tokenize_unserved")
+    __slots__ = ("backend", "name", "provider", "targets", "_next", "error", "tokenize_unserved", "translators")
 
     def __init__(self, backend: Backend, resolve: dict[str, str], pools: Pools):
         self.backend = backend
@@ -137,11 +148,20 @@ class BackendRuntime:
                 pool = pools.get(connect_host, connect_port, msgspec.structs.replace(backend, tls=tls))
                 endpoints.append((pool, host_header, f"backend {backend.name} ({address})", ep.health))
         # One target per (operation, endpoint); endpoints share load round-robin.
-        self.targets = {
-            suffix: [Target(pool, f"{backend.prefix}{suffix}".encode("latin-1"), host, where, health)
-                     for pool, host, where, health in endpoints]
-            for suffix in OPERATIONS.values()
-        }
+        self.targets: dict[str, list[Target]] = {}
+        for suffix in ALL_SUFFIXES:
+            route = _upstream_path(backend, suffix)
+            self.targets[suffix] = [] if route is None else [
+                Target(pool, route[0], host, where, health, route[1]) for pool, host, where, health in endpoints]
+        # What each client API needs to reach this backend: None (it speaks it), a translator, or UNSUPPORTED.
+        self.translators: dict[str, object] = {}
+        for client in ("openai", "anthropic"):
+            try:
+                # Azure OpenAI and Cohere's compatibility API take OpenAI's bodies; only their paths differ.
+                family = "OpenAI" if backend.schema in OPENAI_BODIES else backend.schema
+                self.translators[client] = translator_for(client, family)
+            except KeyError:
+                self.translators[client] = UNSUPPORTED
         self._next = count()
 
     def target(self, suffix: str, tried: list[Target], now: float, board: Board, healthy_only: bool) -> Target | None:
@@ -155,6 +175,20 @@ class BackendRuntime:
                 continue
             return t
         return None
+
+
+def _upstream_path(backend: Backend, suffix: str) -> tuple[bytes, bytes | None] | None:
+    """Where an operation goes on this backend: (path, or the path up to Azure's deployment, and the
+    rest after it); None when the backend has no such operation."""
+    if backend.schema == "Anthropic":
+        if suffix in ("/chat/completions", "/messages"):
+            return f"{backend.prefix}/v1/messages".encode("latin-1"), None
+        return None
+    op = "/chat/completions" if suffix == "/messages" else suffix  # Anthropic clients reach OpenAI chat
+    if backend.schema == "AzureOpenAI":
+        return (f"{backend.prefix}/deployments/".encode("latin-1"),
+                f"{op}?api-version={quote(backend.version or '', safe='')}".encode("latin-1"))
+    return f"{backend.prefix}{op}".encode("latin-1"), None
 
 
 def _host(host: str) -> str:
@@ -182,16 +216,26 @@ def _header_lines(headers: tuple[tuple[str, str], ...]) -> bytes:
 class RefRuntime:
     """A backendRef with its backend, header edits and timeout resolved."""
 
-    __slots__ = ("ref", "backend", "remove", "set_lines", "timeout", "rewrite")
+    __slots__ = ("ref", "backend", "remove", "set_lines", "mutation_lines", "auth_lines", "override", "timeout",
+                 "rewrite")
 
     def __init__(self, ref: BackendRef, backend: BackendRuntime):
         self.ref = ref
         self.backend = backend
         auth = backend.backend.auth_headers
         # Credentials go last so that neither clients nor mutations can replace them.
-        set_headers = tuple(ref.header_set) + tuple(auth)
-        self.set_lines = _header_lines(set_headers)
-        self.remove = frozenset(ref.header_remove) | {name.lower() for name, _ in set_headers}
+        header_set = tuple(ref.header_set)
+        if backend.backend.schema == "Anthropic":
+            header_set += (("anthropic-version", backend.backend.version or DEFAULT_ANTHROPIC_VERSION),)
+        self.mutation_lines = _header_lines(header_set)
+        self.auth_lines = _header_lines(tuple(auth))
+        self.set_lines = self.mutation_lines + self.auth_lines
+        # (client header, upstream header, value template, fall back to the configured key?)
+        self.override = backend.backend.credential_override
+        remove = {name.lower() for name, _ in (*header_set, *auth)}
+        if self.override is not None:
+            remove |= {self.override[0], self.override[1]}  # the client's key goes only where it belongs
+        self.remove = frozenset(ref.header_remove) | remove
         self.timeout = ref.timeout or None
         self.rewrite = bool(ref.model_override is not None or ref.body_set or ref.body_remove)
 
@@ -229,7 +273,8 @@ def _cost_program(info: RouteInfo) -> CostProgram | None:
 
 
 class GenerationState:
-    __slots__ = ("generation", "table", "router", "backends", "refs", "routes", "models_body", "body_limit",
+    __slots__ = ("generation", "table", "router", "backends", "refs", "routes", "models_body", "anthropic_models_body",
+                 "body_limit",
                  "model_list", "board", "header_routes")
 
     def __init__(self, table: Table, pools: Pools, board: Board | None = None):
@@ -250,6 +295,14 @@ class GenerationState:
         self.header_routes = [r for r in self.routes if r.by_header]
         self.body_limit = table.body_limit
         self.model_list = [m.id for m in table.models]
+        # Anthropic's list shape, for GET /anthropic/v1/models.
+        models = list(table.models)
+        self.anthropic_models_body = msgspec.json.encode({
+            "data": [{"type": "model", "id": m.id, "display_name": m.id,
+                      "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.created))} for m in models],
+            "has_more": False, "first_id": models[0].id if models else None,
+            "last_id": models[-1].id if models else None,
+        })
         self.models_body = msgspec.json.encode({
             "object": "list",
             "data": [{"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by} for m in table.models],

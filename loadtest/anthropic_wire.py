@@ -31,7 +31,13 @@ import msgspec
 from granian.rsgi import ProtocolClosed
 
 from loadtest.abort import _abort_connection
-from loadtest.mock_backend import DEFAULT_MODEL, MockApp, MockConfig, _int_header, config_from_env
+from loadtest.mock_backend import (
+    DEFAULT_MODEL,
+    MockApp,
+    MockConfig,
+    _int_header,
+    config_from_env,
+)
 from loadtest.mock_providers import ProviderConfig, provider_config_from_env
 from loadtest.openai_wire import _BadRequest, _content, _decode_any, _encode
 
@@ -886,7 +892,7 @@ class AnthropicApp(MockApp):
                 await self._write_stream(scope, transport, start, blocks, final)
             except ProtocolClosed:
                 pass  # the client left mid-stream
-            return None
+            return
         await self._latency()
         self._reply(proto, {
             "id": message_id,
@@ -898,7 +904,7 @@ class AnthropicApp(MockApp):
             "stop_sequence": stop_sequence,
             "usage": _usage(prompt, output, cache_read, cache_creation),
         })
-        return None
+        return
 
     async def _write_stream(
         self, scope: Any, transport: Any, start: dict[str, Any], blocks: list[_Block], final: dict[str, Any],

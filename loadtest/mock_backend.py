@@ -24,8 +24,8 @@ from typing import Any
 import msgspec
 from granian.rsgi import ProtocolClosed
 
-from loadtest.abort import _abort_connection
 from loadtest import mock_providers
+from loadtest.abort import _abort_connection
 from loadtest.openai_wire import (
     _encode,
     _decode_any,

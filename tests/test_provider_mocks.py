@@ -74,7 +74,7 @@ def _sse(raw: bytes) -> list[tuple[str, dict]]:
 def test_message_answer_shape_and_usage(client: anthropic.Anthropic, claude: Mock) -> None:
     claude.clear()
     msg = client.messages.create(model=MODEL, max_tokens=64, messages=HELLO, system="Be terse.",
-                                 metadata={"user_id": "u-1"}, temperature=0.5)
+                                 metadata={"user_id": "u-1"}, extra_body={"temperature": 0.5})
     assert msg.id.startswith("msg_") and msg.type == "message" and msg.role == "assistant"
     assert msg.model == MODEL
     assert [b.type for b in msg.content] == ["text"] and msg.content[0].text == TEXT16
@@ -140,16 +140,14 @@ def test_stream_event_sequence(claude: Mock) -> None:
 
 def test_error_mid_stream_surfaces_as_sdk_error(client: anthropic.Anthropic, claude: Mock) -> None:
     got: list[str] = []
-    with pytest.raises(anthropic.APIStatusError) as info:
-        with client.messages.stream(model=MODEL, max_tokens=64, messages=HELLO,
-                                    extra_headers={"x-mock-error-after": "3"}) as stream:
-            for text in stream.text_stream:
-                got.append(text)
+    with pytest.raises(anthropic.APIStatusError) as info, client.messages.stream(
+            model=MODEL, max_tokens=64, messages=HELLO, extra_headers={"x-mock-error-after": "3"}) as stream:
+        got.extend(stream.text_stream)  # what came before the error stays
     assert got == ["tok0 ", "tok1 ", "tok2 "]
     assert info.value.body["error"] == {"type": "overloaded_error", "message": "Overloaded"}
 
-    code, _, raw = _post(claude, "/v1/messages", {"model": MODEL, "max_tokens": 64, "messages": HELLO, "stream": True},
-                         {"x-mock-error-after": "1"})
+    _, _, raw = _post(claude, "/v1/messages", {"model": MODEL, "max_tokens": 64, "messages": HELLO, "stream": True},
+                      {"x-mock-error-after": "1"})
     events = _sse(raw)
     assert [e for e, _ in events][-2:] == ["content_block_delta", "error"]
     assert events[-1][1] == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
@@ -288,9 +286,9 @@ def test_api_key_flag(start_mock) -> None:
     mock = start_mock("keyed", "--api", "anthropic", "--api-key", "sk-right", "--error-after", "2")
     good = anthropic.Anthropic(base_url=f"http://{mock.address}", api_key="sk-right", max_retries=0)
     assert good.messages.create(model="m", max_tokens=4, messages=HELLO).usage.output_tokens == 4
-    with pytest.raises(anthropic.APIStatusError):  # --error-after applies to every stream
-        with good.messages.stream(model="m", max_tokens=4, messages=HELLO) as stream:
-            stream.until_done()
+    # --error-after applies to every stream
+    with pytest.raises(anthropic.APIStatusError), good.messages.stream(model="m", max_tokens=4, messages=HELLO) as s:
+        s.until_done()
     bad = anthropic.Anthropic(base_url=f"http://{mock.address}", api_key="sk-wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError) as info:
         bad.messages.create(model="m", max_tokens=4, messages=HELLO)
@@ -361,3 +359,17 @@ def test_azure_v1_routes(azure: Mock) -> None:
     chat = client.chat.completions.create(model="chat-deploy", messages=[{"role": "user", "content": "hi"}])
     assert chat.model == "chat-deploy"
     assert [m.id for m in client.models.list()] == ["chat-deploy", "emb-deploy"]
+
+
+def test_api_flag_defaults_to_openai_and_status_flag_speaks_anthropic(start_mock) -> None:
+    plain = start_mock("plain")
+    status, _, raw = http_request(plain.port, "POST", "/v1/messages", {"model": "m", "max_tokens": 4, "messages": HELLO},
+                                  VERSION_HEADERS)
+    assert status == 404 and set(json.loads(raw)["error"]) == {"message", "type", "param", "code"}
+    assert http_request(plain.port, "POST", "/v1/chat/completions",
+                        {"model": "m", "messages": [{"role": "user", "content": "hi"}]})[0] == 200
+
+    broken = start_mock("broken", "--api", "anthropic", "--status", "529")
+    status, _, raw = http_request(broken.port, "POST", "/v1/messages",
+                                  {"model": "m", "max_tokens": 4, "messages": HELLO}, VERSION_HEADERS)
+    assert status == 529 and json.loads(raw)["error"] == {"type": "overloaded_error", "message": "Overloaded"}

@@ -172,7 +172,7 @@ apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIServiceBackend
 metadata: {{name: azure, namespace: default}}
 spec:
-  schema: {{name: AzureOpenAI, version: "2025-01-01-preview"}}
+  schema: {{name: AWSBedrock}}
   backendRef: {{name: mock-a, kind: Backend, group: gateway.envoyproxy.io}}
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
@@ -455,7 +455,7 @@ def test_deprecated_backend_timeouts_and_policy_ref_warn_and_are_honoured(env) -
 
 def test_unsupported_schema_501_and_missing_object_503(env) -> None:
     status, _, body = env[0].post("/v1/chat/completions", {"model": "azure", "messages": []})
-    assert status == 501 and "AzureOpenAI" in _error(body)["message"]
+    assert status == 501 and "AWSBedrock" in _error(body)["message"]
     status, _, body = env[0].post("/v1/chat/completions", {"model": "ghost", "messages": []})
     assert status == 503 and "default/not-defined-yet" in _error(body)["message"]
 

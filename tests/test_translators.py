@@ -5,18 +5,32 @@ Fixtures follow the documented example requests, answers and event streams of bo
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import json
 from typing import Any
 
 import pytest
 
 from core.usage import Usage
-from gateway.translators import TRANSLATORS, TranslationError, client_error, translator_for
-from gateway.translators.anthropic_openai import AnthropicToOpenAI, OpenAIStreamToAnthropic
+from gateway.translators import (
+    TRANSLATORS,
+    TranslationError,
+    client_error,
+    translator_for,
+)
+from gateway.translators.anthropic_openai import (
+    AnthropicToOpenAI,
+    OpenAIStreamToAnthropic,
+)
 from gateway.translators.anthropic_openai import build_request as a2o_request
 from gateway.translators.common import SSEParser
-from gateway.translators.openai_anthropic import (DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION,
-                                                  AnthropicStreamToOpenAI, OpenAIToAnthropic)
+from gateway.translators.openai_anthropic import (
+    DEFAULT_MAX_TOKENS,
+    JSON_OBJECT_INSTRUCTION,
+    AnthropicStreamToOpenAI,
+    OpenAIToAnthropic,
+)
 from gateway.translators.openai_anthropic import build_request as o2a_request
 
 O2A = OpenAIToAnthropic()
@@ -404,7 +418,7 @@ def run_o_stream(data: bytes, include_usage: bool = True, pieces: list[int] | No
     st = AnthropicStreamToOpenAI(include_usage, created=1700000000)
     out = b""
     cuts = [0, *(pieces or []), len(data)]
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         out += st.feed(data[a:b])
     return out + st.end(), st
 
@@ -501,7 +515,7 @@ def test_stream_anthropic_cut_short():
 
 
 def test_stream_anthropic_ends_without_message_stop():
-    out, st = run_o_stream(anthropic_sse(ANTHROPIC_EVENTS[:-1]))
+    out, _ = run_o_stream(anthropic_sse(ANTHROPIC_EVENTS[:-1]))
     whole, _ = run_o_stream(anthropic_sse(ANTHROPIC_EVENTS))
     assert out == whole
 
@@ -738,7 +752,7 @@ def run_a_stream(data: bytes, pieces: list[int] | None = None) -> tuple[bytes, O
     st = A2O.stream(False)
     out = b""
     cuts = [0, *(pieces or []), len(data)]
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         out += st.feed(data[a:b])
     return out + st.end(), st
 
@@ -849,3 +863,66 @@ def test_sse_parser_framing():
     assert p.feed(b"ta:x\r") == []
     assert p.feed(b"\n\r\ndata: y\r\r") == [(None, "x"), (None, "y")]
     assert p.flush() == []
+
+
+# ---------------------------------------------------------------- the official SDKs read what we write
+
+
+def sdk_clients(body: bytes, status: int = 200, ctype: str = "text/event-stream"):
+    """An OpenAI and an Anthropic client whose every request gets this answer."""
+    import anthropic
+    import openai
+
+    # Use the HTTP library the SDKs are built on (httpx, or a fork of it), found from their client class.
+    base = next(c for c in type(openai.OpenAI(api_key="x")._client).__mro__ if not c.__module__.startswith("openai"))
+    httpx = importlib.import_module(base.__module__.split(".")[0])
+
+    def client():
+        transport = httpx.MockTransport(lambda _: httpx.Response(status, content=body, headers={"content-type": ctype}))
+        return httpx.Client(transport=transport)
+
+    return (openai.OpenAI(api_key="x", base_url="http://t/v1", max_retries=0, http_client=client()),
+            anthropic.Anthropic(api_key="x", base_url="http://t", max_retries=0, http_client=client()))
+
+
+ASK = {"model": "m", "messages": [user("hi")]}
+
+
+def test_openai_sdk_reads_translated_stream():
+    st = O2A.stream(True)
+    oai, _ = sdk_clients(st.feed(anthropic_sse(ANTHROPIC_EVENTS)) + st.end())
+    with oai.chat.completions.stream(**ASK) as s:
+        final = s.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Okay, let's check the weather — é中 🌧."
+    assert choice.message.tool_calls[0].function.arguments == '{"location": "San Francisco, CA"}'
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (1492, 89)
+
+
+def test_anthropic_sdk_reads_translated_stream():
+    st = A2O.stream(False)
+    _, ant = sdk_clients(st.feed(openai_sse(OPENAI_CHUNKS)) + st.end())
+    with ant.messages.stream(max_tokens=10, **ASK) as s:
+        final = s.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text", "tool_use", "tool_use"]
+    assert final.content[2].input == {"location": "Paris"} and final.stop_reason == "tool_use"
+    assert (final.usage.input_tokens, final.usage.cache_read_input_tokens, final.usage.output_tokens) == (200, 100, 40)
+
+
+def test_sdks_raise_on_translated_errors():
+    import anthropic
+    import openai
+
+    st = O2A.stream(True)
+    oai, _ = sdk_clients(st.feed(anthropic_sse([ANTHROPIC_EVENTS[0], {"type": "error", "error": {
+        "type": "overloaded_error", "message": "Overloaded"}}])))
+    with pytest.raises(openai.APIError, match="Overloaded"):
+        list(oai.chat.completions.create(stream=True, **ASK))
+    status, body = A2O.error(429, b'{"error": {"message": "slow down", "type": "rate_limit_error"}}')
+    _, ant = sdk_clients(body, status, "application/json")
+    with pytest.raises(anthropic.RateLimitError, match="slow down"):
+        ant.messages.create(max_tokens=10, **ASK)
+    status, body = O2A.error(529, b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}')
+    oai, _ = sdk_clients(body, status, "application/json")
+    with pytest.raises(openai.InternalServerError, match="Overloaded"):
+        oai.chat.completions.create(**ASK)

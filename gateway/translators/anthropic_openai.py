@@ -32,7 +32,17 @@ from typing import Any
 
 from core.usage import Usage
 
-from .common import SSEParser, TranslationError, dumps, dumps_str, guarded, loads, loads_object, sse, text_of
+from .common import (
+    SSEParser,
+    TranslationError,
+    dumps,
+    dumps_str,
+    guarded,
+    loads,
+    loads_object,
+    sse,
+    text_of,
+)
 
 # OpenAI finish_reason -> Anthropic stop_reason.
 STOP_REASONS = {
@@ -58,7 +68,7 @@ ERROR_TYPES = {
     529: "overloaded_error",
 }
 
-__all__ = ["AnthropicToOpenAI", "anthropic_error", "anthropic_error_event", "stop_reason", "anthropic_usage"]
+__all__ = ["AnthropicToOpenAI", "anthropic_error", "anthropic_error_event", "anthropic_usage", "stop_reason"]
 
 
 def anthropic_error(status: int, message: str) -> bytes:

@@ -83,4 +83,4 @@ def client_error(client: str, err: TranslationError) -> tuple[int, bytes]:
     return 400, openai_anthropic.openai_error(400, err.message, "unsupported_parameter", err.param)
 
 
-__all__ = ["StreamTranslator", "Translator", "TranslationError", "TRANSLATORS", "translator_for", "client_error"]
+__all__ = ["TRANSLATORS", "StreamTranslator", "TranslationError", "Translator", "client_error", "translator_for"]

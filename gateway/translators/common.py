@@ -108,8 +108,7 @@ def _parse_event(raw: bytes) -> tuple[str | None, str] | None:
         if not line or line.startswith(":"):  # blank or comment (keep-alive)
             continue
         name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
+        value = value.removeprefix(" ")
         if name == "data":
             data.append(value)
         elif name == "event":

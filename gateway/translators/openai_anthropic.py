@@ -38,7 +38,16 @@ from typing import Any
 from core.errors import openai_error, sse_error_event
 from core.usage import Usage
 
-from .common import SSEParser, TranslationError, dumps, dumps_str, guarded, loads, loads_object, text_of
+from .common import (
+    SSEParser,
+    TranslationError,
+    dumps,
+    dumps_str,
+    guarded,
+    loads,
+    loads_object,
+    text_of,
+)
 
 DEFAULT_MAX_TOKENS = 4096
 MIN_THINKING_BUDGET = 1024  # Anthropic rejects smaller budgets
@@ -72,7 +81,7 @@ ERROR_STATUS = {
     "overloaded_error": 529,
 }
 
-__all__ = ["OpenAIToAnthropic", "openai_error", "finish_reason", "openai_usage", "usage_of"]
+__all__ = ["OpenAIToAnthropic", "finish_reason", "openai_error", "openai_usage", "usage_of"]
 
 
 # ---------------------------------------------------------------- request

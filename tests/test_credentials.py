@@ -1,0 +1,86 @@
+"""Per-request credentials (credentialOverride.fromRequestHeaders) and Azure OpenAI paths."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, route, write_config
+
+
+def keyed_backend(name: str, port: int, override: str, key: str | None = "configured-key") -> str:
+    """An OpenAI backend with an APIKey policy (and its Secret, when `key`) carrying `override`."""
+    secret = "" if key is None else textwrap.dedent(f"""\
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: {name}-secret, namespace: default}}
+        stringData: {{apiKey: {key}}}
+        """)
+    key_ref = f"\n  apiKey: {{secretRef: {{name: {name}-secret}}}}" if key is not None else ""
+    return openai_backend(name, "127.0.0.1", port) + textwrap.dedent(f"""\
+        apiVersion: aigateway.envoyproxy.io/v1alpha1
+        kind: BackendSecurityPolicy
+        metadata: {{name: {name}-key, namespace: default}}
+        spec:
+          type: APIKey
+          targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {name}}}]
+          credentialOverride: {override}""") + key_ref + "\n" + secret + "---\n"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Iterator[dict]:
+    folder = tmp_path_factory.mktemp("credentials")
+    mock = Mock("keyed")
+    text = (keyed_backend("fallback", mock.port, "{fromRequestHeaders: {}}")
+            + keyed_backend("strict", mock.port, "{fromRequestHeaders: {header: x-team-key, fallbackToConfigured: false}}")
+            + keyed_backend("byok", mock.port, "{fromRequestHeaders: {}}", key=None)
+            + route("r1", "fb", backend="fallback") + "---\n" + route("r2", "st", backend="strict") + "---\n"
+            + route("r3", "bk", backend="byok"))
+    gw = Gateway("--config", str(write_config(folder / "r.yaml", text)), workers=1)
+    try:
+        yield {"gw": gw, "mock": mock}
+    finally:
+        gw.stop()
+        mock.stop()
+
+
+def last_headers(mock: Mock) -> dict:
+    return mock.chat_requests()[-1]["headers"]
+
+
+def test_header_present_replaces_the_configured_key_and_never_reaches_upstream(setup) -> None:
+    gw, mock = setup["gw"], setup["mock"]
+    status, _, _ = gw.chat("fb", headers={"x-aigw-api-key": "client-key", "authorization": "Bearer nope"})
+    assert status == 200
+    headers = last_headers(mock)
+    assert headers["authorization"] == "Bearer client-key"
+    assert "x-aigw-api-key" not in headers
+
+
+def test_header_absent_falls_back_to_the_configured_key(setup) -> None:
+    gw, mock = setup["gw"], setup["mock"]
+    assert gw.chat("fb")[0] == 200
+    assert last_headers(mock)["authorization"] == "Bearer configured-key"
+
+
+def test_header_absent_without_fallback_is_a_401(setup) -> None:
+    gw, mock = setup["gw"], setup["mock"]
+    mock.clear()
+    status, headers, body = gw.chat("st")
+    assert status == 401
+    assert "x-team-key" in assert_openai_error(body, "missing_credentials")["message"]
+    assert headers["x-ai-gateway-backend"] == "default/strict"
+    assert mock.chat_requests() == []
+    assert gw.chat("st", headers={"x-team-key": "team"})[0] == 200
+    assert last_headers(mock)["authorization"] == "Bearer team"
+    assert "x-team-key" not in last_headers(mock)
+
+
+def test_bring_your_own_key_with_nothing_configured(setup) -> None:
+    gw, mock = setup["gw"], setup["mock"]
+    assert gw.chat("bk")[0] == 401
+    assert gw.chat("bk", headers={"x-aigw-api-key": "mine"})[0] == 200
+    assert last_headers(mock)["authorization"] == "Bearer mine"
