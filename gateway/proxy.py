@@ -89,8 +89,11 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, mode
 
 def _response_headers(raw: list[tuple[bytes, bytes]], backend: str) -> list[tuple[str, str]]:
     """The upstream's headers the client gets, and the backend that served it."""
-    out = [(name.lower().decode("latin-1"), value.decode("latin-1")) for name, value in raw
-           if name.lower() not in _RESPONSE_STRIP]
+    out = []
+    for name, value in raw:
+        lname = name.lower()
+        if lname not in _RESPONSE_STRIP:
+            out.append((lname.decode("latin-1"), value.decode("latin-1")))
     out.append((BACKEND_HEADER, backend))
     return out
 
@@ -180,30 +183,40 @@ class _Attempt:
 
 async def _attempt(target: Target, head: bytes, body: bytes, deadline: float | None) -> _Attempt:
     """One try, up to the response head, and for a stream up to its first body bytes: until then
-    nothing has reached the client, so any failure can still be retried elsewhere."""
-    if deadline is None:
-        return await _first_bytes(target, head, body)
+    nothing has reached the client, so any failure can still be retried elsewhere. One
+    coroutine and one timer for all of it: this runs for every request."""
+    conn: Connection | None = None
     try:
-        async with asyncio.timeout_at(deadline):  # one timer for both phases
-            return await _first_bytes(target, head, body)
+        async with asyncio.timeout_at(deadline):
+            pool = target.pool
+            conn = await pool.acquire()
+            reused = conn.used > 0
+            conn.send(head, body)
+            try:
+                await conn.response()
+            except UpstreamError as e:
+                # A reused keep-alive connection the upstream closed just before the request went
+                # out: sent once more on a new connection (not a retry: nothing was served).
+                if not (reused and e.kind == "reset" and not conn.received):
+                    raise
+                conn.abort()
+                conn = await pool.connect()
+                conn.send(head, body)
+                await conn.response()
+            if not _streams(conn) or conn.status >= 400:
+                return _Attempt(conn)
+            first = await conn.read_chunk()
+    except UpstreamError as e:
+        if conn is not None:
+            conn.abort()
+        return _Attempt(error=e.with_traceback(None))
     except TimeoutError:
+        if conn is not None:
+            conn.abort()
         return _Attempt(error=UpstreamError("timeout", "no response"))
-
-
-async def _first_bytes(target: Target, head: bytes, body: bytes) -> _Attempt:
-    try:
-        conn = await _exchange(target, head, body)
-    except UpstreamError as e:
-        return _Attempt(error=e.with_traceback(None))
-    if not _streams(conn) or conn.status >= 400:
-        return _Attempt(conn)
-    try:
-        first = await conn.read_chunk()
-    except UpstreamError as e:
-        conn.abort()
-        return _Attempt(error=e.with_traceback(None))
-    except BaseException:  # timed out or cancelled while waiting for the first chunk
-        conn.abort()
+    except BaseException:  # cancelled: the connection is in an unknown state
+        if conn is not None:
+            conn.abort()
         raise
     return _Attempt(conn, first, True)
 
