@@ -21,9 +21,8 @@ from core.table import MODEL_HEADER, decode_table
 from gateway import metrics, worker_registry
 from core.router import RuleRuntime
 from gateway.accounting import OPERATION_NAMES, Accountant, Outcome, accountant_from_env
-from gateway.proxy import (
-    BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward, forward_count_tokens, forward_rerank, forward_tokenize,
-)
+from gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize
+from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
 from gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")

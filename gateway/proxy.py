@@ -20,13 +20,13 @@ import msgspec
 
 from core.errors import openai_error, sse_error_event
 from core.router import RuleRuntime
-from core.sniff import Sniffed, SniffError, rewrite_body, sniff, wants_usage, with_usage_requested
+from core.sniff import Sniffed, rewrite_body, wants_usage, with_usage_requested
 from core.usage import StreamUsage, Usage, first_event_model, from_body
 from core.table import RetryPolicy
 from gateway import metrics
 from gateway.accounting import MAX_KEPT, Outcome
 from gateway.http1 import Connection, UpstreamError
-from gateway.state import UNSUPPORTED, BackendRuntime, GenerationState, Pools, RefRuntime, RouteRuntime, Target
+from gateway.state import UNSUPPORTED, GenerationState, Pools, RefRuntime, RouteRuntime, Target
 from gateway.translators import TranslationError
 from gateway.translators.anthropic_openai import anthropic_error, anthropic_error_event
 from gateway.translators.common import loads_object
@@ -87,7 +87,7 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, mode
     ))
 
 
-def _response_headers(raw: list[tuple[bytes, bytes]], backend: str) -> list[tuple[str, str]]:
+def response_headers(raw: list[tuple[bytes, bytes]], backend: str) -> list[tuple[str, str]]:
     """The upstream's headers the client gets, and the backend that served it."""
     out = []
     for name, value in raw:
@@ -119,33 +119,6 @@ def _describe(error: UpstreamError, where: str, ref: RefRuntime) -> tuple[int, s
     if kind == "unreachable":
         return 502, f"Could not connect to {where}: {error.detail}.", "upstream_unreachable"
     return 502, f"{where} closed the connection before answering ({error.detail}).", "upstream_reset"
-
-
-async def _exchange(target: Target, head: bytes, body: bytes) -> Connection:
-    """Send the request on a pooled connection and wait for the response head.
-
-    A reused keep-alive connection may have been closed by the upstream just
-    before the request went out; when it ends without a byte of response, the
-    request is sent once more on a new connection (not a retry: nothing was served).
-    """
-    pool = target.pool
-    conn = await pool.acquire()
-    try:
-        reused = conn.used > 0
-        conn.send(head, body)
-        try:
-            await conn.response()
-        except UpstreamError as e:
-            if not (reused and e.kind == "reset" and not conn.received):
-                raise
-            conn.abort()
-            conn = await pool.connect()
-            conn.send(head, body)
-            await conn.response()
-    except BaseException:  # failed, timed out or cancelled: the connection is in an unknown state
-        conn.abort()
-        raise
-    return conn
 
 
 def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
@@ -181,7 +154,7 @@ class _Attempt:
         self.error = error
 
 
-async def _attempt(target: Target, head: bytes, body: bytes, deadline: float | None) -> _Attempt:
+async def attempt(target: Target, head: bytes, body: bytes, deadline: float | None) -> _Attempt:
     """One try, up to the response head, and for a stream up to its first body bytes: until then
     nothing has reached the client, so any failure can still be retried elsewhere. One
     coroutine and one timer for all of it: this runs for every request."""
@@ -306,7 +279,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
             if span:
                 t = loop.time() + span
                 limit = t if limit is None or t < limit else limit
-        result = await _attempt(target, head, body_out, limit)
+        result = await attempt(target, head, body_out, limit)
         conn, error = result.conn, result.error
         now = time.monotonic()
         status = conn.status if conn is not None else 0
@@ -400,7 +373,7 @@ class _IdleWatch:
 async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRuntime, result: _Attempt,
                  idle: float, o: Outcome, strip: bool, translator: Any, client_wants_usage: bool) -> None:
     o.status = status = conn.status
-    headers = _response_headers(conn.headers, name)
+    headers = response_headers(conn.headers, name)
     client = o.client
     if not result.streaming:
         try:
@@ -562,75 +535,3 @@ async def _end_stream(transport: Any, sse: bool, message: str, code: str, client
             await transport.send_bytes(event)
         except Exception:
             pass
-
-
-_UNSERVED = frozenset({404, 405, 501})
-
-
-async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes) -> bool:
-    """Send vLLM's /tokenize to the backend the body's model routes to, at the server's root as
-    vLLM serves it; True when the backend answered. A backend that does not serve it is
-    remembered for the rest of the table generation and not asked again."""
-    def path(backend: BackendRuntime) -> bytes | None:
-        ok = backend.provider == "openai" and not backend.tokenize_unserved
-        return b"/tokenize" if ok else None
-    return await _forward_plain(upstream, state, scope, proto, body, path)
-
-
-async def forward_count_tokens(upstream: Upstream, state: GenerationState, scope: Any, proto: Any,
-                               body: bytes) -> bool:
-    """Anthropic's count_tokens, to the Anthropic backend the model routes to; False for other backends."""
-    def path(backend: BackendRuntime) -> bytes | None:
-        if backend.backend.schema != "Anthropic":
-            return None
-        return f"{backend.backend.prefix}/v1/messages/count_tokens".encode("latin-1")
-    return await _forward_plain(upstream, state, scope, proto, body, path)
-
-
-async def forward_rerank(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes) -> bool:
-    """Cohere's rerank, as it is, to the Cohere backend the model routes to; False for other backends."""
-    def path(backend: BackendRuntime) -> bytes | None:
-        return b"/v2/rerank" if backend.backend.schema == "Cohere" else None
-    return await _forward_plain(upstream, state, scope, proto, body, path)
-
-
-async def _forward_plain(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
-                         path_of: Any) -> bool:
-    """One request, as it is, to the backend the body's model routes to at the path `path_of` gives."""
-    try:
-        model = sniff(body).model
-    except SniffError:
-        return False
-    if not isinstance(model, str):
-        return False
-    rule = state.router.match(model, scope.headers)
-    if rule is None or rule.error is not None:
-        return False
-    ref = state.pick(rule)
-    backend = ref.backend
-    path = path_of(backend)
-    targets = backend.targets["/chat/completions"] or backend.targets["/messages"]
-    if path is None or not targets:
-        return False
-    target = targets[0]
-    if ref.rewrite and ref.ref.model_override is not None:
-        body = rewrite_body(body, ref.ref.model_override, (), ())
-    head = b"".join((b"POST ", path, target.head, ref.set_lines,
-                     b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)))
-    conn: Connection | None = None
-    try:
-        async with asyncio.timeout(ref.timeout or 60.0):
-            conn = await _exchange(target, head, body)
-            data = await conn.read_all()
-    except (UpstreamError, TimeoutError):
-        if conn is not None:
-            conn.abort()
-        return False
-    try:
-        if conn.status in _UNSERVED and path == b"/tokenize":
-            backend.tokenize_unserved = True
-            return False
-        proto.response_bytes(conn.status, _response_headers(conn.headers, backend.name), data)
-        return True
-    finally:
-        conn.release()

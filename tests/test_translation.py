@@ -217,3 +217,61 @@ def test_cohere_chat_through_its_openai_compatibility_prefix_and_rerank(tmp_path
                                       {"model": "command-r", "query": "q", "documents": ["a", "b"]})
     assert headers["x-ai-gateway-backend"] == "default/cohere"  # the mock has no rerank: its 404 is relayed
     assert mock.requests()[-1]["path"] == "/v2/rerank"
+
+
+ANTHROPIC_WEATHER = {"name": "get_weather", "description": "Current weather for a place",
+                     "input_schema": {"type": "object", "properties": {"location": {"type": "string"}},
+                                      "required": ["location"]}}
+
+
+def test_anthropic_tools_passthrough_and_to_an_openai_backend(setup) -> None:
+    client = anthropic_client(setup["gw"])
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    message = client.messages.create(model="claude-model", max_tokens=100, messages=ask, tools=[ANTHROPIC_WEATHER])
+    use = next(b for b in message.content if b.type == "tool_use")
+    assert message.stop_reason == "tool_use" and use.name == "get_weather"
+    # The tool result goes back, and the conversation continues.
+    follow = client.messages.create(model="claude-model", max_tokens=100, tools=[ANTHROPIC_WEATHER], messages=[
+        *ask, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18 C, sunny"}]}])
+    assert follow.content[0].type == "text"
+    # To an OpenAI backend the tools go as OpenAI functions.
+    client.messages.create(model="gpt-model", max_tokens=100, messages=ask, tools=[ANTHROPIC_WEATHER])
+    sent = setup["gpt"].chat_requests()[-1]["body"]
+    assert sent["tools"][0]["type"] == "function" and sent["tools"][0]["function"]["name"] == "get_weather"
+
+
+def test_anthropic_count_tokens_for_an_openai_backend_is_answered_locally(setup) -> None:
+    count = anthropic_client(setup["gw"]).messages.count_tokens(model="gpt-model", messages=HELLO)
+    assert count.input_tokens > 0
+    assert not [r for r in setup["gpt"].requests() if "count_tokens" in r["path"]]
+
+
+def test_anthropic_usage_reaches_the_metrics_once(setup) -> None:
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.support import http_request, wait_for
+
+    gw = setup["gw"]
+
+    def cached_sum() -> float:
+        text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+        return sum(s.value for f in text_string_to_metric_families(text) if f.name == "gen_ai_client_token_usage"
+                   for s in f.samples if s.name.endswith("_sum") and s.labels.get("gen_ai_token_type") == "cached_input"
+                   and s.labels.get("gen_ai_original_model") == "claude-model")
+
+    time.sleep(1.0)  # earlier requests reach the metrics within the workers' half-second flush
+    before = cached_sum()
+    with anthropic_client(gw).messages.stream(model="claude-model", max_tokens=20, messages=HELLO) as stream:
+        stream.get_final_message()
+    assert wait_for(lambda: cached_sum() == before + 7, timeout=5.0), cached_sum() - before
+    time.sleep(1.0)
+    assert cached_sum() == before + 7  # message_start and message_delta both carry it: counted once
+
+
+def test_azure_embeddings(setup) -> None:
+    reply = openai_client(setup["gw"]).embeddings.create(model="azure-model", input="hello")
+    assert reply.data[0].embedding
+    assert setup["azure"].requests()[-1]["path"] == "/openai/deployments/my-deployment/embeddings"

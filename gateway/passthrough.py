@@ -1,0 +1,91 @@
+"""Requests passed to a backend as they are, outside the chat path: vLLM's /tokenize, Anthropic's
+count_tokens and Cohere's rerank. Each goes to the backend the body's model routes to, when that
+backend has the endpoint; the caller answers locally (or with an error) when it does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from core.sniff import SniffError, rewrite_body, sniff
+from gateway.http1 import UpstreamError
+from gateway.proxy import Upstream, attempt, response_headers
+from gateway.state import BackendRuntime, GenerationState
+
+_UNSERVED = frozenset({404, 405, 501})
+
+
+async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes) -> bool:
+    """Send vLLM's /tokenize to the backend the body's model routes to, at the server's root as
+    vLLM serves it; True when the backend answered. A backend that does not serve it is
+    remembered for the rest of the table generation and not asked again."""
+    def path(backend: BackendRuntime) -> bytes | None:
+        ok = backend.provider == "openai" and not backend.tokenize_unserved
+        return b"/tokenize" if ok else None
+    return await _forward_plain(upstream, state, scope, proto, body, path)
+
+
+async def forward_count_tokens(upstream: Upstream, state: GenerationState, scope: Any, proto: Any,
+                               body: bytes) -> bool:
+    """Anthropic's count_tokens, to the Anthropic backend the model routes to; False for other backends."""
+    def path(backend: BackendRuntime) -> bytes | None:
+        if backend.backend.schema != "Anthropic":
+            return None
+        return f"{backend.backend.prefix}/v1/messages/count_tokens".encode("latin-1")
+    return await _forward_plain(upstream, state, scope, proto, body, path)
+
+
+async def forward_rerank(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes) -> bool:
+    """Cohere's rerank, as it is, to the Cohere backend the model routes to; False for other backends."""
+    def path(backend: BackendRuntime) -> bytes | None:
+        return b"/v2/rerank" if backend.backend.schema == "Cohere" else None
+    return await _forward_plain(upstream, state, scope, proto, body, path)
+
+
+async def _forward_plain(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
+                         path_of: Callable[[BackendRuntime], bytes | None]) -> bool:
+    """One request, as it is, to the backend the body's model routes to at the path `path_of` gives."""
+    try:
+        model = sniff(body).model
+    except SniffError:
+        return False
+    if not isinstance(model, str):
+        return False
+    rule = state.router.match(model, scope.headers)
+    if rule is None or rule.error is not None:
+        return False
+    ref = state.pick(rule)
+    backend = ref.backend
+    path = path_of(backend)
+    targets = backend.targets["/chat/completions"] or backend.targets["/messages"]
+    if path is None or not targets:
+        return False
+    target = targets[0]
+    if ref.rewrite and ref.ref.model_override is not None:
+        body = rewrite_body(body, ref.ref.model_override, (), ())
+    head = b"".join((b"POST ", path, target.head, ref.set_lines,
+                     b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)))
+    loop = upstream.pools.loop
+    assert loop is not None
+    result = await attempt(target, head, body, loop.time() + (ref.timeout or 60.0))
+    conn = result.conn
+    if conn is None:
+        return False
+    try:
+        data = result.first + b"".join([c async for c in _rest(conn)]) if result.streaming else await conn.read_all()
+    except UpstreamError:
+        conn.abort()
+        return False
+    try:
+        if conn.status in _UNSERVED and path == b"/tokenize":
+            backend.tokenize_unserved = True
+            return False
+        proto.response_bytes(conn.status, response_headers(conn.headers, backend.name), data)
+        return True
+    finally:
+        conn.release()
+
+
+async def _rest(conn: Any) -> Any:
+    while (chunk := await conn.read_chunk()) is not None:
+        yield chunk
