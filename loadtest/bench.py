@@ -19,6 +19,7 @@ answers correctly and the report is produced.
 from __future__ import annotations
 
 import argparse
+import statistics
 import json
 import os
 import platform
@@ -47,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--moderate-rps", type=float, default=500.0,
                         help="request rate of the fixed moderate load (spread over 4 connections)")
     parser.add_argument("--probe-requests", type=int, default=2000, help="requests for each concurrency-1 probe")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each measurement per target; the report keeps each figure's median, since "
+                             "a shared machine's noise moves single runs by ±10%% (1 with --quick)")
     parser.add_argument("--targets", default="direct,modelyard,modelyard-10k,modelyard-features,nginx,envoy,litellm",
                         help="comma-separated subset to run")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
@@ -103,12 +107,31 @@ def _machine(cores: list[int]) -> dict[str, Any]:
     return {"cpu": model, "cores": len(cores), "kernel": platform.release(), "host": platform.node()}
 
 
+_SUMMED = ("errors", "requests")  # counts: every run's failures must show, not the median run's
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median across repeated runs (counts summed, labels from the first run)."""
+    out: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        values = [r.get(key) for r in runs]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if key in _SUMMED:
+            out[key] = sum(numbers)
+        elif numbers and not isinstance(first, str):
+            out[key] = statistics.median(numbers)
+        else:
+            out[key] = first
+    return out
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.quick = args.quick
         self.seconds = 1.0 if args.quick else args.seconds
         self.probe_n = 100 if args.quick else args.probe_requests
+        self.repeat = 1 if args.quick else max(1, getattr(args, "repeat", 1))
         self.work = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
         self.cores = _cores()
         self.results: dict[str, Any] = {"targets": {}, "skipped": {}, "scaling": {}, "checks": []}
@@ -160,14 +183,18 @@ class Bench:
         entry: dict[str, Any] = {"label": label, "url": url, "model": model}
         for kind, stream in (("chat", False), ("stream", True)):
             body = loadgen.chat_body(model, stream)
-            probe = loadgen.probe(url, body, model, self.probe_n)
-            if probe.failures:
-                raise RuntimeError(f"{name}: {len(probe.failures)} probe failures, first: {probe.failures[0]}")
-            entry[kind] = {
-                "max": self._throughput(svc, url, model, stream),
-                "c1": probe.summary(),
-                "moderate": self._moderate(url, model, stream),
-            }
+            runs: list[dict[str, Any]] = []
+            for _ in range(self.repeat):
+                probe = loadgen.probe(url, body, model, self.probe_n)
+                if probe.failures:
+                    raise RuntimeError(f"{name}: {len(probe.failures)} probe failures, first: {probe.failures[0]}")
+                runs.append({
+                    "max": self._throughput(svc, url, model, stream),
+                    "c1": probe.summary(),
+                    "moderate": self._moderate(url, model, stream),
+                })
+            entry[kind] = {part: median_of([r[part] for r in runs]) for part in ("max", "c1", "moderate")}
+            entry[kind]["runs"] = len(runs)
         if running is not None:
             entry["rss_mb"] = max((peak_rss_mb(p) for p in running.worker_pids), default=0.0)
         return entry
@@ -182,7 +209,7 @@ class Bench:
         proxy_cores, load_cores = split
         os.sched_setaffinity(0, load_cores)  # the harness and its probes stay off the proxy's core
         self.results.update(machine=_machine(self.cores), versions=_versions(), proxy_cores=proxy_cores, load_cores=load_cores,
-                            command=" ".join(["modelyard bench", *sys.argv[2:]]), quick=self.quick,
+                            command=" ".join(["modelyard bench", *sys.argv[2:]]), quick=self.quick, repeat=self.repeat,
                             load_tool="wrk" if loadgen.have_wrk() else "python (wrk not installed)",
                             started=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
         mock_port = free_port()

@@ -65,6 +65,8 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         f"Proxy pinned to core(s) {results['proxy_cores']}; mock and load generator on {results['load_cores']}. "
         f"Load generator: {results['load_tool']}.{' Quick mode: about a second per measurement, not for comparison.' if results['quick'] else ''}",
         "", f"Command: `{results['command']}`", "",
+        f"Each figure is the median of {results.get('repeat', 1)} run(s) of its measurement; failed requests are "
+        "summed over all of them.", "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
         "## Throughput and added latency", "",
         "Per core = requests/s divided by the cores the proxy's processes used (their CPU time over the wall clock). "
