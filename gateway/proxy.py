@@ -239,7 +239,6 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     timeout = ref.timeout
     started = loop.time()
     deadline = started + timeout if timeout is not None else None
-    retries = 0
     while True:
         tried.append(target)
         model = ref.ref.model_override or o.model
@@ -295,7 +294,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
             retriable = False
             board.success(target.health)
         nxt = None
-        if retriable and retries < retry.retries and (deadline is None or loop.time() < deadline):
+        if retriable and o.retries < retry.retries and (deadline is None or loop.time() < deadline):
             if retry.per_priority and fixed is None:
                 p = ref.ref.priority
                 per_priority[p] = per_priority.get(p, 0) + 1
@@ -310,9 +309,8 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
         metrics.RETRIES.inc((route.name, ref.backend.name, reason))
         if conn is not None:
             conn.abort()  # its answer is not wanted; a fresh connection is cheaper than reading it
-        retries += 1
         if retry.backoff:
-            pause = random.random() * min(retry.backoff * (2 ** (retries - 1)), retry.backoff_max or retry.backoff)
+            pause = random.random() * min(retry.backoff * (2 ** (o.retries - 1)), retry.backoff_max or retry.backoff)
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - loop.time()))
             await asyncio.sleep(pause)
