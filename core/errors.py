@@ -26,3 +26,25 @@ def openai_error(status: int, message: str, code: str | None = None, param: str 
 def sse_error_event(message: str, code: str) -> bytes:
     """An SSE event that OpenAI clients surface as an APIError when a stream fails midway."""
     return b"data: " + _encode({"error": {"message": message, "type": "server_error", "param": None, "code": code}}) + b"\n\n"
+
+
+# HTTP status -> Anthropic error type, as Anthropic's API documents them.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",  # what an OpenAI-compatible server means by 503
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error(status: int, message: str) -> bytes:
+    """The body Anthropic returns for an error: {"type": "error", "error": {"type", "message"}}."""
+    etype = ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return _encode({"type": "error", "error": {"type": etype, "message": message}})

@@ -18,20 +18,18 @@ from urllib.parse import quote
 
 import msgspec
 
-from core.errors import openai_error, sse_error_event
+from core.errors import anthropic_error, openai_error, sse_error_event
 from core.router import RuleRuntime
 from core.sniff import Sniffed, rewrite_body, wants_usage, with_usage_requested
-from core.usage import StreamUsage, Usage, first_event_model, from_body
+from core.usage import StreamUsage, first_event_model, from_body
 from core.table import RetryPolicy
 from gateway import metrics
 from gateway.accounting import MAX_KEPT, Outcome
 from gateway.http1 import Connection, UpstreamError
 from gateway.state import UNSUPPORTED, GenerationState, Pools, RefRuntime, RouteRuntime, Target
 from gateway.translators import TranslationError
-from gateway.translators.anthropic_openai import anthropic_error, anthropic_error_event
-from gateway.translators.common import loads_object
-from gateway.translators.openai_anthropic import AnthropicStreamToOpenAI as ANTHROPIC_TO_OPENAI_STREAM
-from gateway.translators.openai_anthropic import usage_of as anthropic_usage_of
+from gateway.translators.anthropic_openai import anthropic_error_event
+from gateway.stream_trackers import AnthropicStreamUsage, Translated, anthropic_usage
 
 JSON_HEADERS = [("content-type", "application/json")]
 BACKEND_HEADER = "x-ai-gateway-backend"
@@ -403,9 +401,9 @@ async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRu
     tracker: Any = None
     if status < 300:
         if translator is not None:
-            tracker = _Translated(translator.stream(client_wants_usage))
+            tracker = Translated(translator.stream(client_wants_usage))
         elif client == "anthropic":
-            tracker = _AnthropicUsage()
+            tracker = AnthropicStreamUsage()
         else:
             tracker = StreamUsage(strip)
     kept: list[bytes] | None = [] if tracker is not None else None
@@ -441,61 +439,6 @@ async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRu
             o.answer = kept
             if kept and client == "openai" and translator is None:
                 o.response_model = first_event_model(kept[0])  # the first event names it too
-
-
-class _Translated:
-    """A stream translator behind the same feed/flush/usage face as StreamUsage."""
-
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-
-    def feed(self, chunk: bytes) -> bytes:
-        return self.inner.feed(chunk)
-
-    def flush(self) -> bytes:
-        return self.inner.end()
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.inner.usage
-
-    @property
-    def model(self) -> str | None:
-        return self.inner.model
-
-
-class _AnthropicUsage:
-    """Usage of an Anthropic stream relayed unchanged (read with the translator's event parser)."""
-
-    __slots__ = ("shadow",)
-
-    def __init__(self) -> None:
-        self.shadow = ANTHROPIC_TO_OPENAI_STREAM(True)
-
-    def feed(self, chunk: bytes) -> bytes:
-        self.shadow.feed(chunk)
-        return chunk
-
-    def flush(self) -> bytes:
-        return b""
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.shadow.usage
-
-    @property
-    def model(self) -> str | None:
-        return self.shadow.model
-
-
-def anthropic_usage(data: bytes) -> tuple[Usage | None, str | None]:
-    """Usage and model of a whole Anthropic Messages answer."""
-    msg = loads_object(data)
-    if msg is None or not isinstance(msg.get("usage"), dict):
-        return None, None
-    return anthropic_usage_of(msg["usage"]), msg.get("model")
 
 
 def _is_sse(conn: Connection) -> bool:

@@ -22,20 +22,11 @@ from typing import Any
 
 import msgspec
 
-from core.errors import openai_error
+from core.errors import anthropic_error, openai_error
 from core.tokenizer import TokenCounter, TokenizerError, message_texts
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
-
-_ANTHROPIC_TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "request_too_large"}
-
-
-def anthropic_error(status: int, message: str) -> bytes:
-    """The body Anthropic returns for an error: {"type": "error", "error": {"type", "message"}}."""
-    etype = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return _encode({"type": "error", "error": {"type": etype, "message": message}})
-
 
 class _BadRequest(ValueError):
     def __init__(self, message: str, param: str | None = None):

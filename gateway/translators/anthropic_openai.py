@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.errors import ANTHROPIC_ERROR_TYPES, anthropic_error
 from core.usage import Usage
 
 from .common import (
@@ -53,27 +54,7 @@ STOP_REASONS = {
     "content_filter": "refusal",
 }
 
-# HTTP status -> Anthropic error type, as Anthropic's API documents them.
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    503: "overloaded_error",  # what an OpenAI-compatible server means by 503
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
 __all__ = ["AnthropicToOpenAI", "anthropic_error", "anthropic_error_event", "anthropic_usage", "stop_reason"]
-
-
-def anthropic_error(status: int, message: str) -> bytes:
-    etype = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return dumps({"type": "error", "error": {"type": etype, "message": message}})
 
 
 def anthropic_error_event(message: str, etype: str = "api_error") -> bytes:
@@ -487,8 +468,8 @@ class OpenAIStreamToAnthropic:
 
 def _stream_error_type(err: dict[str, Any]) -> str:
     code = err.get("code")
-    if isinstance(code, int) and code in ERROR_TYPES:
-        return ERROR_TYPES[code]
+    if isinstance(code, int) and code in ANTHROPIC_ERROR_TYPES:
+        return ANTHROPIC_ERROR_TYPES[code]
     etype = err.get("type")
     if etype in ("rate_limit_error", "invalid_request_error", "authentication_error", "permission_error"):
         return etype
