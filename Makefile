@@ -14,15 +14,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 install: tools
 	$(PIP) install --quiet -e '.[test]'
 
-# The benchmark's load generator and its nginx baseline come from Debian's packages. Best effort:
-# without them (no root, no apt) the benchmark test falls back to its built-in load generator
-# and reports nginx as not measured.
+# The benchmark's load generator, its nginx baseline and valgrind (instructions per request) come
+# from Debian's packages. Best effort: without them (no root, no apt) the benchmark test falls back
+# to its built-in load generator and reports nginx and the instruction counts as not measured.
 tools:
-	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+	@command -v wrk >/dev/null && command -v nginx >/dev/null && command -v valgrind >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    apt-get update -qq >/dev/null 2>&1 && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx-light >/dev/null 2>&1; } || \
-	  echo "note: wrk and nginx are not installed; the benchmark test runs without them"
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx-light valgrind >/dev/null 2>&1; } || \
+	  echo "note: wrk, nginx or valgrind is not installed; the benchmark test runs without them"
 
 demo:
 	$(PIP) install --quiet -e .

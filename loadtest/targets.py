@@ -89,22 +89,23 @@ class Modelyard(Target):
         self.name, self.label = name, label
         self.models, self.features, self.workers = models, features, workers
 
-    def start(self, cores: list[int], work: Path, mock_port: int) -> Running:
-        port, admin = free_port(), free_port()
-        args = ["run", "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin),
-                "--workers", str(self.workers), "--log-level", "warning"]
+    def config_args(self, work: Path, mock_port: int) -> tuple[list[str], str]:
+        """The gateway's configuration arguments for this variant, and the model to request."""
         if self.features:
             # The shared example, unchanged: credentials injected from a Secret, llmRequestCosts (so usage is
             # read from every answer and requested in every stream), metrics, and the access log to a file.
-            args += ["--config", str(EXAMPLES / "nrp-models-config"), "--resolve", f"{NRP_HOST}=127.0.0.1:{mock_port}",
-                     "--access-log", str(work / f"{self.name}-access.log")]
-            model = "qwen3"
-        else:
-            args += ["--access-log", "off"]  # accounting off, for the on/off ratio
-            conf = work / f"{self.name}.yaml"
-            conf.write_text(models_config(mock_port, self.models))
-            args += ["--config", str(conf)]
-            model = f"model-{self.models // 2}"
+            return ["--config", str(EXAMPLES / "nrp-models-config"), "--resolve", f"{NRP_HOST}=127.0.0.1:{mock_port}",
+                    "--access-log", str(work / f"{self.name}-access.log")], "qwen3"
+        conf = work / f"{self.name}.yaml"
+        conf.write_text(models_config(mock_port, self.models))
+        # Accounting off, for the on/off ratio.
+        return ["--access-log", "off", "--config", str(conf)], f"model-{self.models // 2}"
+
+    def start(self, cores: list[int], work: Path, mock_port: int) -> Running:
+        port, admin = free_port(), free_port()
+        config, model = self.config_args(work, mock_port)
+        args = ["run", "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin),
+                "--workers", str(self.workers), "--log-level", "warning", *config]
         svc = Service(self.name, modelyard_argv(*args), cores, work / f"{self.name}.log")
         svc.wait_port(port)
         _wait_workers(svc, self.workers)

@@ -8,11 +8,16 @@ request under load fails.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from loadtest import instructions
+from loadtest.targets import Modelyard
 from tests.support import REPO
 
 EXPECTED = ["direct", "modelyard", "modelyard-10k", "modelyard-features"]
@@ -67,3 +72,19 @@ def test_bench_without_wrk_uses_its_built_in_load_generator(tmp_path: Path) -> N
     assert all(t[k]["max"]["tool"] == "python" and t[k]["max"]["requests"] > 0
                for t in results["targets"].values() for k in ("chat", "stream"))
     assert "Load generator: python" in (out / "report.md").read_text()
+
+
+@pytest.mark.skipif(instructions.unavailable() is not None, reason="valgrind is not installed")
+def test_instructions_per_request_are_counted_under_callgrind(tmp_path: Path, start_mock) -> None:
+    # The same count the full benchmark makes, over a few requests: the worker runs under valgrind,
+    # answers correctly, and its instructions per request come back from callgrind's dump.
+    mock = start_mock()
+    target = Modelyard("modelyard", "Modelyard, 1 worker, 10 models")
+    config, model = target.config_args(tmp_path, mock.port)
+    counted = instructions.count("modelyard", config, model, 20, sorted(os.sched_getaffinity(0)), tmp_path)
+    for kind in ("chat", "stream"):
+        assert counted[kind]["failures"] == 0, counted
+        # Tens of thousands at the least (HTTP parsing both ways, routing, the upstream call); far
+        # from the per-process start-up cost that a dump of the wrong process or thread would show.
+        assert 20_000 < counted[kind]["instructions"] < 20_000_000, counted
+    assert counted["stream"]["instructions"] > counted["chat"]["instructions"]  # 20 chunks relayed and scanned
