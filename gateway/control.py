@@ -61,10 +61,17 @@ def setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
+CONTROL_NICE = 10
+
+
 def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | None = None) -> int:
     """Entry point of the control process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us in order
     setproctitle.setproctitle("modelyard control")
+    # The control plane takes only the CPU the workers leave: it shares their cores, and its work
+    # (compiling a reload, loading a tokenizer, counting tokens, answering a scrape) can run for
+    # a second at a time, which at the workers' priority would stall requests behind it.
+    os.nice(CONTROL_NICE)
     setup_logging(opts.log_level)
     from gateway import metrics
 

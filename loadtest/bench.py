@@ -304,18 +304,25 @@ class Bench:
         for workers in (int(w) for w in args.scaling.split(",") if w.strip()):
             split = _split_cores(self.cores, workers)
             if split is None:
-                self.results["skipped"][f"scaling-{workers}"] = (
-                    f"{workers} workers need more than {len(self.cores)} cores to keep load and mock apart")
-                continue
+                if workers > len(self.cores):
+                    self.results["skipped"][f"scaling-{workers}"] = (
+                        f"{workers} workers need more than {len(self.cores)} cores to keep load and mock apart")
+                    continue
+                # As many workers as cores: they share them with the load generator and the mock. The
+                # throughput means little then, but the throughput per core (from the workers' own CPU
+                # time) still shows whether workers cost more together than alone.
+                split = (self.cores, self.cores)
             proxy_cores, load_cores = split
-            print(f"bench: scaling, {workers} worker(s) on cores {proxy_cores}", flush=True)
+            shared = bool(set(proxy_cores) & set(load_cores))
+            print(f"bench: scaling, {workers} worker(s) on cores {proxy_cores}"
+                  f"{' (shared with load and mock)' if shared else ''}", flush=True)
             target = Modelyard(f"scaling-{workers}", f"Modelyard, {workers} workers", workers=workers)
             running = target.start(proxy_cores, self.work, mock_port)
             try:
                 self._check(target.name, running.url, running.model)
                 result = self._throughput(running.service, running.url, running.model, False,
                                           connections=max(args.connections, 32 * workers))
-                self.results["scaling"][str(workers)] = {**result, "proxy_cores": proxy_cores}
+                self.results["scaling"][str(workers)] = {**result, "proxy_cores": proxy_cores, "shared": shared}
             finally:
                 running.service.stop()
 

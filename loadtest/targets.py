@@ -172,10 +172,10 @@ class Envoy(Target):
     def available(self) -> str | None:
         return None if shutil.which("envoy") else "no envoy binary on PATH"
 
-    def start(self, cores: list[int], work: Path, mock_port: int) -> Running:
-        port, admin = free_port(), free_port()
-        conf = work / "envoy.yaml"
-        conf.write_text(textwrap.dedent(f"""\
+    @staticmethod
+    def config(port: int, admin: int, mock_port: int, model: str = "model-5") -> str:
+        """A static bootstrap: one listener whose route matches the model header, one cluster (the mock)."""
+        return textwrap.dedent(f"""\
             admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
             static_resources:
               listeners:
@@ -194,7 +194,7 @@ class Envoy(Target):
                         - name: all
                           domains: ["*"]
                           routes:
-                          - match: {{prefix: "/", headers: [{{name: x-ai-eg-model, string_match: {{exact: model-5}}}}]}}
+                          - match: {{prefix: "/", headers: [{{name: x-ai-eg-model, string_match: {{exact: {model}}}}}]}}
                             route: {{cluster: mock, timeout: 60s}}
               clusters:
               - name: mock
@@ -204,7 +204,12 @@ class Envoy(Target):
                   endpoints:
                   - lb_endpoints:
                     - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {mock_port}}}}}}}
-            """))
+            """)
+
+    def start(self, cores: list[int], work: Path, mock_port: int) -> Running:
+        port, admin = free_port(), free_port()
+        conf = work / "envoy.yaml"
+        conf.write_text(self.config(port, admin, mock_port))
         svc = Service(self.name, ["envoy", "-c", str(conf), "--concurrency", "1", "--log-level", "warn"], cores,
                       work / "envoy.log")
         svc.wait_port(port)

@@ -26,6 +26,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.control import CONTROL_NICE
 from tests.conftest import Gateway, Mock, openai_backend, route, write_config
 from tests.support import Proc, free_port, http_request, modelyard, wait_for, wait_http
 
@@ -580,6 +581,25 @@ def test_killed_worker_is_replaced(gw: Gateway, mock: Mock) -> None:
     client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
     assert [m.id for m in client.models.list()] == ["alpha"]
     assert gw.proc.alive()
+
+
+def _nice(pid: int, tid: int | None = None) -> int:
+    stat = Path(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[16])  # field 19 of proc(5)
+
+
+def test_control_process_yields_the_cpu_to_the_workers(gw: Gateway) -> None:
+    # The control plane shares the workers' cores; a reload's compile or a tokenizer load must not
+    # stall requests, so it runs niced, every thread of it, and the workers do not.
+    control = control_pid(gw)
+    assert control is not None
+    # A /tokenize no backend serves is answered by the control process's token service threads.
+    status, _, _ = http_request(gw.port, "POST", "/tokenize", {"model": "alpha", "prompt": "hi"})
+    assert status == 200
+    threads = [int(t) for t in os.listdir(f"/proc/{control}/task")]
+    assert len(threads) > 1 and {_nice(control, t) for t in threads} == {CONTROL_NICE}
+    workers = [w["pid"] for w in gw.config()["workers"]]
+    assert workers and all(_nice(w) == 0 for w in workers)
 
 
 def test_killed_control_process_is_restarted(gw: Gateway, conf_dir: Path) -> None:
