@@ -103,6 +103,17 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def failures(results: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Requests that failed under load, by target and kind, over all rounds."""
+    out: dict[str, dict[str, int]] = {}
+    for name, t in results["targets"].items():
+        for kind in ("chat", "stream"):
+            n = t[kind]["max"]["errors"] + t[kind]["moderate"]["errors"]
+            if n:
+                out.setdefault(name, {})[kind] = n
+    return out
+
+
 def markdown(results: dict[str, Any], plots: list[str]) -> str:
     m, v = results["machine"], results["versions"]
     lines = [
@@ -146,6 +157,11 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         mc = direct["mock_cost"]
         lines += ["", f"The mock itself served {_f(mc['rps'])} req/s direct using {_f(mc['cpu_cores'], 2)} cores "
                   f"({_f(mc['per_core'])} req/s per core), beside the load generator on the same core(s)."]
+    failed = failures(results)
+    if failed:
+        lines += ["", "Requests that failed under load (all rounds): " + "; ".join(
+            f"{results['targets'][n]['label']}: " + ", ".join(f"{c} {k}" for k, c in kinds.items())
+            for n, kinds in failed.items()) + "."]
     lines += ["", "## Goals", "", "Each goal is judged on the median of its figure within each round (listed in "
               "brackets), every round measuring all targets back to back.", "",
               "| goal | measured | met |", "|---|---:|:---:|"]
@@ -232,6 +248,7 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
                 ax.annotate("cores shared\nwith load", (w, s["rps"]), textcoords="offset points", xytext=(0, 8),
                             ha="center", fontsize=8)
         ax.set_xticks(workers)
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("workers")
         ax.set_ylabel("requests/s")
         ax.set_title("Worker scaling, non-streaming chat")
