@@ -241,12 +241,12 @@ class Bench:
                 Nginx(), Envoy(), LiteLLM(),
             ]
             targets: list[Target] = []
-            for target in catalogue:
-                why = target.available() if target.name in wanted else None
+            for target in (t for t in catalogue if t.name in wanted):
+                why = target.available()
                 if why:
                     print(f"bench: skipping {target.name}: {why}", flush=True)
                     self.results["skipped"][target.name] = why
-                elif target.name in wanted:
+                else:
                     targets.append(target)
             # Rounds: every target once per round, back to back, so that the ratios the goals are
             # judged on compare figures taken minutes apart, not the length of the whole run.
@@ -276,8 +276,10 @@ class Bench:
                 rounds.append(this)
             self.results["rounds"] = rounds
             labels = {"direct": "direct to the mock", **{t.name: t.label for t in catalogue}}
-            for name in [n for n in ("direct", *labels) if any(n in r for r in rounds)]:
-                self.results["targets"][name] = combine_rounds(labels[name], [r[name] for r in rounds if name in r])
+            for name, label in labels.items():
+                runs = [r[name] for r in rounds if name in r]
+                if runs:
+                    self.results["targets"][name] = combine_rounds(label, runs)
             self._instructions([t for t in targets if isinstance(t, Modelyard)], mock_port, load_cores)
             self._scaling(args, mock_port)
         finally:
