@@ -1,18 +1,24 @@
 # Two entry points, each works on a fresh machine with Python 3.11+, pip and make:
-#   make demo   installs the gateway and starts it on a demo config with the bundled mock backend
-#   make test   installs the gateway with its test extras and runs the whole test suite
+#   make demo   installs the gateway into .venv and starts it on a demo config with the bundled mock backend
+#   make test   installs the gateway with its test extras into .venv and runs the whole test suite
 PYTHON ?= python3
-PIP := $(PYTHON) -m pip
-# No virtual environment is assumed: allow installing next to a distribution's Python
-# (PEP 668) and keep pip quiet about running as root or about its own version.
-export PIP_BREAK_SYSTEM_PACKAGES := 1
-export PIP_ROOT_USER_ACTION := ignore
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 1975
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_ROOT_USER_ACTION := ignore
 
 .PHONY: demo test install tools
 
-install: tools
-	$(PIP) install --quiet -e '.[test]'
+# The virtual environment keeps the system Python untouched (PEP 668). Debian's python3 ships
+# venv without ensurepip unless python3-venv is installed: then the venv is made without pip
+# and the system's pip installs pip into it.
+$(PY):
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  $(PYTHON) -m venv --without-pip $(VENV) && $(PYTHON) -m pip --python $(PY) install --quiet pip; }
+
+install: $(PY) tools
+	$(PY) -m pip install --quiet -e '.[test]'
 
 # The benchmark's load generator, its nginx baseline and valgrind (instructions per request) come
 # from Debian's packages. Best effort: without them (no root, no apt) the benchmark test falls back
@@ -24,9 +30,9 @@ tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx-light valgrind >/dev/null 2>&1; } || \
 	  echo "note: wrk, nginx or valgrind is not installed; the benchmark test runs without them"
 
-demo:
-	$(PIP) install --quiet -e .
-	$(PYTHON) -m gateway demo
+demo: $(PY)
+	$(PY) -m pip install --quiet -e .
+	$(PY) -m gateway demo --port $(PORT)
 
 test: install
-	$(PYTHON) -m pytest -q
+	$(PY) -m pytest -q
