@@ -50,45 +50,97 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelyard", description="An AI gateway for Envoy AI Gateway resources.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def version() -> str:
+    """The installed distribution's version, else (a source tree without install) pyproject.toml's."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    try:
+        return dist_version("modelyard")
+    except PackageNotFoundError:
+        pass
+    try:
+        import tomllib
+        with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+            return str(tomllib.load(f)["project"]["version"]) + "+source"
+    except (OSError, KeyError, ValueError):
+        return "unknown"
 
-    run = sub.add_parser("run", help="start the gateway")
+
+RUN_EXAMPLES = """examples:
+  modelyard run --backend http://127.0.0.1:11434/v1    # every model to one backend, no config
+  modelyard run --config /etc/modelyard --workers 4     # a directory of YAML, watched for edits
+  modelyard run -c config/demo --resolve mock.demo.internal:8000=127.0.0.1:8000  # modelyard mock's port
+  OPENAI_BASE_URL=https://api.openai.com/v1 OPENAI_API_KEY=sk-... modelyard run
+"""
+
+CHECK_EXAMPLES = """examples:
+  modelyard check config/demo                   # exit 0 and a line per route, or exit 1 and every error
+  modelyard check /etc/modelyard extra-routes.yaml
+"""
+
+MOCK_EXAMPLES = """examples:
+  modelyard mock --port 8000 --model demo-chat --ttft-ms 200 --itl-ms 20
+  modelyard mock --port 8001 --status 429 --retry-after 2   # a rate-limited backend
+  modelyard mock --port 8002 --api anthropic --api-key sk-test --cache-read 100
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelyard", description="An AI gateway for Envoy AI Gateway resources.",
+        epilog="Run `modelyard COMMAND --help` for a command's options and examples.")
+    parser.add_argument("--version", action="version", version=f"modelyard {version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    raw = argparse.RawDescriptionHelpFormatter
+    run = sub.add_parser("run", help="start the gateway", description="Start the gateway.",
+                         epilog=RUN_EXAMPLES, formatter_class=raw)
     run.add_argument("--config", "-c", action="append", default=[], metavar="PATH",
-                     help="a YAML file or a directory of them (repeatable); watched for changes")
+                     help="a YAML file or a directory of them (repeatable); watched for changes (default: none, "
+                          "see --backend)")
     run.add_argument("--backend", metavar="URL",
                      help="a default OpenAI-compatible backend for every model no rule matches "
-                          "(with no --config: for every model), e.g. http://127.0.0.1:11434/v1")
+                          "(with no --config: for every model). Default: none with --config; without it "
+                          "$OPENAI_BASE_URL (sending $OPENAI_API_KEY), else a local Ollama at " + OLLAMA_URL)
     run.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     run.add_argument("--port", type=int, help="data-plane port (default: the Gateway listener's port, else 1975)")
-    run.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT, help="admin port (default 1064)")
+    run.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT,
+                     help="port of /healthz, /readyz, /metrics and /config (default %(default)s)")
     run.add_argument("--workers", type=_positive, default=default_workers(),
                      help="worker processes (default: the number of usable cores)")
     run.add_argument("--resolve", action="append", default=[], type=_resolve_arg, metavar="HOST:PORT=ADDR:PORT",
-                     help="connect to ADDR:PORT wherever a backend names HOST:PORT (repeatable), like curl's option")
+                     help="connect to ADDR:PORT wherever a backend names HOST:PORT (repeatable), like curl's option "
+                          "(default: none)")
     run.add_argument("--retries", type=int, default=2, metavar="N",
                      help="retries per request on the next eligible backend (default 2; a route may say otherwise)")
     run.add_argument("--allow-backend-header", action="store_true",
                      help="let clients pick a backend with x-ai-gateway-backend: NAME, among those the "
-                          "matched route's rules reference (routes may opt in or out by annotation)")
+                          "matched route's rules reference (default: off; routes may opt in or out by annotation)")
     run.add_argument("--access-log", default="-", metavar="PATH",
                      help="one JSON line per request: - for stdout (default), a file, or off")
     run.add_argument("--metrics-header", action="append", default=[], type=_header_label, metavar="HEADER[=LABEL]",
                      help="add a request header's value as a label of the gen_ai_* metrics (repeatable), "
-                          "e.g. x-tenant-id=tenant")
+                          "e.g. x-tenant-id=tenant (default: none)")
     run.add_argument("--tokenizer", action="append", default=[], type=_tokenizer_arg, metavar="PATTERN=PATH",
                      help="count tokens for models matching PATTERN (a glob) with this tokenizer.json or model "
                           "folder, when a backend reports no usage (repeatable; default: a Qwen tokenizer)")
-    run.add_argument("--grace", type=float, default=30.0, help="seconds to drain in-flight requests on SIGTERM")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                     help="seconds to let in-flight requests and streams finish on SIGTERM (default 30)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                     help="least severe log messages shown (default info)")
 
-    check = sub.add_parser("check", help="validate configuration without starting anything")
-    check.add_argument("paths", nargs="+", metavar="PATH")
+    check = sub.add_parser("check", help="validate configuration without starting anything",
+                           description="Validate configuration without starting anything.",
+                           epilog=CHECK_EXAMPLES, formatter_class=raw)
+    check.add_argument("paths", nargs="+", metavar="PATH",
+                       help="a YAML file or a directory of them, as for run --config (at least one)")
 
     from loadtest import mock_backend
 
-    mock = sub.add_parser("mock", help="start the mock OpenAI-compatible backend")
+    mock = sub.add_parser("mock", help="start the mock OpenAI-compatible backend",
+                          description="Start the mock OpenAI-compatible (or Anthropic or Azure) backend\n"
+                                      "that the tests and benchmarks use.", epilog=MOCK_EXAMPLES, formatter_class=raw)
     mock_backend.add_arguments(mock)
 
     from loadtest import bench
@@ -97,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(bench_cmd)
 
     demo = sub.add_parser("demo", help="start the bundled mock backend and the gateway on a demo config")
-    demo.add_argument("--port", type=int, default=1975)
-    demo.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT)
-    demo.add_argument("--workers", type=_positive, default=min(2, default_workers()))
+    demo.add_argument("--port", type=int, default=1975, help="the gateway's data-plane port (default 1975)")
+    demo.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT,
+                      help="the gateway's admin port (default %(default)s)")
+    demo.add_argument("--workers", type=_positive, default=min(2, default_workers()),
+                      help="gateway worker processes (default 2, or 1 on a single core)")
     return parser
 
 

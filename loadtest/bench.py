@@ -41,28 +41,30 @@ STREAM_CHUNKS = 20  # tokens per response: 20 content chunks per stream
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="loadtest/results/latest", metavar="DIR", help="where the report goes")
-    parser.add_argument("--quick", action="store_true", help="about a second per measurement (CI)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
-    parser.add_argument("--connections", type=int, default=32, help="connections for the throughput runs")
+    parser.add_argument("--out", default="loadtest/results/latest", metavar="DIR",
+                        help="where the report goes (default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="about a second per measurement, for CI (default: off)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of each throughput run (default 10)")
+    parser.add_argument("--connections", type=int, default=32, help="connections for the throughput runs (default 32)")
     parser.add_argument("--moderate-rps", type=float, default=500.0,
-                        help="request rate of the fixed moderate load (spread over 4 connections)")
-    parser.add_argument("--probe-requests", type=int, default=2000, help="requests for each concurrency-1 probe")
+                        help="request rate of the fixed moderate load, spread over 4 connections (default 500)")
+    parser.add_argument("--probe-requests", type=int, default=2000,
+                        help="requests for each concurrency-1 probe (default 2000)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each measurement per target; the report keeps each figure's median, since "
-                             "a shared machine's noise moves single runs by ±10%% (1 with --quick)")
+                             "a shared machine's noise moves single runs by ±10%% (default 3; 1 with --quick)")
     parser.add_argument("--targets", default="direct,modelyard,modelyard-10k,modelyard-features,nginx,envoy,litellm",
-                        help="comma-separated subset to run")
+                        help="comma-separated subset to run (default: all: %(default)s)")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                         help="instead of the comparison: hold Modelyard at 70%% of its max throughput this long "
-                             "and record its workers' RSS (writes soak.json and soak.md)")
+                             "and record its workers' RSS (writes soak.json and soak.md; default 0: no soak)")
     parser.add_argument("--load-tool", choices=["auto", "wrk", "python"], default="auto",
-                        help="auto: wrk when installed, else the built-in generator")
-    parser.add_argument("--scaling", default="1,2,4,8", help="worker counts for the scaling runs")
+                        help="auto (the default): wrk when installed, else the built-in generator")
+    parser.add_argument("--scaling", default="1,2,4,8", help="worker counts for the scaling runs (default 1,2,4,8)")
     parser.add_argument("--instructions", type=int, default=300, metavar="REQUESTS",
                         help="count a Modelyard worker's instructions per request under callgrind over this many "
                              "requests of each kind, for each Modelyard variant (0: skip; needs valgrind; "
-                             "not in --quick mode)")
+                             "not in --quick mode; default 300)")
 
 
 def _cores() -> list[int]:

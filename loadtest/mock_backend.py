@@ -516,29 +516,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME",
                         help="model to serve (repeatable); others get 404 model_not_found. Default: any model")
     parser.add_argument("--latency-ms", type=_non_negative, default=0.0, metavar="N",
-                        help="delay before a non-streaming response")
+                        help="delay before a non-streaming response (default 0)")
     parser.add_argument("--ttft-ms", type=_non_negative, default=0.0, metavar="N",
-                        help="delay before the first streamed chunk")
+                        help="delay before the first streamed chunk (default 0)")
     parser.add_argument("--itl-ms", type=_non_negative, default=0.0, metavar="N",
-                        help="delay between streamed token chunks")
-    parser.add_argument("--tokens", type=int, default=16, metavar="N", help="completion tokens per response")
+                        help="delay between streamed token chunks (default 0)")
+    parser.add_argument("--tokens", type=int, default=16, metavar="N",
+                        help="completion tokens per response (default 16)")
     parser.add_argument("--error-rate", type=_fraction, default=0.0, metavar="F",
-                        help="fraction of requests answered 500 server_error")
+                        help="fraction of requests answered 500 server_error (default 0)")
     parser.add_argument("--stall-rate", type=_fraction, default=0.0, metavar="F",
-                        help="fraction of requests never answered")
-    parser.add_argument("--name", default="mock", help="value of the x-mock-name response header")
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="Granian worker processes")
-    parser.add_argument("--tls-cert", default=None, metavar="PATH", help="serve HTTPS with this certificate")
+                        help="fraction of requests never answered (default 0)")
+    parser.add_argument("--name", default="mock", help="value of the x-mock-name response header (default mock)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="Granian worker processes (default 1)")
+    parser.add_argument("--tls-cert", default=None, metavar="PATH",
+                        help="serve HTTPS with this certificate (default: plain HTTP)")
     parser.add_argument("--tls-key", default=None, metavar="PATH", help="private key for --tls-cert")
-    parser.add_argument("--embedding-dim", type=int, default=8, metavar="N", help="embedding vector length")
+    parser.add_argument("--embedding-dim", type=int, default=8, metavar="N", help="embedding vector length (default 8)")
     parser.add_argument("--status", type=_error_status, default=None, metavar="N",
-                        help="answer every chat/completions/embeddings POST with this error status (400..599)")
+                        help="answer every chat/completions/embeddings POST with this error status (400..599; "
+                             "default: answer normally)")
     parser.add_argument("--retry-after", type=_count, default=None, metavar="SECONDS",
                         help="retry-after header on --status answers and on every 429/503 (default: 1 on 429 only)")
     parser.add_argument("--hang", action="store_true",
-                        help="never answer a chat/completions/embeddings POST")
+                        help="never answer a chat/completions/embeddings POST (default: off)")
     parser.add_argument("--die-after", type=_count, default=None, metavar="N",
-                        help="cut streamed responses after N token chunks (x-mock-die-after wins)")
+                        help="cut streamed responses after N token chunks (default: never; x-mock-die-after wins)")
     parser.add_argument("--tokenize", action="store_true", help="serve vLLM's POST /tokenize (at the root)")
     parser.add_argument("--no-usage", action="store_true",
                         help="report no token usage, in answers or streams (as some self-hosted servers do)")

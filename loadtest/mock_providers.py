@@ -45,12 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None, metavar="KEY",
                         help="anthropic/azure: the only key accepted (default: any non-empty key)")
     parser.add_argument("--cache-read", type=_count, default=0, metavar="N",
-                        help="anthropic: usage.cache_read_input_tokens to report (x-mock-cache-read wins)")
+                        help="anthropic: usage.cache_read_input_tokens to report (default 0; x-mock-cache-read wins)")
     parser.add_argument("--cache-creation", type=_count, default=0, metavar="N",
-                        help="anthropic: usage.cache_creation_input_tokens to report (x-mock-cache-creation wins)")
+                        help="anthropic: usage.cache_creation_input_tokens to report "
+                             "(default 0; x-mock-cache-creation wins)")
     parser.add_argument("--error-after", type=_count, default=None, metavar="N",
                         help="anthropic: end streams with an overloaded_error event after N deltas "
-                             "(x-mock-error-after wins)")
+                             "(default: never; x-mock-error-after wins)")
 
 
 def config_from_args(args: argparse.Namespace) -> ProviderConfig:
