@@ -24,9 +24,11 @@ from core.router import RuleRuntime
 from gateway.accounting import OPERATION_NAMES, Accountant, Outcome, accountant_from_env
 from gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize
 from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
+from gateway.worker_env import body_timeout
 from gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")
+CLOSE_HEADERS = [*JSON_HEADERS, ("connection", "close")]
 
 POLL_INTERVAL = 0.1
 TOKEN_ENDPOINTS = ("/tokenize", "/v1/messages/count_tokens", "/anthropic/v1/messages/count_tokens")
@@ -50,6 +52,7 @@ class GatewayApp:
         self.upstream = Upstream()
         self.board = None
         self.accountant: Accountant | None = None
+        self.body_timeout = body_timeout()
 
     # -- worker lifecycle (Granian RSGI hooks) -------------------------------------------------
 
@@ -166,7 +169,18 @@ class GatewayApp:
         proto.response_bytes(200, JSON_HEADERS, state.anthropic_models_body if anthropic else state.models_body)
 
     async def _read_body(self, scope: Any, proto: Any, limit: int, client: str = "openai") -> bytes | None:
-        """The request body, or None (after answering 413) when it is over the limit."""
+        """The request body, or None after answering 413 (over the limit) or 408 (too slow)."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await self._receive_body(scope, proto, limit, client)
+        except TimeoutError:
+            # A client trickling its body would hold a connection (and its buffer) for ever.
+            log.info("request body from %s not received within %gs; answered 408", scope.client, self.body_timeout)
+            proto.response_bytes(408, CLOSE_HEADERS, error_body(client, 408, "The request body did not arrive within "
+                                                               f"{self.body_timeout:g}s.", "request_timeout"))
+            return None
+
+    async def _receive_body(self, scope: Any, proto: Any, limit: int, client: str) -> bytes | None:
         length = scope.headers.get("content-length")
         if length is not None:
             if length.isdigit() and int(length) > limit:

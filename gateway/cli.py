@@ -43,6 +43,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError("must be between 0 and 86400 seconds")
+    return value
+
+
 def default_workers() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -62,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(with no --config: for every model), e.g. http://127.0.0.1:11434/v1")
     run.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     run.add_argument("--port", type=int, help="data-plane port (default: the Gateway listener's port, else 1975)")
+    run.add_argument("--admin-host", default="127.0.0.1",
+                     help="address the admin port listens on (default 127.0.0.1; 0.0.0.0 for probes from outside)")
     run.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT, help="admin port (default 1064)")
     run.add_argument("--workers", type=_positive, default=default_workers(),
                      help="worker processes (default: the number of usable cores)")
@@ -80,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tokenizer", action="append", default=[], type=_tokenizer_arg, metavar="PATTERN=PATH",
                      help="count tokens for models matching PATTERN (a glob) with this tokenizer.json or model "
                           "folder, when a backend reports no usage (repeatable; default: a Qwen tokenizer)")
+    run.add_argument("--max-connections", type=_positive, default=16384, metavar="N",
+                     help="concurrent client connections per instance, idle keep-alives and streams alike "
+                          "(default 16384; raise the open-file hard limit to match)")
+    run.add_argument("--header-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                     help="close a connection that has not sent a complete request head within this time, "
+                          "idle keep-alive connections included (default 30)")
+    run.add_argument("--body-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                     help="answer 408 to a request whose body has not arrived within this time (default 60; 0: none)")
     run.add_argument("--grace", type=float, default=30.0, help="seconds to drain in-flight requests on SIGTERM")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -141,7 +161,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     opts = RunOptions(
         config=list(args.config), backend=backend, api_key=api_key, host=args.host, port=args.port,
-        admin_port=args.admin_port, workers=args.workers, resolve=dict(args.resolve), grace=args.grace,
+        admin_host=args.admin_host, admin_port=args.admin_port, workers=args.workers, resolve=dict(args.resolve),
+        grace=args.grace, max_connections=args.max_connections, header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         retries=max(0, args.retries), allow_backend_header=args.allow_backend_header,
         access_log=args.access_log, header_labels=list(args.metrics_header), tokenizers=list(args.tokenizer),
         log_level=args.log_level, backend_source=source if backend else "",
@@ -176,8 +198,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import subprocess
 
     from gateway.control import RunOptions
-    from gateway.supervisor import run
+    from gateway.supervisor import StartupError, require_port, run
 
+    try:  # before the "Try:" block, which would otherwise promise a port another server holds
+        require_port("127.0.0.1", args.port, "listener")
+        require_port("127.0.0.1", args.admin_port, "admin")
+    except StartupError as e:
+        print(f"modelyard: {e}", file=sys.stderr)
+        return 1
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         mock_port = s.getsockname()[1]

@@ -36,6 +36,10 @@ class RunOptions:
     workers: int
     resolve: dict[str, str] = field(default_factory=dict)
     grace: float = 30.0
+    admin_host: str = "127.0.0.1"
+    max_connections: int = 16384  # client connections per instance (Granian's backlog and backpressure)
+    header_timeout: float = 30.0  # seconds to receive a request's headers (Granian's header_read_timeout)
+    body_timeout: float = 60.0  # seconds to receive a request's body
     retries: int = 2
     allow_backend_header: bool = False
     access_log: str = "-"  # "-" stdout, "off", or a file
@@ -108,7 +112,7 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     runner = web.AppRunner(build_admin_app(watcher, ListenerProbe(opts.host, port)), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, opts.host, opts.admin_port, reuse_address=True).start()
+    await web.TCPSite(runner, opts.admin_host, opts.admin_port, reuse_address=True).start()
     watch = asyncio.create_task(watcher.run())
     tokens = None
     socket_path = os.environ.get(TOKENS_SOCKET_ENV)

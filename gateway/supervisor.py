@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import resource
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
 from core.health import HEALTH_ENV, HealthBoard
 from core.tokenizer import TOKENIZERS_ENV, counter_env_value
 from gateway.token_service import TOKENS_SOCKET_ENV
-from gateway.worker_env import ACCESS_LOG_ENV, HEADER_LABELS_ENV
+from gateway.worker_env import ACCESS_LOG_ENV, BODY_TIMEOUT_ENV, HEADER_LABELS_ENV
 from core.shm import TableSegment, default_dir
 from gateway.control import FirstLoad, RunOptions, control_main, setup_logging
 from gateway.worker_registry import WORKERS_DIR_ENV
@@ -45,7 +48,7 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def _require_port(host: str, port: int, what: str) -> None:
+def require_port(host: str, port: int, what: str) -> None:
     if not port_free(host, port):
         raise StartupError(f"{what} port {port} on {host} is already in use; stop the other server "
                            f"or choose another port with --{'admin-port' if what == 'admin' else 'port'}")
@@ -119,12 +122,13 @@ def run(opts: RunOptions) -> int:
     # What the workers account and log, set before they are forked.
     os.environ[ACCESS_LOG_ENV] = opts.access_log
     os.environ[HEADER_LABELS_ENV] = json.dumps(opts.header_labels)
+    os.environ[BODY_TIMEOUT_ENV] = str(opts.body_timeout)
     os.environ[TOKENIZERS_ENV] = counter_env_value(opts.tokenizers)
     os.environ[TOKENS_SOCKET_ENV] = os.path.join(run_dir, "tokens.sock")  # served by the control process
     opts.table_path = segment.path
     control = ControlProcess(opts)
     try:
-        _require_port(opts.host, opts.admin_port, "admin")
+        require_port(opts.admin_host, opts.admin_port, "admin")
         first = control.first_load()
         for w in first.warnings:
             print(f"warning: {w}", file=sys.stderr)
@@ -133,8 +137,10 @@ def run(opts: RunOptions) -> int:
                 print(f"error: {e}", file=sys.stderr)
             raise StartupError(f"the configuration has {len(first.errors)} error(s); nothing was started")
         port = opts.port or first.listen_port or DEFAULT_PORT
-        _require_port(opts.host, port, "listener")
+        require_port(opts.host, port, "listener")
         control.confirm(port)
+        # Each client connection holds a file in a worker, and each stream one more upstream.
+        raise_open_files(2 * -(-opts.max_connections // opts.workers) + 256)
         _banner(opts, first, port)
         return _serve_workers(opts, port, control)
     except StartupError as e:
@@ -147,6 +153,28 @@ def run(opts: RunOptions) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def raise_open_files(wanted: int) -> int:
+    """Raise the open-file soft limit to the hard limit (workers inherit it); warn when even that is
+    below what --max-connections needs. Returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard or hard == resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        print(f"warning: the open-file limit is {soft}, below --max-connections {wanted} plus upstream "
+              f"connections; raise it (ulimit -Hn) or lower --max-connections", file=sys.stderr)
+    return soft
+
+
+def connection_limits(max_connections: int, workers: int) -> tuple[int, int]:
+    """Granian's listen backlog (the kernel caps it at net.core.somaxconn) and per-worker
+    backpressure: the connections each worker serves at once, idle keep-alives included."""
+    return max_connections, -(-max_connections // workers)
+
+
 def _banner(opts: RunOptions, first: FirstLoad, port: int) -> None:
     sources = ", ".join(opts.config) if opts.config else "no files"
     print(f"modelyard: loaded {sources} (routing table generation {first.generation})")
@@ -154,17 +182,40 @@ def _banner(opts: RunOptions, first: FirstLoad, port: int) -> None:
         print(f"modelyard: default backend {opts.backend} ({opts.backend_source})")
     for line in first.summary:
         print(f"  {line}")
-    shown = "127.0.0.1" if opts.host in ("0.0.0.0", "::") else opts.host
-    print(f"modelyard: listening on http://{shown}:{port} ({opts.workers} worker{'s' if opts.workers != 1 else ''}); "
-          f"admin on http://{shown}:{opts.admin_port} (/healthz /readyz /metrics /config)", flush=True)
+    print(f"modelyard: listening on {_url(opts.host, port)} ({opts.workers} worker{'s' if opts.workers != 1 else ''}); "
+          f"admin on {_url(opts.admin_host, opts.admin_port)} (/healthz /readyz /metrics /config)", flush=True)
+
+
+def _url(host: str, port: int) -> str:
+    """What is really bound: 0.0.0.0 means every interface, and says so."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
     from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
 
     class _Server(Server):  # type: ignore[misc, valid-type]
+        def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:
+            worker = super()._spawn_worker(idx, target, callback_loader)
+            start = worker.start
+
+            def masked_start() -> None:
+                # Fork with SIGINT/SIGTERM blocked: a stop signal that reaches a starting worker
+                # after Granian gave it loop signal handlers but before its loop runs would be
+                # lost, and the worker then "refused to gracefully stop". The child unblocks once
+                # its loop runs (_MaskedApp), so a pending signal reaches the loop's handlers.
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+                try:
+                    start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+            worker.start = masked_start
+            return worker
+
         def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
             if os.getpid() != self.pid:
                 # A worker forked from here runs this copy until it installs its own
@@ -173,6 +224,7 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
             control.stopping.set()  # shutting down: a control process that exits now stays down
             super().signal_handler_interrupt(*args, **kwargs)
 
+    backlog, backpressure = connection_limits(opts.max_connections, opts.workers)
     server = _Server(
         "gateway.app:app",
         address=opts.host,
@@ -181,6 +233,11 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
         workers=opts.workers,
         loop=Loops.uvloop,
         http=HTTPModes.http1,
+        backlog=backlog,
+        backpressure=backpressure,
+        # The head timeout also closes idle keep-alive connections and ones that never send a byte
+        # (Granian 2 has no separate idle timeout).
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, int(opts.header_timeout * 1000)), keep_alive=True),
         websockets=False,
         log_level=LogLevels.warning,
         respawn_failed_workers=True,
@@ -188,5 +245,28 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
         workers_kill_timeout=max(1, int(opts.grace)),
         process_name="modelyard",
     )
-    server.serve()
+    server.serve(target_loader=_load_app, wrap_loader=False)
     return 0
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class _MaskedApp:
+    """The worker's app, unblocking the stop signals (blocked at fork) once its event loop runs:
+    uvloop listens for the signals it was given only while running, so one that arrives between
+    Granian's add_signal_handler and the loop's start would be dispatched to a no-op and lost."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.__rsgi__ = app.__rsgi__
+        self.__rsgi_del__ = app.__rsgi_del__
+
+    def __rsgi_init__(self, loop: Any) -> None:
+        loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        self.app.__rsgi_init__(loop)
+
+
+def _load_app() -> _MaskedApp:
+    from gateway.app import app
+    return _MaskedApp(app)

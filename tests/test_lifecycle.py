@@ -16,6 +16,7 @@ import re
 import secrets
 import signal
 import socket
+import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -360,6 +361,12 @@ def test_demo_serves_demo_chat_and_stops_its_mock_on_sigterm() -> None:
         assert status == 200, body
         assert json.loads(body)["model"] == "mock-chat-v1"  # the demo rule's modelNameOverride
         assert headers["x-ai-gateway-backend"] == "default/mock" and headers["x-mock-name"] == "demo-mock"
+        # A second demo on the same ports says so before promising them in its "Try:" block.
+        again = subprocess.run(modelyard("demo", "--port", str(port), "--admin-port", str(admin)),
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1, again.stdout + again.stderr
+        assert f"listener port {port} on 127.0.0.1 is already in use" in again.stderr
+        assert "Try:" not in again.stdout, again.stdout
 
         processes = [p for p in _session(demo.pid) if _running(p)]
         mocks = [p for p in processes if "mock_backend" in title(p) or f"127.0.0.1:{found[1]}" in title(p)]
