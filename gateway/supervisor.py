@@ -9,6 +9,7 @@ with SO_REUSEPORT and would otherwise quietly share a port another server holds.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import resource
@@ -27,9 +28,11 @@ from gateway.token_service import TOKENS_SOCKET_ENV
 from gateway.worker_env import ACCESS_LOG_ENV, BODY_TIMEOUT_ENV, HEADER_LABELS_ENV
 from core.shm import TableSegment, default_dir
 from gateway.control import FirstLoad, RunOptions, control_main, setup_logging
+from gateway import worker_registry
 from gateway.worker_registry import WORKERS_DIR_ENV
 
 DEFAULT_PORT = 1975
+log = logging.getLogger("modelyard.supervisor")
 
 
 class StartupError(RuntimeError):
@@ -223,6 +226,16 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
                 os._exit(0)
             control.stopping.set()  # shutting down: a control process that exits now stays down
             super().signal_handler_interrupt(*args, **kwargs)
+
+        def shutdown(self, exit_code: int = 0) -> None:
+            requests, streams = worker_registry.load(os.environ[WORKERS_DIR_ENV])
+            log.info("draining: %d request(s) in flight, %d of them streams; up to %gs", requests, streams,
+                     opts.grace)
+            started = time.monotonic()
+            try:
+                super().shutdown(exit_code)
+            finally:
+                log.info("drained and stopped in %.1fs", time.monotonic() - started)
 
     backlog, backpressure = connection_limits(opts.max_connections, opts.workers)
     server = _Server(
