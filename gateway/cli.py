@@ -92,14 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tokenizer", action="append", default=[], type=_tokenizer_arg, metavar="PATTERN=PATH",
                      help="count tokens for models matching PATTERN (a glob) with this tokenizer.json or model "
                           "folder, when a backend reports no usage (repeatable; default: a Qwen tokenizer)")
-    run.add_argument("--max-connections", type=_positive, default=16384, metavar="N",
-                     help="concurrent client connections per instance, idle keep-alives and streams alike "
-                          "(default 16384; raise the open-file hard limit to match)")
-    run.add_argument("--header-timeout", type=_seconds, default=30.0, metavar="SECONDS",
-                     help="close a connection that has not sent a complete request head within this time, "
-                          "idle keep-alive connections included (default 30)")
-    run.add_argument("--body-timeout", type=_seconds, default=60.0, metavar="SECONDS",
-                     help="answer 408 to a request whose body has not arrived within this time (default 60; 0: none)")
+    run.add_argument("--max-connections", type=_positive, metavar="N",
+                     help="concurrent client connections per instance, idle keep-alives and streams alike (default: "
+                          "a ClientTrafficPolicy's connection.connectionLimit.value, else 16384; set at start)")
+    run.add_argument("--header-timeout", type=_seconds, metavar="SECONDS",
+                     help="close a connection that has not sent a complete request head within this time, idle "
+                          "keep-alive connections included (default: the smaller of a ClientTrafficPolicy's "
+                          "timeout.http.requestReceivedTimeout and idleTimeout, else 30; set at start)")
+    run.add_argument("--body-timeout", type=_seconds, metavar="SECONDS",
+                     help="answer 408 to a request whose body has not arrived within this time (default: a "
+                          "ClientTrafficPolicy's timeout.http.requestReceivedTimeout, else 60; 0: none; set at start)")
     run.add_argument("--grace", type=float, default=30.0, help="seconds to drain in-flight requests on SIGTERM")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 

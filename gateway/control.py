@@ -21,6 +21,7 @@ from config.compiler import CompileOptions
 from config.watcher import ConfigWatcher
 from core.health import HEALTH_ENV, HealthBoard
 from core.shm import TableSegment
+from core.table import ListenerLimits
 from gateway import token_service
 from gateway.token_service import TOKENS_SOCKET_ENV
 
@@ -37,9 +38,10 @@ class RunOptions:
     resolve: dict[str, str] = field(default_factory=dict)
     grace: float = 30.0
     admin_host: str = "127.0.0.1"
-    max_connections: int = 16384  # client connections per instance (Granian's backlog and backpressure)
-    header_timeout: float = 30.0  # seconds to receive a request's headers (Granian's header_read_timeout)
-    body_timeout: float = 60.0  # seconds to receive a request's body
+    # None: from the ClientTrafficPolicy, else the supervisor's default (see supervisor.listener_settings)
+    max_connections: int | None = None  # client connections per instance (Granian's backlog and backpressure)
+    header_timeout: float | None = None  # seconds to receive a request head, idle keep-alive gaps included
+    body_timeout: float | None = None  # seconds to receive a request body
     retries: int = 2
     allow_backend_header: bool = False
     access_log: str = "-"  # "-" stdout, "off", or a file
@@ -58,6 +60,7 @@ class FirstLoad:
     warnings: list[str]
     listen_port: int | None
     generation: int
+    listener: ListenerLimits | None = None
 
 
 def setup_logging(level: str) -> None:
@@ -79,9 +82,20 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
     setup_logging(opts.log_level)
     from gateway import metrics
 
+    log = logging.getLogger("modelyard.config")
+    started_with: list[ListenerLimits] = []
+
     def on_reload(ok: bool, generation: int) -> None:
         metrics.CONFIG_RELOADS.labels("ok" if ok else "error").inc()
         metrics.CONFIG_GENERATION.set(generation)
+        table = watcher.table if ok else None
+        if table is None:
+            return
+        if not started_with:
+            started_with.append(table.listener)
+        elif table.listener != started_with[0]:
+            log.warning("ClientTrafficPolicy connectionLimit, requestReceivedTimeout and idleTimeout apply at start: "
+                        "the changed values take effect when the gateway restarts")
 
     segment = TableSegment.attach(opts.table_path, writable=True)
     health_path = os.environ.get(HEALTH_ENV)
@@ -93,7 +107,8 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
     if conn is not None:
         table = watcher.table
         conn.send(FirstLoad(ok, watcher.summary, [str(e) for e in watcher.errors], [str(w) for w in watcher.warnings],
-                            table.listen_port if table else None, watcher.generation))
+                            table.listen_port if table else None, watcher.generation,
+                            table.listener if table else None))
         port = conn.recv() if ok else None  # the supervisor answers with the port the workers listen on
         conn.close()
     else:

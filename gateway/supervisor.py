@@ -27,6 +27,7 @@ from core.tokenizer import TOKENIZERS_ENV, counter_env_value
 from gateway.token_service import TOKENS_SOCKET_ENV
 from gateway.worker_env import ACCESS_LOG_ENV, BODY_TIMEOUT_ENV, HEADER_LABELS_ENV
 from core.shm import TableSegment, default_dir
+from core.table import ListenerLimits
 from gateway.control import FirstLoad, RunOptions, control_main, setup_logging
 from gateway import worker_registry
 from gateway.worker_registry import WORKERS_DIR_ENV
@@ -125,7 +126,6 @@ def run(opts: RunOptions) -> int:
     # What the workers account and log, set before they are forked.
     os.environ[ACCESS_LOG_ENV] = opts.access_log
     os.environ[HEADER_LABELS_ENV] = json.dumps(opts.header_labels)
-    os.environ[BODY_TIMEOUT_ENV] = str(opts.body_timeout)
     os.environ[TOKENIZERS_ENV] = counter_env_value(opts.tokenizers)
     os.environ[TOKENS_SOCKET_ENV] = os.path.join(run_dir, "tokens.sock")  # served by the control process
     opts.table_path = segment.path
@@ -142,8 +142,10 @@ def run(opts: RunOptions) -> int:
         port = opts.port or first.listen_port or DEFAULT_PORT
         require_port(opts.host, port, "listener")
         control.confirm(port)
-        # Each client connection holds a file in a worker, and each stream one more upstream.
-        raise_open_files(2 * -(-opts.max_connections // opts.workers) + 256)
+        listener_settings(opts, first.listener or ListenerLimits())
+        os.environ[BODY_TIMEOUT_ENV] = str(opts.body_timeout)  # read by the workers, forked later
+        assert opts.max_connections is not None
+        raise_open_files(opts.max_connections, opts.workers)
         _banner(opts, first, port)
         return _serve_workers(opts, port, control)
     except StartupError as e:
@@ -156,9 +158,34 @@ def run(opts: RunOptions) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def raise_open_files(wanted: int) -> int:
+DEFAULT_MAX_CONNECTIONS = 16384
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_BODY_TIMEOUT = 60.0
+NO_TIMEOUT = 86400.0  # Granian's head timeout cannot be switched off; a zero duration means a day
+
+
+def listener_settings(opts: RunOptions, limits: ListenerLimits) -> None:
+    """Fill in what the flags left out: from the ClientTrafficPolicy (with Envoy Gateway's meaning:
+    requestReceivedTimeout bounds receiving the whole request, idleTimeout a connection without a
+    request; Granian has one timer for a request head and for idle keep-alive gaps, so it gets the
+    smaller), else the defaults."""
+    if opts.max_connections is None:
+        opts.max_connections = limits.connection_limit or DEFAULT_MAX_CONNECTIONS
+    if opts.header_timeout is None:
+        found = [t for t in (limits.request_received_timeout, limits.idle_timeout) if t is not None]
+        opts.header_timeout = min(found) if found else DEFAULT_HEADER_TIMEOUT
+    if opts.body_timeout is None:
+        received = limits.request_received_timeout
+        opts.body_timeout = DEFAULT_BODY_TIMEOUT if received is None else received
+    if opts.header_timeout == 0:
+        opts.header_timeout = NO_TIMEOUT
+
+
+def raise_open_files(max_connections: int, workers: int) -> int:
     """Raise the open-file soft limit to the hard limit (workers inherit it); warn when even that is
-    below what --max-connections needs. Returns the soft limit in force."""
+    below what --max-connections needs: a worker holds a file per client connection, one more
+    upstream per stream, and a few of its own. Returns the soft limit in force."""
+    wanted = 2 * -(-max_connections // workers) + 256
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard or hard == resource.RLIM_INFINITY:
         try:
@@ -167,8 +194,9 @@ def raise_open_files(wanted: int) -> int:
         except (ValueError, OSError):
             pass
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        print(f"warning: the open-file limit is {soft}, below --max-connections {wanted} plus upstream "
-              f"connections; raise it (ulimit -Hn) or lower --max-connections", file=sys.stderr)
+        print(f"warning: the open-file limit is {soft}; a worker may need {wanted} files for "
+              f"{max_connections} client connections and their upstream connections: raise it (ulimit -Hn) "
+              f"or lower --max-connections", file=sys.stderr)
     return soft
 
 
@@ -237,6 +265,7 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
             finally:
                 log.info("drained and stopped in %.1fs", time.monotonic() - started)
 
+    assert opts.max_connections is not None and opts.header_timeout is not None
     backlog, backpressure = connection_limits(opts.max_connections, opts.workers)
     server = _Server(
         "gateway.app:app",

@@ -1,7 +1,8 @@
 """Connection limits and timeouts: thousands of idle and streaming clients, and slow uploads.
 
-One gateway (2 workers, the default --max-connections) in front of one slow-streaming mock serves
-the whole module. Latency is only ever compared with a baseline measured in the same test.
+One gateway (2 workers) in front of one slow-streaming mock serves the whole module; its limits come
+from a ClientTrafficPolicy (connectionLimit 10,000, requestReceivedTimeout 1s), the head/idle
+timeout from its flag, which wins over the policy. Latency is only ever compared with a baseline measured in the same test.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import statistics
 import time
 from collections.abc import Iterator
 
+
 import pytest
 
-from tests.conftest import Gateway, Mock
+from tests.conftest import Gateway, Mock, openai_backend, route, write_config
 
 IDLE = 5_000
 STREAMS = 2_000
-BODY_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,10 +40,24 @@ def mock() -> Iterator[Mock]:
     m.stop()
 
 
+POLICY = """\
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: limits, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  connection: {connectionLimit: {value: 10000}}
+  timeout: {http: {requestReceivedTimeout: 1s, idleTimeout: 1s}}
+---
+"""
+
+
 @pytest.fixture(scope="module")
-def gw(mock: Mock) -> Iterator[Gateway]:
-    g = Gateway("--backend", f"http://{mock.address}/v1", "--body-timeout", str(BODY_TIMEOUT),
-                "--access-log", "off")
+def gw(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    conf = write_config(tmp_path_factory.mktemp("conn") / "gateway.yaml",
+                        POLICY + openai_backend("mock", "127.0.0.1", mock.port) + route("main", "m"))
+    # The flag wins over the policy's 1 s: the idle connections below must stay open.
+    g = Gateway("--config", str(conf), "--header-timeout", "120", "--access-log", "off")
     yield g
     code = g.stop()
     assert code == 0, g.proc.output()
