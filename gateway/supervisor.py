@@ -248,10 +248,7 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
             return worker
 
         def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
-            if os.getpid() != self.pid:
-                # A worker forked from here runs this copy until it installs its own
-                # handlers; still starting, it has nothing in flight and simply ends.
-                os._exit(0)
+            # Workers never run this copy: they are forked with the stop signals blocked.
             control.stopping.set()  # shutting down: a control process that exits now stays down
             super().signal_handler_interrupt(*args, **kwargs)
 
