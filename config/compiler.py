@@ -25,7 +25,7 @@ from config.traffic import backend_header_scope, backend_traffic_policy, outlier
 from core.costs import CostCompileError, CostProgram
 from core.table import (
     BACKEND_HEADER_NAMESPACE, BACKEND_HEADER_OFF, EXACT, MODEL_HEADER, REGEX, BackendRef, HeaderCond, MatchEntry,
-    ModelInfo, RetryPolicy, RouteInfo, Rule, Table,
+    ListenerLimits, ModelInfo, RetryPolicy, RouteInfo, Rule, Table,
 )
 from core.units import parse_duration, parse_quantity
 
@@ -94,6 +94,7 @@ def compile_table(resources: list[Resource], diags: Diagnostics, options: Compil
         resolve=dict(options.resolve),
         body_limit=_body_limit(objs, diags),
         listen_port=_listen_port(objs),
+        listener=_listener_limits(objs, diags),
     )
     return Compiled(table, summary)
 
@@ -359,6 +360,26 @@ def _body_limit(objs: Objects, diags: Diagnostics) -> int:
             except ValueError as e:
                 diags.error(str(e), file=pol.file, obj=pol.ref, field="spec.connection.bufferLimit")
     return min(limits) if limits else DEFAULT_BODY_LIMIT
+
+
+def _listener_limits(objs: Objects, diags: Diagnostics) -> ListenerLimits:
+    """The strictest connection limit and HTTP timeouts of all ClientTrafficPolicies (one listener here)."""
+    limits: list[int] = []
+    received: list[float] = []
+    idle: list[float] = []
+    for pol in objs.all("ClientTrafficPolicy"):
+        where = {"file": pol.file, "obj": pol.ref}
+        value = ((pol.spec.get("connection") or {}).get("connectionLimit") or {}).get("value")
+        if value is not None:
+            if value < 1:
+                diags.error("must be at least 1", field="spec.connection.connectionLimit.value", **where)
+            else:
+                limits.append(value)
+        http = (pol.spec.get("timeout") or {}).get("http") or {}
+        for key, found in (("requestReceivedTimeout", received), ("idleTimeout", idle)):
+            if http.get(key) is not None:
+                found.append(_checked_duration(http[key], f"spec.timeout.http.{key}", diags, where))
+    return ListenerLimits(min(limits, default=None), min(received, default=None), min(idle, default=None))
 
 
 def _listen_port(objs: Objects) -> int | None:

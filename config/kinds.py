@@ -4,7 +4,7 @@ Field names and meanings follow the Envoy AI Gateway (aigateway.envoyproxy.io
 v1alpha1 and v1beta1), Envoy Gateway (gateway.envoyproxy.io) and the Gateway API.
 Subtrees the gateway does not act on (for example the cloud credential types of
 a BackendSecurityPolicy, or ClientTrafficPolicy settings other than the buffer
-limit) are accepted as they are and not validated further.
+limit, connection limit and HTTP timeouts) are accepted as they are and not validated further.
 """
 
 from __future__ import annotations
@@ -134,10 +134,11 @@ BACKENDTLSPOLICY = obj(
 CLIENTTRAFFICPOLICY = obj(
     targetRef=_policy_target_ref, targetRefs=List(_policy_target_ref), targetSelectors=ANY,
     connection=obj(
-        bufferLimit=INT_OR_STR, connectionLimit=ANY, socketBufferLimit=ANY, maxAcceptPerSocketEvent=ANY,
+        bufferLimit=INT_OR_STR, connectionLimit=obj(value=INT, closeDelay=STR), socketBufferLimit=ANY,
+        maxAcceptPerSocketEvent=ANY,
     ),
     tcpKeepalive=ANY, enableProxyProtocol=ANY, proxyProtocol=ANY, clientIPDetection=ANY, tls=ANY, path=ANY,
-    headers=ANY, timeout=ANY, http1=ANY, http2=ANY, http3=ANY, healthCheck=ANY, scheme=ANY,
+    headers=ANY, timeout=obj(tcp=ANY, http=obj(requestReceivedTimeout=STR, idleTimeout=STR)), http1=ANY, http2=ANY, http3=ANY, healthCheck=ANY, scheme=ANY,
 )
 
 RETRY_TRIGGERS = (

@@ -126,6 +126,14 @@ class RouteInfo(msgspec.Struct, array_like=True, frozen=True):
     header_refs: tuple[BackendRef, ...] = ()
 
 
+class ListenerLimits(msgspec.Struct, frozen=True):
+    """ClientTrafficPolicy settings that Granian takes only at start (the supervisor applies them then)."""
+
+    connection_limit: int | None = None  # connection.connectionLimit.value
+    request_received_timeout: float | None = None  # timeout.http.requestReceivedTimeout, seconds
+    idle_timeout: float | None = None  # timeout.http.idleTimeout, seconds
+
+
 class Table(msgspec.Struct, frozen=True):
     generation: int
     entries: tuple[MatchEntry, ...]
@@ -140,6 +148,7 @@ class Table(msgspec.Struct, frozen=True):
     resolve: dict[str, str]  # "host:port" -> "addr:port", like curl --resolve
     body_limit: int = 50 * 1024 * 1024
     listen_port: int | None = None
+    listener: ListenerLimits = msgspec.field(default_factory=ListenerLimits)
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -24,9 +24,11 @@ from core.router import RuleRuntime
 from gateway.accounting import OPERATION_NAMES, Accountant, Outcome, accountant_from_env
 from gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize
 from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
+from gateway.worker_env import body_timeout
 from gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")
+CLOSE_HEADERS = [*JSON_HEADERS, ("connection", "close")]
 
 POLL_INTERVAL = 0.1
 TOKEN_ENDPOINTS = ("/tokenize", "/v1/messages/count_tokens", "/anthropic/v1/messages/count_tokens")
@@ -50,12 +52,17 @@ class GatewayApp:
         self.upstream = Upstream()
         self.board = None
         self.accountant: Accountant | None = None
+        self.body_timeout = body_timeout()
+        self.live: set[Outcome] = set()  # requests in flight, counted for the drain log line
+        self.streams = 0
+        self.load = memoryview(bytearray(16)).cast("q")
 
     # -- worker lifecycle (Granian RSGI hooks) -------------------------------------------------
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.upstream.start(loop)
         self.board = attach_board()
+        self.load = worker_registry.load_counters()
         self.accountant = accountant_from_env(loop)
         path = os.environ.get("MODELYARD_TABLE")
         if path:
@@ -93,6 +100,7 @@ class GatewayApp:
             ticks += 1
             if ticks % FLUSH_TICKS == 0:
                 metrics.flush()
+
             if self.segment is None:
                 continue
             try:
@@ -165,8 +173,22 @@ class GatewayApp:
             return
         proto.response_bytes(200, JSON_HEADERS, state.anthropic_models_body if anthropic else state.models_body)
 
-    async def _read_body(self, scope: Any, proto: Any, limit: int, client: str = "openai") -> bytes | None:
-        """The request body, or None (after answering 413) when it is over the limit."""
+    async def _read_body(self, scope: Any, proto: Any, limit: int, client: str = "openai",
+                         o: Outcome | None = None) -> bytes | None:
+        """The request body, or None after answering 413 (over the limit) or 408 (too slow)."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await self._receive_body(scope, proto, limit, client)
+        except TimeoutError:
+            # A client trickling its body would hold a connection (and its buffer) for ever.
+            log.info("request body from %s not received within %gs; answered 408", scope.client, self.body_timeout)
+            if o is not None:
+                o.status = 408
+            proto.response_bytes(408, CLOSE_HEADERS, error_body(client, 408, "The request body did not arrive within "
+                                                               f"{self.body_timeout:g}s.", "request_timeout"))
+            return None
+
+    async def _receive_body(self, scope: Any, proto: Any, limit: int, client: str) -> bytes | None:
         length = scope.headers.get("content-length")
         if length is not None:
             if length.isdigit() and int(length) > limit:
@@ -191,6 +213,8 @@ class GatewayApp:
         if state is None:
             error_response(proto, 503, "No configuration is loaded yet.", "not_ready", client)
             return
+        self.live.add(o)
+        self.load[0] = len(self.live)
         try:
             await self._route(scope, proto, suffix, state, o)
         except Exception:  # a bug of ours: logged, and the client still gets an OpenAI-shaped error
@@ -203,13 +227,16 @@ class GatewayApp:
                 except Exception:  # a response had already started
                     pass
         finally:
+            self.live.discard(o)
+            self.streams -= o.stream
+            self.load[0], self.load[1] = len(self.live), self.streams
             assert self.accountant is not None
             self.accountant.record(o)
 
     async def _route(self, scope: Any, proto: Any, suffix: str, state: GenerationState, o: Outcome) -> None:
-        body = await self._read_body(scope, proto, state.body_limit, o.client)
+        body = await self._read_body(scope, proto, state.body_limit, o.client, o)
         if body is None:
-            o.status = 413
+            o.status = o.status or 413
             return
         try:
             sniffed = sniff(body)
@@ -261,6 +288,10 @@ class GatewayApp:
         o.costs = runtime.costs
         o.request_body = body
         o.labels = self.accountant.header_label_values(headers) if self.accountant is not None else ()
+        if sniffed.stream is True:  # as forward() sets it; counted for the drain log line until _proxy ends
+            o.stream = True
+            self.streams += 1
+            self.load[1] = self.streams
         await forward(self.upstream, scope, proto, body, suffix, state, runtime, rule, fixed, sniffed, o)
 
 

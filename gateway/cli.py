@@ -43,6 +43,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError("must be between 0 and 86400 seconds")
+    return value
+
+
 def default_workers() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -105,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "$OPENAI_BASE_URL (sending $OPENAI_API_KEY), else a local Ollama at " + OLLAMA_URL)
     run.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     run.add_argument("--port", type=int, help="data-plane port (default: the Gateway listener's port, else 1975)")
+    run.add_argument("--admin-host", default="127.0.0.1",
+                     help="address the admin port listens on (default 127.0.0.1; 0.0.0.0 for probes from outside)")
     run.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT,
                      help="port of /healthz, /readyz, /metrics and /config (default %(default)s)")
     run.add_argument("--workers", type=_positive, default=default_workers(),
@@ -125,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tokenizer", action="append", default=[], type=_tokenizer_arg, metavar="PATTERN=PATH",
                      help="count tokens for models matching PATTERN (a glob) with this tokenizer.json or model "
                           "folder, when a backend reports no usage (repeatable; default: a Qwen tokenizer)")
+    run.add_argument("--max-connections", type=_positive, metavar="N",
+                     help="concurrent client connections per instance, idle keep-alives and streams alike (default: "
+                          "a ClientTrafficPolicy's connection.connectionLimit.value, else 16384; set at start)")
+    run.add_argument("--header-timeout", type=_seconds, metavar="SECONDS",
+                     help="close a connection that has not sent a complete request head within this time, idle "
+                          "keep-alive connections included (default: the smaller of a ClientTrafficPolicy's "
+                          "timeout.http.requestReceivedTimeout and idleTimeout, else 30; set at start)")
+    run.add_argument("--body-timeout", type=_seconds, metavar="SECONDS",
+                     help="answer 408 to a request whose body has not arrived within this time (default: a "
+                          "ClientTrafficPolicy's timeout.http.requestReceivedTimeout, else 60; 0: none; set at start)")
     run.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                      help="seconds to let in-flight requests and streams finish on SIGTERM (default 30)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
@@ -195,7 +217,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     opts = RunOptions(
         config=list(args.config), backend=backend, api_key=api_key, host=args.host, port=args.port,
-        admin_port=args.admin_port, workers=args.workers, resolve=dict(args.resolve), grace=args.grace,
+        admin_host=args.admin_host, admin_port=args.admin_port, workers=args.workers, resolve=dict(args.resolve),
+        grace=args.grace, max_connections=args.max_connections, header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         retries=max(0, args.retries), allow_backend_header=args.allow_backend_header,
         access_log=args.access_log, header_labels=list(args.metrics_header), tokenizers=list(args.tokenizer),
         log_level=args.log_level, backend_source=source if backend else "",
@@ -230,8 +254,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import subprocess
 
     from gateway.control import RunOptions
-    from gateway.supervisor import run
+    from gateway.supervisor import StartupError, require_port, run
 
+    try:  # before the "Try:" block, which would otherwise promise a port another server holds
+        require_port("127.0.0.1", args.port, "listener")
+        require_port("127.0.0.1", args.admin_port, "admin")
+    except StartupError as e:
+        print(f"modelyard: {e}", file=sys.stderr)
+        return 1
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         mock_port = s.getsockname()[1]

@@ -21,6 +21,7 @@ from config.compiler import CompileOptions
 from config.watcher import ConfigWatcher
 from core.health import HEALTH_ENV, HealthBoard
 from core.shm import TableSegment
+from core.table import ListenerLimits
 from gateway import token_service
 from gateway.token_service import TOKENS_SOCKET_ENV
 
@@ -36,6 +37,11 @@ class RunOptions:
     workers: int
     resolve: dict[str, str] = field(default_factory=dict)
     grace: float = 30.0
+    admin_host: str = "127.0.0.1"
+    # None: from the ClientTrafficPolicy, else the supervisor's default (see supervisor.listener_settings)
+    max_connections: int | None = None  # client connections per instance (Granian's backlog and backpressure)
+    header_timeout: float | None = None  # seconds to receive a request head, idle keep-alive gaps included
+    body_timeout: float | None = None  # seconds to receive a request body
     retries: int = 2
     allow_backend_header: bool = False
     access_log: str = "-"  # "-" stdout, "off", or a file
@@ -54,6 +60,7 @@ class FirstLoad:
     warnings: list[str]
     listen_port: int | None
     generation: int
+    listener: ListenerLimits | None = None
 
 
 def setup_logging(level: str) -> None:
@@ -75,9 +82,20 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
     setup_logging(opts.log_level)
     from gateway import metrics
 
+    log = logging.getLogger("modelyard.config")
+    started_with: list[ListenerLimits] = []
+
     def on_reload(ok: bool, generation: int) -> None:
         metrics.CONFIG_RELOADS.labels("ok" if ok else "error").inc()
         metrics.CONFIG_GENERATION.set(generation)
+        table = watcher.table if ok else None
+        if table is None:
+            return
+        if not started_with:
+            started_with.append(table.listener)
+        elif table.listener != started_with[0]:
+            log.warning("ClientTrafficPolicy connectionLimit, requestReceivedTimeout and idleTimeout apply at start: "
+                        "the changed values take effect when the gateway restarts")
 
     segment = TableSegment.attach(opts.table_path, writable=True)
     health_path = os.environ.get(HEALTH_ENV)
@@ -89,7 +107,8 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
     if conn is not None:
         table = watcher.table
         conn.send(FirstLoad(ok, watcher.summary, [str(e) for e in watcher.errors], [str(w) for w in watcher.warnings],
-                            table.listen_port if table else None, watcher.generation))
+                            table.listen_port if table else None, watcher.generation,
+                            table.listener if table else None))
         port = conn.recv() if ok else None  # the supervisor answers with the port the workers listen on
         conn.close()
     else:
@@ -108,7 +127,7 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     runner = web.AppRunner(build_admin_app(watcher, ListenerProbe(opts.host, port)), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, opts.host, opts.admin_port, reuse_address=True).start()
+    await web.TCPSite(runner, opts.admin_host, opts.admin_port, reuse_address=True).start()
     watch = asyncio.create_task(watcher.run())
     tokens = None
     socket_path = os.environ.get(TOKENS_SOCKET_ENV)

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 ACCESS_LOG_ENV = "MODELYARD_ACCESS_LOG"  # "-" (stdout, the default), "off", or a file path
 HEADER_LABELS_ENV = "MODELYARD_HEADER_LABELS"  # JSON [[header, label], ...]
+BODY_TIMEOUT_ENV = "MODELYARD_BODY_TIMEOUT"  # seconds a request body may take to arrive; 0 = no limit
+
+
+def body_timeout() -> float | None:
+    import os
+    value = float(os.environ.get(BODY_TIMEOUT_ENV) or 0)
+    return value if value > 0 else None
 
 
 def header_label_arg(text: str) -> tuple[str, str]:

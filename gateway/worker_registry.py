@@ -9,6 +9,7 @@ workers report the watcher's generation.
 
 from __future__ import annotations
 
+import mmap
 import os
 
 WORKERS_DIR_ENV = "MODELYARD_WORKERS_DIR"
@@ -25,13 +26,42 @@ def report(generation: int) -> None:
     os.replace(tmp, os.path.join(folder, str(pid)))
 
 
+def load_counters() -> memoryview:
+    """This worker's [requests, streams] in flight: two int64 in a shared file (`load.PID`), so that
+    the supervisor reads exact numbers when draining starts, for the price of a memory store."""
+    folder = os.environ.get(WORKERS_DIR_ENV)
+    if not folder:
+        return memoryview(bytearray(16)).cast("q")
+    path = os.path.join(folder, f"load.{os.getpid()}")
+    with open(path, "w+b") as f:
+        f.truncate(16)
+        return memoryview(mmap.mmap(f.fileno(), 16)).cast("q")
+
+
+def load(folder: str) -> tuple[int, int]:
+    """Requests and streams in flight in the live workers."""
+    requests = streams = 0
+    for name in os.listdir(folder):
+        pid = name.removeprefix("load.")
+        if pid == name or not pid.isdigit() or not _alive(int(pid)):
+            continue
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                r, s = memoryview(f.read(16)).cast("q")
+        except (OSError, TypeError, ValueError):
+            continue
+        requests, streams = requests + r, streams + s
+    return requests, streams
+
+
 def forget() -> None:
     folder = os.environ.get(WORKERS_DIR_ENV)
     if folder:
-        try:
-            os.unlink(os.path.join(folder, str(os.getpid())))
-        except FileNotFoundError:
-            pass
+        for name in (str(os.getpid()), f"load.{os.getpid()}"):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
 
 
 def _alive(pid: int) -> bool:

@@ -251,3 +251,32 @@ def test_secret_data_is_base64_and_azure_keys_go_in_api_key(tmp_path: Path) -> N
     resolver = BackendResolver(Objects.index(loaded.resources), Diagnostics())
     backend = resolver.backends[resolver.resolve("ns", "be")]
     assert backend.auth_headers == (("api-key", "secret-from-data"),)
+
+
+CLIENT_TRAFFIC = """\
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {{name: {name}, namespace: ns}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]
+  connection: {{connectionLimit: {{value: {limit}}}}}
+  timeout: {{http: {{requestReceivedTimeout: {received}, idleTimeout: {idle}}}}}
+---
+"""
+
+
+def test_client_traffic_policy_connection_limit_and_timeouts(tmp_path: Path) -> None:
+    # Two policies: the strictest value of each field wins (the gateway has one listener).
+    text = (CLIENT_TRAFFIC.format(name="a", limit=20000, received="10s", idle="1h")
+            + CLIENT_TRAFFIC.format(name="b", limit=12000, received="1m", idle="5m") + BACKEND)
+    diags, compiled = _load(tmp_path, text)
+    assert not diags.errors, diags.errors
+    limits = compiled.table.listener  # type: ignore[attr-defined]
+    assert (limits.connection_limit, limits.request_received_timeout, limits.idle_timeout) == (12000, 10.0, 300.0)
+
+    bad = CLIENT_TRAFFIC.format(name="c", limit=0, received="soon", idle="'many'") + BACKEND
+    diags, _ = _load(tmp_path, bad)
+    fields = {e.field: e.message for e in diags.errors}
+    assert "at least 1" in fields["spec.connection.connectionLimit.value"]
+    assert "invalid duration" in fields["spec.timeout.http.requestReceivedTimeout"]
+    assert "invalid duration" in fields["spec.timeout.http.idleTimeout"]

@@ -206,7 +206,10 @@ def test_args_match_dockerfile_and_ports(container):
     assert int(_flag(args, "--admin-port")) == ports["admin"]
     assert _dockerfile_instruction("ENTRYPOINT") == '["modelyard"]'
     cmd = json.loads(_dockerfile_instruction("CMD"))
-    assert cmd == ["run", "--config", "/etc/modelyard", "--port", "1975", "--admin-port", "1064"]
+    assert cmd == ["run", "--config", "/etc/modelyard", "--port", "1975", "--admin-host", "0.0.0.0",
+                   "--admin-port", "1064"]
+    # the gateway binds admin to 127.0.0.1 by default; the kubelet probes the pod IP
+    assert _flag(args, "--admin-host") == "0.0.0.0"
     # the Deployment's args are the image's, plus possibly --workers
     rest = list(args)
     if "--workers" in rest:

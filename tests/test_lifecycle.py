@@ -16,6 +16,7 @@ import re
 import secrets
 import signal
 import socket
+import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -302,6 +303,10 @@ def test_sigterm_lets_a_streaming_request_finish(tmp_path: Path, start_mock, sta
     output = gw.proc.output()
     assert code == 0, output
     assert "Traceback" not in output, output
+    # One line when draining starts, with what is in flight, and one when it ends; no kill warning.
+    assert "draining: 1 request(s) in flight, 1 of them streams" in output, output
+    assert re.search(r"drained and stopped in \d+\.\ds", output), output
+    assert "refused to gracefully stop" not in output, output
     assert refused(gw.port), "the data-plane port still accepts connections after exit"
     assert refused(gw.admin_port), "the admin port still accepts connections after exit"
     # No worker or control process outlives the supervisor.
@@ -328,6 +333,7 @@ def test_sigterm_while_a_worker_is_starting(tmp_path: Path) -> None:
     output = gw.proc.output()
     assert code == 0, output
     assert "refused to gracefully stop" not in output, output
+    assert "draining: 0 request(s) in flight, 0 of them streams" in output, output
 
 
 def _session(sid: int) -> list[int]:
@@ -360,6 +366,12 @@ def test_demo_serves_demo_chat_and_stops_its_mock_on_sigterm() -> None:
         assert status == 200, body
         assert json.loads(body)["model"] == "mock-chat-v1"  # the demo rule's modelNameOverride
         assert headers["x-ai-gateway-backend"] == "default/mock" and headers["x-mock-name"] == "demo-mock"
+        # A second demo on the same ports says so before promising them in its "Try:" block.
+        again = subprocess.run(modelyard("demo", "--port", str(port), "--admin-port", str(admin)),
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1, again.stdout + again.stderr
+        assert f"listener port {port} on 127.0.0.1 is already in use" in again.stderr
+        assert "Try:" not in again.stdout, again.stdout
 
         processes = [p for p in _session(demo.pid) if _running(p)]
         mocks = [p for p in processes if "mock_backend" in title(p) or f"127.0.0.1:{found[1]}" in title(p)]
