@@ -4,11 +4,13 @@ Granian's RSGI `send_bytes` does not wait for the client's socket: it puts the
 bytes on an unbounded channel and returns at once, so a client that stops
 reading would make the worker hold everything the upstream sends. The relay
 therefore counts the body bytes it hands to Granian and, past MAX_UNACKED,
-compares them with what the client's kernel has acknowledged (TCP_INFO
-`tcpi_bytes_acked` of the client's socket, found once per large stream among
-the worker's file descriptors). While more than MAX_UNACKED bytes are
-unacknowledged the relay stops reading from the upstream, whose own TCP window
-then closes: memory per stream stays bounded end to end.
+compares them with what Granian has written to the client's socket: the bytes
+the client acknowledged (TCP_INFO `tcpi_bytes_acked`) plus those still in the
+kernel's send queue (TIOCOUTQ), read from the client's socket, which is found
+once per large stream among the worker's file descriptors. While more than
+MAX_UNACKED bytes wait in Granian's channel the relay stops reading from the
+upstream, whose own TCP window then closes: memory per stream stays bounded
+end to end (the kernel's socket buffers are bounded by the kernel).
 
 Small answers (every ordinary chat stream) never reach the first check and
 cost one addition per chunk.
@@ -17,15 +19,18 @@ cost one addition per chunk.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import socket
 import struct
+import termios
 
-MAX_UNACKED = 4 << 20  # body bytes handed to Granian that the client has not acknowledged
+MAX_UNACKED = 4 << 20  # body bytes handed to Granian that it has not written to the client's socket yet
 _TCP_INFO_LEN = 232
 _BYTES_ACKED = struct.Struct("=Q")  # struct tcp_info: tcpi_bytes_acked is a u64 at offset 120
 _BYTES_ACKED_AT = 120
-_POLL_MIN, _POLL_MAX = 0.005, 0.25  # seconds between checks while the client's side is full
+_POLL_MIN, _POLL_MAX = 0.002, 0.1  # seconds between checks while the client's side is full
+_OUTQ = struct.Struct("i")
 
 
 class ClientGone(ConnectionError):
@@ -83,8 +88,9 @@ def find_client_socket(client: str, server: str) -> int:
     return -1
 
 
-def _acked(fd: int, peer: tuple[str, int]) -> int:
-    """Bytes the client has acknowledged on its connection; ClientGone when it is no longer there."""
+def _written(fd: int, peer: tuple[str, int]) -> int:
+    """Bytes written to the client's socket so far (acknowledged, or queued in the kernel); -1 when
+    the kernel does not tell; ClientGone when the connection is no longer there."""
     try:
         sock = socket.socket(fileno=os.dup(fd))
     except OSError:
@@ -93,24 +99,25 @@ def _acked(fd: int, peer: tuple[str, int]) -> int:
         if _normal(sock.getpeername()[:2]) != peer:  # the descriptor now belongs to another connection
             raise ClientGone("the client's connection closed")
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+        queued = _OUTQ.unpack(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
     except OSError:
         raise ClientGone("the client's connection closed") from None
     finally:
         sock.close()
     if len(info) < _BYTES_ACKED_AT + 8:
         return -1
-    return _BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0]
+    return _BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0] + queued
 
 
 class ClientWindow:
-    """Counts a response's body bytes and waits while too many are unacknowledged.
+    """Counts a response's body bytes and waits while too many wait in Granian's channel.
 
     The first check happens once MAX_UNACKED bytes were sent; the bytes sent before it are
-    taken as delivered (the acknowledgement counter also holds earlier responses on the
-    connection), so at most 2 x MAX_UNACKED bytes are ever waiting for the client.
+    taken as written (the socket's counters also hold earlier responses on the connection),
+    so at most 2 x MAX_UNACKED bytes of a stream are ever held by the worker.
     """
 
-    __slots__ = ("scope", "sent", "check_at", "fd", "peer", "base_acked", "base_sent")
+    __slots__ = ("scope", "sent", "check_at", "fd", "peer", "base_written", "base_sent")
 
     def __init__(self, scope: object):
         self.scope = scope
@@ -118,7 +125,7 @@ class ClientWindow:
         self.check_at = MAX_UNACKED
         self.fd = 0  # 0: not looked up yet; -1: not found (no backpressure possible)
         self.peer: tuple[str, int] = ("", 0)
-        self.base_acked = 0
+        self.base_written = 0
         self.base_sent = 0
 
     async def wait(self) -> None:
@@ -132,8 +139,8 @@ class ClientWindow:
                 self.fd, self.check_at = -1, 1 << 62
                 return
             self.peer = peer
-            self.base_acked = _acked(self.fd, peer)
-            if self.base_acked < 0:  # an old kernel without tcpi_bytes_acked
+            self.base_written = _written(self.fd, peer)
+            if self.base_written < 0:  # an old kernel without tcpi_bytes_acked
                 self.fd, self.check_at = -1, 1 << 62
                 return
             self.base_sent = self.sent
@@ -141,7 +148,7 @@ class ClientWindow:
             return
         pause = _POLL_MIN
         while True:
-            delivered = _acked(self.fd, self.peer) - self.base_acked + self.base_sent
+            delivered = _written(self.fd, self.peer) - self.base_written + self.base_sent
             if self.sent - delivered <= MAX_UNACKED:
                 self.check_at = delivered + MAX_UNACKED
                 return

@@ -151,6 +151,8 @@ def _describe(error: UpstreamError, where: str, ref: RefRuntime) -> tuple[int, s
                 "and hostname.", "upstream_tls_error")
     if kind == "unreachable":
         return 502, f"Could not connect to {where}: {error.detail}.", "upstream_unreachable"
+    if kind == "invalid":
+        return 502, f"{where} sent a response the gateway does not relay: {error.detail}.", "upstream_invalid_response"
     return 502, f"{where} closed the connection before answering ({error.detail}).", "upstream_reset"
 
 
@@ -501,10 +503,10 @@ async def pump(conn: Connection, transport: Any, tracker: StreamUsage | None, ke
     send = transport.send_bytes
     if tracker is None:
         while (chunk := await conn.read_chunk()) is not None:
-            await send(chunk)
             window.sent += len(chunk)
-            if window.sent > window.check_at:
+            if window.sent > window.check_at:  # waited for before the send: after the last one, nobody waits
                 await window.wait()
+            await send(chunk)
         return
     size = 0
     while (chunk := await conn.read_chunk()) is not None:
@@ -514,12 +516,12 @@ async def pump(conn: Connection, transport: Any, tracker: StreamUsage | None, ke
                 kept.append(chunk)
         out = tracker.feed(chunk)
         if out:
-            await send(out)
-            if o is not None and o.first_byte is None:
-                o.first_byte = time.perf_counter()
             window.sent += len(out)
             if window.sent > window.check_at:
                 await window.wait()
+            await send(out)
+            if o is not None and o.first_byte is None:
+                o.first_byte = time.perf_counter()
     rest = tracker.flush()
     if rest:
         await send(rest)
@@ -537,10 +539,10 @@ async def relay_sized(conn: Connection, proto: Any, status: int, headers: list[t
     try:
         while (chunk := await conn.read_chunk()) is not None:
             tail.feed(chunk)
-            await transport.send_bytes(chunk)
             window.sent += len(chunk)
             if window.sent > window.check_at:
                 await window.wait()
+            await transport.send_bytes(chunk)
     except UpstreamError as e:
         # The length is promised and cannot be kept: the client sees a short body and a closed connection.
         e.__traceback__ = None

@@ -184,6 +184,13 @@ class MockApp:
         if hang and hang != "0":
             await self._hang(proto)
             return True
+        fat = _int_header(headers, "x-mock-header-bytes")
+        many = _int_header(headers, "x-mock-headers")
+        if fat or many:  # an oversized response head, for the gateway's bounds
+            extra = [("x-mock-fat", "h" * min(fat or 0, MAX_PAD))]
+            extra += [(f"x-mock-h{i}", "1") for i in range(min(many or 0, 100_000))]
+            proto.response_bytes(200, [*self._json_headers, *extra], b"{}")
+            return True
         status = _int_header(headers, "x-mock-status")
         if status is not None and 400 <= status <= 599:
             self._error(proto, status, f"Mock error (x-mock-status: {status})", None, _ERROR_CODES.get(status))
