@@ -326,3 +326,12 @@ def test_a_client_that_reads_nothing_holds_bounded_memory(stalled) -> None:
         if tail.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"):  # the last event, then the end of the chunked body
             break
     assert received > STALL_STREAM and tail.endswith(b"0\r\n\r\n")
+
+
+def test_the_data_plane_writes_no_header_that_could_split_the_head() -> None:
+    from gateway.state import _header_lines, valid_header
+    assert valid_header("x-team", "a b\tc é")
+    for name, value in (("x-a", "v\r\nx-evil: 1"), ("x-a", "v\0"), ("x a", "v"), ("x-a:", "v"), ("", "v"),
+                        ("x-a", "\u2603"), ("x-\u00e9", "v")):
+        assert not valid_header(name, value), (name, value)
+    assert _header_lines((("x-ok", "1"), ("x-bad", "1\r\nx-evil: 2"))) == b"x-ok: 1\r\n"
