@@ -398,7 +398,10 @@ class _IdleWatch:
         self.handle = loop.call_at(loop.time() + idle, self._check)
 
     def _check(self) -> None:
-        due = self.conn.received_at + self.idle
+        conn = self.conn
+        # Paused: the upstream sent more than the client has taken yet (backpressure), so
+        # the silence is the client's, not the upstream's.
+        due = (self.loop.time() if conn.paused else conn.received_at) + self.idle
         if self.loop.time() >= due:
             self.conn.timed_out("idle")
         else:

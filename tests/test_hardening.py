@@ -145,6 +145,9 @@ def test_translated_answers_are_bounded(big) -> None:
     msg = client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
                                  extra_headers={"x-mock-bytes": str(20 * MB)})
     assert len(msg.content[0].text) == 20 * MB
+    with client.messages.stream(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
+                                extra_headers={"x-mock-bytes": str(20 * MB)}) as stream:
+        assert sum(len(t) for t in stream.text_stream) == 20 * MB
     with pytest.raises(anthropic.APIStatusError) as info:
         client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
                                extra_headers={"x-mock-bytes": str(100 * MB)})
@@ -249,6 +252,8 @@ def keys(tmp_path_factory) -> Iterator[dict]:
             + openai_backend("plain", "127.0.0.1", mocks["plain"].port) + _azure("azure", lines.port)
             + "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIGatewayRoute\n"
               "metadata: {name: r, namespace: default}\nspec:\n  rules:\n" + rules
+            + "    - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: idle}]}]\n"
+              "      backendRefs: [{name: plain}]\n      streamIdleTimeout: 1s\n"
             + "    - backendRefs: [{name: azure}]\n")
     gw = Gateway("--config", str(write_config(folder / "r.yaml", text)), workers=1)
     try:
@@ -303,6 +308,22 @@ def test_azure_deployments_are_encoded(keys) -> None:
     assert status == 200, body
     assert lines == [b"POST /openai/deployments/a%2F..%2Fb%3Fx%23y%20%C3%A9/chat/completions"
                      b"?api-version=2024-10-21&extra=1 HTTP/1.1"]
+
+
+def test_a_paused_client_is_not_an_idle_upstream(keys) -> None:
+    # streamIdleTimeout 1s: the upstream sends 64 MB at once and is then held back for the
+    # client, who reads nothing for 3 s; the stream is not cut as idle.
+    sock = _raw_request(keys["gw"].port, "/v1/chat/completions", {**CHAT, "model": "idle", "stream": True},
+                        {"x-mock-bytes": str(64 * MB)})
+    with sock:
+        time.sleep(3)  # the condition is the silence itself
+        received, tail = 0, b""
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+            tail = (tail + chunk)[-64:]
+            if tail.endswith(b"\r\n0\r\n\r\n"):
+                break
+    assert received > 64 * MB and tail.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), tail
 
 
 # -- last: the client that read nothing for 30 s --
