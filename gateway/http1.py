@@ -9,7 +9,12 @@ cookie jars, timers per phase, a task per connection) is either done once per
 routing-table generation by the caller or not needed by a proxy.
 
 Failures are raised as UpstreamError with a stable kind: unreachable, tls,
-reset or timeout, which the proxy maps to client errors.
+reset, timeout, invalid (a response head over its bounds) or too_large (a body
+read whole over the caller's limit), which the proxy maps to client errors.
+
+Memory per exchange is bounded: reading pauses when HIGH_WATER body bytes wait
+for the caller, and a response head is refused over MAX_RESPONSE_HEAD bytes or
+MAX_RESPONSE_HEADERS fields.
 """
 
 from __future__ import annotations
@@ -26,21 +31,28 @@ import httptools
 IDLE_TTL = 50.0  # seconds an idle connection is reused for; below common server keep-alive timeouts
 MAX_IDLE = 512  # idle connections kept per pool
 HIGH_WATER = 1 << 20  # buffered response bytes before reading from the upstream pauses
+MAX_RESPONSE_HEAD = 64 << 10  # bytes of status line and headers (Envoy's default is 60 KiB)
+MAX_RESPONSE_HEADERS = 100  # header fields in one response (Envoy's default)
 DNS_TTL = 10.0
 
 
 class UpstreamError(Exception):
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
-        self.kind = kind  # unreachable | tls | reset | timeout
+        self.kind = kind  # unreachable | tls | reset | timeout | invalid | too_large
         self.detail = detail
+
+
+class _HeadTooLarge(Exception):
+    pass
 
 
 class Connection(asyncio.Protocol):
     """One keep-alive connection; serves one request at a time."""
 
     __slots__ = ("pool", "transport", "parser", "status", "headers", "chunks", "buffered", "complete", "error",
-                 "waiter", "keep_alive", "closed", "used", "received", "received_at", "paused", "idle_since", "_ready")
+                 "waiter", "keep_alive", "closed", "used", "received", "received_at", "paused", "idle_since", "_ready",
+                 "head_size", "limit", "whole")
 
     def __init__(self, pool: Pool):
         self.pool = pool
@@ -64,6 +76,9 @@ class Connection(asyncio.Protocol):
         self.received = False  # any byte of the current response
         self.paused = False
         self._ready = False  # headers parsed
+        self.head_size = 0  # bytes received while the head was incomplete
+        self.limit = HIGH_WATER  # buffered body bytes before pausing (or, reading whole, failing)
+        self.whole = False  # read_all: the caller wants the whole body, up to `limit`
 
     # -- protocol callbacks --------------------------------------------------------------------
 
@@ -75,10 +90,22 @@ class Connection(asyncio.Protocol):
         self.received_at = self.pool.loop.time()
         try:
             self.parser.feed_data(data)
+            if not self._ready:
+                self.head_size += len(data)
+                if self.head_size > MAX_RESPONSE_HEAD:
+                    raise _HeadTooLarge(f"its response head is over {MAX_RESPONSE_HEAD >> 10} KiB")
+        except _HeadTooLarge as e:
+            self._fail(UpstreamError("invalid", str(e)))
+            self.abort()
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError("reset", "the upstream asked for a protocol upgrade"))
         except httptools.HttpParserError as e:
-            self._fail(UpstreamError("reset", f"the upstream sent a malformed response ({e})"))
+            cause = e.__context__
+            if isinstance(cause, _HeadTooLarge):  # raised by on_header, through the parser
+                self._fail(UpstreamError("invalid", str(cause)))
+                self.abort()
+            else:
+                self._fail(UpstreamError("reset", f"the upstream sent a malformed response ({e})"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -94,7 +121,10 @@ class Connection(asyncio.Protocol):
     # -- parser callbacks ----------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        headers = self.headers
+        headers.append((name, value))
+        if len(headers) > MAX_RESPONSE_HEADERS:
+            raise _HeadTooLarge(f"its response has over {MAX_RESPONSE_HEADERS} header fields")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -104,7 +134,12 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
         self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
+        if self.buffered > self.limit and not self.paused and self.transport is not None:
+            if self.whole:
+                if self.error is None:
+                    self._fail(UpstreamError("too_large", f"its answer is over {self.limit >> 20} MiB"))
+                    self.abort()
+                return
             self.paused = True
             self.transport.pause_reading()
         self._wake()
@@ -175,7 +210,27 @@ class Connection(asyncio.Protocol):
                 raise self.error
             await self._wait()
 
-    async def read_all(self) -> bytes:
+    async def fill(self) -> bool:
+        """Wait until the whole body is buffered (True) or reading paused at HIGH_WATER bytes
+        of it (False: the caller relays it with read_chunk, in bounded memory)."""
+        while not self.complete:
+            if self.error is not None:
+                raise self.error
+            if self.paused:
+                return False
+            await self._wait()
+        return True
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body, read on past HIGH_WATER; UpstreamError('too_large') over `limit` bytes."""
+        self.whole = True
+        self.limit = limit
+        if self.buffered > limit:
+            self._fail(UpstreamError("too_large", f"its answer is over {limit >> 20} MiB"))
+            self.abort()
+        elif self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
         while not self.complete:
             if self.error is not None:
                 raise self.error

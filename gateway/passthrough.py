@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from core.sniff import SniffError, rewrite_body, sniff
-from gateway.http1 import UpstreamError
-from gateway.proxy import Upstream, attempt, response_headers
+from gateway.client_window import ClientWindow
+from gateway.http1 import HIGH_WATER, UpstreamError
+from gateway.proxy import Upstream, attempt, pump, relay_sized, response_headers
 from gateway.state import BackendRuntime, GenerationState
 
 _UNSERVED = frozenset({404, 405, 501})
@@ -72,20 +73,26 @@ async def _forward_plain(upstream: Upstream, state: GenerationState, scope: Any,
     if conn is None:
         return False
     try:
-        data = result.first + b"".join([c async for c in _rest(conn)]) if result.streaming else await conn.read_all()
+        status, headers = conn.status, response_headers(conn.headers, backend.name)
+        if status in _UNSERVED and path == b"/tokenize":
+            backend.tokenize_unserved = True
+            return False
+        if result.streaming:  # no length: relayed as it comes, as the chat path does
+            transport = proto.response_stream(status, headers)
+            try:
+                if result.first:
+                    await transport.send_bytes(result.first)
+                await pump(conn, transport, None, None, None, ClientWindow(scope))
+            except Exception:  # the upstream broke off or the client left: the response ends here
+                conn.abort()
+            return True
+        if not await conn.fill():  # over HIGH_WATER: relayed with its length, in bounded memory
+            await relay_sized(conn, proto, status, headers, scope, None)
+            return True
+        proto.response_bytes(status, headers, await conn.read_all(HIGH_WATER))
+        return True
     except UpstreamError:
         conn.abort()
         return False
-    try:
-        if conn.status in _UNSERVED and path == b"/tokenize":
-            backend.tokenize_unserved = True
-            return False
-        proto.response_bytes(conn.status, response_headers(conn.headers, backend.name), data)
-        return True
     finally:
         conn.release()
-
-
-async def _rest(conn: Any) -> Any:
-    while (chunk := await conn.read_chunk()) is not None:
-        yield chunk

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -21,10 +22,11 @@ import msgspec
 from core.errors import anthropic_error, openai_error, sse_error_event
 from core.router import RuleRuntime
 from core.sniff import Sniffed, rewrite_body, wants_usage, with_usage_requested
-from core.usage import StreamUsage, first_event_model, from_body
-from core.table import RetryPolicy
+from core.usage import StreamUsage, Usage, first_event_model, from_body
+from core.table import MODEL_HEADER, RetryPolicy
 from gateway import metrics
 from gateway.accounting import MAX_KEPT, Outcome
+from gateway.client_window import ClientWindow
 from gateway.http1 import Connection, UpstreamError
 from gateway.state import UNSUPPORTED, GenerationState, Pools, RefRuntime, RouteRuntime, Target
 from gateway.translators import TranslationError
@@ -39,13 +41,21 @@ BACKEND_HEADER = "x-ai-gateway-backend"
 _REQUEST_STRIP = frozenset({
     "host", "content-length", "connection", "keep-alive", "proxy-connection", "proxy-authorization",
     "transfer-encoding", "te", "trailer", "upgrade", "expect", "authorization", "x-api-key", "api-key",
-    BACKEND_HEADER,
+    BACKEND_HEADER, MODEL_HEADER,  # the model header upstream is the body's model, set by the gateway
 })
 _RESPONSE_STRIP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
     b"content-length", BACKEND_HEADER.encode(),
 })
 _EVENT_STREAM = b"text/event-stream"
+_MODEL_LINE = MODEL_HEADER.encode("ascii") + b": %s\r\n"
+# Model names go upstream in x-ai-eg-model as they are where they are plain printable ASCII.
+_MODEL_SAFE = "".join(chr(c) for c in range(0x21, 0x7f) if chr(c) != "%") + " "
+MAX_TRANSLATED_BODY = 64 << 20  # bytes of a whole answer decoded to translate it; over it: 502
+CLIENT_CLOSED = 499  # the status logged and counted for an answer the client did not wait for
+_HEAD_KEPT, _TAIL_KEPT = 4096, 65536  # bytes of a large relayed answer searched for its model and usage
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
+DOT_SEGMENTS = frozenset({"", ".", ".."})  # never a path segment built from a client's model
 
 
 class Upstream:
@@ -61,27 +71,52 @@ class Upstream:
         self.pools.keep_only(set())
 
 
-def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, model: str) -> bytes | None:
+def _safe_value(value: str) -> bool:
+    """A header value that cannot split the head and is Latin-1 text, as HTTP/1.1 allows."""
+    return value.isascii() and value.isprintable() or all(" " <= c <= "\xff" and c != "\x7f" for c in value)
+
+
+def _client_lines(headers: Any, remove: frozenset[str]) -> bytes:
+    """The client's headers that may pass, minus those its Connection header names (hop-by-hop)."""
+    hop = headers.get("connection")
+    if hop:
+        remove = remove | {t.strip().lower() for t in hop.split(",")}
+    lines = "".join([f"{k}: {v}\r\n" for k, v in headers.items() if k not in _REQUEST_STRIP and k not in remove])
+    try:
+        return lines.encode("latin-1")
+    except UnicodeEncodeError:  # text HTTP/1.1 cannot carry: that header stays behind
+        return "".join([f"{k}: {v}\r\n" for k, v in headers.items() if k not in _REQUEST_STRIP and k not in remove
+                        and _safe_value(v)]).encode("latin-1")
+
+
+def _query(query: str) -> bytes:
+    # Granian hands the query decoded to text; what is not a plain URL character goes out percent-encoded.
+    return quote(query, safe="/?&=+%:@!$'()*,;~[]").encode("ascii")
+
+
+def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, model: str,
+                  body_model: str) -> bytes | None:
     """The upstream request up to its body; None when the credentials it needs are missing."""
-    remove = ref.remove
     headers = scope.headers
-    lines = [f"{k}: {v}\r\n" for k, v in headers.items() if k not in _REQUEST_STRIP and k not in remove]
+    lines = _client_lines(headers, ref.remove)
     credentials = ref.set_lines
     if ref.override is not None:
         client_header, upstream_header, template, fallback = ref.override
         value = headers.get(client_header)
-        if value and not any(c in value for c in "\r\n\0"):
-            credentials = ref.mutation_lines + f"{upstream_header}: {template.format(value)}\r\n".encode("utf-8")
+        if value and _safe_value(value):
+            credentials = ref.mutation_lines + f"{upstream_header}: {template.format(value)}\r\n".encode("latin-1")
         elif not (fallback and ref.auth_lines):
             return None
     query = scope.query_string
     if target.tail is None:
-        path = (target.path, b"?" + query.encode("latin-1") if query else b"")
-    else:  # Azure: the deployment is the model, and api-version is already in the tail
-        path = (target.path, quote(model, safe="").encode("latin-1"), target.tail,
-                b"&" + query.encode("latin-1") if query else b"")
+        path = (target.path, b"?" + _query(query) if query else b"")
+    else:  # Azure: the deployment is the model (dot segments refused before), api-version is in the tail
+        path = (target.path, quote(model, safe="").encode("ascii"), target.tail,
+                b"&" + _query(query) if query else b"")
+    model_line = _MODEL_LINE % (body_model.encode("ascii") if body_model.isascii() and body_model.isprintable()
+                                else quote(body_model, safe=_MODEL_SAFE).encode("ascii"))
     return b"".join((
-        *path, target.head, "".join(lines).encode("utf-8"), credentials, b"content-length: %d\r\n\r\n" % length,
+        *path, target.head, lines, model_line, credentials, b"content-length: %d\r\n\r\n" % length,
     ))
 
 
@@ -116,6 +151,8 @@ def _describe(error: UpstreamError, where: str, ref: RefRuntime) -> tuple[int, s
                 "and hostname.", "upstream_tls_error")
     if kind == "unreachable":
         return 502, f"Could not connect to {where}: {error.detail}.", "upstream_unreachable"
+    if kind == "invalid":
+        return 502, f"{where} sent a response the gateway does not relay: {error.detail}.", "upstream_invalid_response"
     return 502, f"{where} closed the connection before answering ({error.detail}).", "upstream_reset"
 
 
@@ -262,7 +299,12 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
                 o.status = _fail(proto, 400, f"The request cannot be sent to {ref.backend.name}: {e}",
                                  "untranslatable_request", ref.backend.name, client)
                 return
-        head = _request_head(scope, ref, target, len(body_out), model)
+        if target.tail is not None and model in DOT_SEGMENTS:  # Azure: the model is a path segment
+            o.backend, o.error = ref.backend.name, "invalid_model"
+            o.status = _fail(proto, 400, f"The model name {model!r} cannot name a deployment of "
+                             f"{ref.backend.name}.", "invalid_model", ref.backend.name, client)
+            return
+        head = _request_head(scope, ref, target, len(body_out), model, o.model)
         if head is None:
             header = ref.override[0]  # type: ignore[index]
             o.backend, o.error = ref.backend.name, "missing_credentials"
@@ -338,7 +380,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
         handles.append(_IdleWatch(loop, conn, idle))
     try:
         await _relay(conn, proto, name, target.where, ref, result, idle, o, strip,
-                     translator, wants_usage(sniffed))
+                     translator, wants_usage(sniffed), scope)
     finally:
         for h in handles:
             h.cancel()
@@ -356,7 +398,10 @@ class _IdleWatch:
         self.handle = loop.call_at(loop.time() + idle, self._check)
 
     def _check(self) -> None:
-        due = self.conn.received_at + self.idle
+        conn = self.conn
+        # Paused: the upstream sent more than the client has taken yet (backpressure), so
+        # the silence is the client's, not the upstream's.
+        due = (self.loop.time() if conn.paused else conn.received_at) + self.idle
         if self.loop.time() >= due:
             self.conn.timed_out("idle")
         else:
@@ -367,18 +412,27 @@ class _IdleWatch:
 
 
 async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRuntime, result: _Attempt,
-                 idle: float, o: Outcome, strip: bool, translator: Any, client_wants_usage: bool) -> None:
+                 idle: float, o: Outcome, strip: bool, translator: Any, client_wants_usage: bool, scope: Any) -> None:
     o.status = status = conn.status
     headers = response_headers(conn.headers, name)
     client = o.client
     if not result.streaming:
         try:
-            data = await conn.read_all()
+            # A translated answer is decoded whole (up to MAX_TRANSLATED_BODY); one passed through
+            # is relayed as it arrives once it is over HIGH_WATER, in bounded memory.
+            if translator is None and not await conn.fill():
+                await relay_sized(conn, proto, status, headers, scope, o)
+                return
+            data = await conn.read_all(MAX_TRANSLATED_BODY)
         except UpstreamError as e:
             if e.kind == "timeout":
                 o.error = "upstream_timeout"
                 o.status = _fail(proto, 504, f"{where} did not finish its answer within {ref.timeout:g}s.",
                                  "upstream_timeout", name, client)
+            elif e.kind == "too_large":
+                o.error = "upstream_too_large"
+                o.status = _fail(proto, 502, f"{where} answered with over {MAX_TRANSLATED_BODY >> 20} MiB, more "
+                                 "than the gateway translates between APIs.", "upstream_too_large", name, client)
             else:
                 o.error = "upstream_reset"
                 o.status = _fail(proto, 502, f"{where} broke off its answer ({e.detail}).", "upstream_reset", name,
@@ -416,7 +470,7 @@ async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRu
             if out:  # never an empty write: to chunked encoding that is the end of the body
                 await transport.send_bytes(out)
                 o.first_byte = time.perf_counter()
-        await _pump(conn, transport, tracker, kept, o)
+        await pump(conn, transport, tracker, kept, o, ClientWindow(scope))
     except UpstreamError as e:
         if e.detail == "idle":
             message, code = (f"{where} sent nothing for {idle:g}s (the rule's streamIdleTimeout).",
@@ -431,7 +485,7 @@ async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRu
         e.__traceback__ = None
         await _end_stream(transport, _is_sse(conn), message, code, client)
     except Exception:  # the client went away: stop reading and drop the upstream connection
-        o.error = "client_disconnected"
+        o.error, o.status = "client_disconnected", CLIENT_CLOSED
         conn.abort()
     if tracker is not None:
         o.usage, o.response_model = tracker.usage, tracker.model
@@ -445,11 +499,16 @@ def _is_sse(conn: Connection) -> bool:
     return any(n.lower() == b"content-type" and v.startswith(_EVENT_STREAM) for n, v in conn.headers)
 
 
-async def _pump(conn: Connection, transport: Any, tracker: StreamUsage | None, kept: list[bytes] | None,
-                o: Outcome) -> None:
+async def pump(conn: Connection, transport: Any, tracker: StreamUsage | None, kept: list[bytes] | None,
+               o: Outcome | None, window: ClientWindow) -> None:
+    # Granian's send_bytes does not wait for the client: `window` stops the reading of the
+    # upstream while too much of what was sent is unacknowledged (see gateway/client_window.py).
     send = transport.send_bytes
     if tracker is None:
         while (chunk := await conn.read_chunk()) is not None:
+            window.sent += len(chunk)
+            if window.sent > window.check_at:  # waited for before the send: after the last one, nobody waits
+                await window.wait()
             await send(chunk)
         return
     size = 0
@@ -460,12 +519,82 @@ async def _pump(conn: Connection, transport: Any, tracker: StreamUsage | None, k
                 kept.append(chunk)
         out = tracker.feed(chunk)
         if out:
+            window.sent += len(out)
+            if window.sent > window.check_at:
+                await window.wait()
             await send(out)
-            if o.first_byte is None:
+            if o is not None and o.first_byte is None:
                 o.first_byte = time.perf_counter()
     rest = tracker.flush()
     if rest:
         await send(rest)
+
+
+async def relay_sized(conn: Connection, proto: Any, status: int, headers: list[tuple[str, str]], scope: Any,
+                      o: Outcome | None) -> None:
+    """A whole (not streamed) answer over HIGH_WATER, relayed as it arrives with its length, in
+    bounded memory; its usage block is read from the last bytes (it ends OpenAI's and
+    Anthropic's answers) and its model from the first."""
+    length = next((v.decode("latin-1") for n, v in conn.headers if n.lower() == b"content-length"), None)
+    transport = proto.response_stream(status, [*headers, ("content-length", length)] if length else headers)
+    window = ClientWindow(scope)
+    tail = _Tail()
+    try:
+        while (chunk := await conn.read_chunk()) is not None:
+            tail.feed(chunk)
+            window.sent += len(chunk)
+            if window.sent > window.check_at:
+                await window.wait()
+            await transport.send_bytes(chunk)
+    except UpstreamError as e:
+        # The length is promised and cannot be kept: the client sees a short body and a closed connection.
+        e.__traceback__ = None
+        if o is not None:
+            o.error = "upstream_timeout" if e.kind == "timeout" else "upstream_reset"
+        return
+    except Exception:  # the client went away
+        conn.abort()
+        if o is not None:
+            o.error, o.status = "client_disconnected", CLIENT_CLOSED
+        return
+    if o is not None and status < 300:
+        o.usage, o.response_model = tail.usage(o.client)
+
+
+def _last(matches: Any) -> Any:
+    found = None
+    for found in matches:
+        pass
+    return found
+
+
+class _Tail:
+    """The first and last bytes of a body relayed in pieces, for its model and usage block."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if not self.head:
+            self.head = chunk[:_HEAD_KEPT]
+        self.tail = chunk[-_TAIL_KEPT:] if len(chunk) >= _TAIL_KEPT else (self.tail + chunk)[-_TAIL_KEPT:]
+
+    def usage(self, client: str) -> tuple[Usage | None, str | None]:
+        at = self.tail.rfind(b'"usage"')
+        usage = None
+        if at != -1:  # `{` + `"usage": {...}, ...}`: the top-level object's last members
+            usage = (from_body if client == "openai" else anthropic_usage)(b"{" + self.tail[at:])[0]
+        found = _MODEL_FIELD.search(self.head) or _last(_MODEL_FIELD.finditer(self.tail))  # embeddings: at the end
+        model = None
+        if found:
+            try:
+                model = msgspec.json.decode(found.group(1))
+            except msgspec.DecodeError:
+                pass
+        return usage, model if isinstance(model, str) else None
 
 
 async def _end_stream(transport: Any, sse: bool, message: str, code: str, client: str = "openai") -> None:

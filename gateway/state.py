@@ -203,14 +203,25 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def valid_header(name: str, value: str) -> bool:
+    """A header the data plane may write: a token name, a Latin-1 value without control characters
+    (which could split the head). Checked once per table; config validation rejects the rest earlier."""
+    return bool(name) and all(c in _TOKEN for c in name) and all(
+        c == "\t" or " " <= c <= "\xff" and c != "\x7f" for c in value)
+
+
 def _header_lines(headers: tuple[tuple[str, str], ...]) -> bytes:
     lines = []
     for name, value in headers:
-        if any(c in name + value for c in "\r\n\0"):  # never let configuration split a header
-            log.error("header %s has a line break or NUL in its configured value; not sent", name)
+        if not valid_header(name, value):  # never let configuration split a header (the value is never logged)
+            log.error("header %r is not a valid HTTP header name or its configured value has a control or "
+                      "non-Latin-1 character; not sent", name[:64])
             continue
         lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("utf-8")
+    return "".join(lines).encode("latin-1")
 
 
 class RefRuntime:
@@ -219,7 +230,7 @@ class RefRuntime:
     __slots__ = ("ref", "backend", "remove", "set_lines", "mutation_lines", "auth_lines", "override", "timeout",
                  "rewrite")
 
-    def __init__(self, ref: BackendRef, backend: BackendRuntime):
+    def __init__(self, ref: BackendRef, backend: BackendRuntime, override_headers: frozenset[str] = frozenset()):
         self.ref = ref
         self.backend = backend
         auth = backend.backend.auth_headers
@@ -231,10 +242,16 @@ class RefRuntime:
         self.auth_lines = _header_lines(tuple(auth))
         self.set_lines = self.mutation_lines + self.auth_lines
         # (client header, upstream header, value template, fall back to the configured key?)
-        self.override = backend.backend.credential_override
-        remove = {name.lower() for name, _ in (*header_set, *auth)}
-        if self.override is not None:
-            remove |= {self.override[0], self.override[1]}  # the client's key goes only where it belongs
+        self.override = override = backend.backend.credential_override
+        if override is not None and not valid_header(override[1], override[2].replace("{}", "")):
+            log.error("credentialOverride of %s names an invalid upstream header; client keys are not sent",
+                      backend.name)
+            self.override = None
+        # Every header that carries a client's key to a credentialOverride backend, in the whole
+        # table, is removed on every attempt to every backend: the key goes only where it belongs.
+        remove = {name.lower() for name, _ in (*header_set, *auth)} | override_headers
+        if override is not None:
+            remove |= {override[0], override[1]}
         self.remove = frozenset(ref.header_remove) | remove
         self.timeout = ref.timeout or None
         self.rewrite = bool(ref.model_override is not None or ref.body_set or ref.body_remove)
@@ -285,11 +302,14 @@ class GenerationState:
         self.backends = [BackendRuntime(b, table.resolve, pools) for b in table.backends]
         pools.keep_only({id(t.pool) for b in self.backends for ts in b.targets.values() for t in ts})
         # Keyed by the BackendRef object the router picks: identity lookups, no hashing of fields.
+        overrides = frozenset(b.credential_override[0].lower() for b in table.backends
+                              if b.credential_override is not None)
         self.refs: dict[int, RefRuntime] = {}
         for rule in self.router.rules:
             for ref in rule.rule.refs:
-                self.refs[id(ref)] = RefRuntime(ref, self.backends[ref.backend])
-        self.routes = [RouteRuntime(info, [RefRuntime(r, self.backends[r.backend]) for r in info.header_refs])
+                self.refs[id(ref)] = RefRuntime(ref, self.backends[ref.backend], overrides)
+        self.routes = [RouteRuntime(info, [RefRuntime(r, self.backends[r.backend], overrides)
+                                           for r in info.header_refs])
                        for info in table.routes]
         # Routes that take the backend header, in precedence order, for requests no rule matches.
         self.header_routes = [r for r in self.routes if r.by_header]

@@ -53,6 +53,8 @@ ENV_VAR = "MODELYARD_MOCK_CONFIG"
 APP_TARGET = "loadtest.mock_backend:app"
 RECORD_LIMIT = 1000
 HANG_SECONDS = 3600.0
+PAD_CHUNK = 16384  # content bytes per streamed chunk of an x-mock-bytes answer
+MAX_PAD = 1 << 30  # x-mock-bytes is capped at 1 GiB
 DEFAULT_MODEL = "mock-model"
 FINGERPRINT = "fp_mock"
 
@@ -91,6 +93,12 @@ def _int_header(headers: Any, name: str) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+def _pad_bytes(headers: Any) -> int | None:
+    """x-mock-bytes: answer with about N bytes of content (chat) or vector (embeddings)."""
+    n = _int_header(headers, "x-mock-bytes")
+    return None if n is None or n < 0 else min(n, MAX_PAD)
 
 
 def _is_model_post(method: str, path: str) -> bool:
@@ -176,6 +184,13 @@ class MockApp:
         if hang and hang != "0":
             await self._hang(proto)
             return True
+        fat = _int_header(headers, "x-mock-header-bytes")
+        many = _int_header(headers, "x-mock-headers")
+        if fat or many:  # an oversized response head, for the gateway's bounds
+            extra = [("x-mock-fat", "h" * min(fat or 0, MAX_PAD))]
+            extra += [(f"x-mock-h{i}", "1") for i in range(min(many or 0, 100_000))]
+            proto.response_bytes(200, [*self._json_headers, *extra], b"{}")
+            return True
         status = _int_header(headers, "x-mock-status")
         if status is not None and 400 <= status <= 599:
             self._error(proto, status, f"Mock error (x-mock-status: {status})", None, _ERROR_CODES.get(status))
@@ -212,7 +227,7 @@ class MockApp:
             if path.endswith("/completions"):
                 return await self._completions(scope, body, proto)
             if path.endswith("/embeddings"):
-                return await self._embeddings(body, proto)
+                return await self._embeddings(scope.headers, body, proto)
             if path == "/tokenize" and self.config.tokenize:
                 return self._tokenize(body, proto)
         elif method == "GET":
@@ -244,9 +259,12 @@ class MockApp:
         n, finish = self._token_count(headers, limit)
         prompt = _chat_prompt_tokens(messages)
         rid = self._new_id("chatcmpl-")
+        pad = _pad_bytes(headers)
         if req.stream is True:
             stream = self._chat_stream(rid, model, finish, prompt, n, self._wants_usage(req.stream_options))
-            return await self._send_stream(scope, proto, stream, n)
+            if pad is not None:  # N content bytes, in chunks of PAD_CHUNK
+                n = -(-pad // PAD_CHUNK)
+            return await self._send_stream(scope, proto, stream, n, pad)
         await self._latency()
         answer = {
             "id": rid,
@@ -255,7 +273,8 @@ class MockApp:
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": _content(n), "refusal": None, "annotations": []},
+                "message": {"role": "assistant", "content": _content(n) if pad is None else "x" * pad,
+                            "refusal": None, "annotations": []},
                 "logprobs": None,
                 "finish_reason": finish,
             }],
@@ -303,10 +322,20 @@ class MockApp:
         proto.response_bytes(200, self._json_headers, _encode(answer))
         return None
 
-    async def _embeddings(self, body: bytes, proto: Any) -> None:
+    async def _embeddings(self, headers: Any, body: bytes, proto: Any) -> None:
         req = self._decode(_decode_embedding, body)
         model = self._require_model(req.model)
         inputs = _embedding_inputs(req.input)
+        pad = _pad_bytes(headers)
+        if pad is not None:  # one vector of about N bytes, encoded directly: 4 bytes per float
+            tokens = sum(t for _, t in inputs)
+            vector = b",".join([b"0.5"] * max(1, pad // 4))
+            await self._latency()
+            proto.response_bytes(200, self._json_headers, b"".join((
+                b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[', vector,
+                b']}],"model":', _encode(model), b',"usage":',
+                _encode({"prompt_tokens": tokens, "total_tokens": tokens}), b"}")))
+            return
         dim = req.dimensions if type(req.dimensions) is int and req.dimensions > 0 else self.config.embedding_dim
         fmt = req.encoding_format
         if fmt == "base64":
@@ -355,14 +384,14 @@ class MockApp:
             usage=_encode(_legacy_usage(prompt, n)) if usage else None,
         )
 
-    async def _send_stream(self, scope: Any, proto: Any, s: _Stream, n: int) -> None:
+    async def _send_stream(self, scope: Any, proto: Any, s: _Stream, n: int, pad: int | None = None) -> None:
         transport = proto.response_stream(200, self._sse_headers)
         try:
-            await self._write_stream(scope, transport, s, n)
+            await self._write_stream(scope, transport, s, n, pad)
         except ProtocolClosed:
             pass  # the client left mid-stream: normal under load tests, not worth a traceback
 
-    async def _write_stream(self, scope: Any, transport: Any, s: _Stream, n: int) -> None:
+    async def _write_stream(self, scope: Any, transport: Any, s: _Stream, n: int, pad: int | None) -> None:
         die_after = _int_header(scope.headers, "x-mock-die-after")
         cfg = self.config
         if die_after is None:
@@ -375,7 +404,14 @@ class MockApp:
         if s.first is not None:
             await send(head + s.first + tail)
         sent = n if die_after is None else min(n, max(die_after, 0))
-        for i in range(sent):
+        if pad is not None:
+            filler = b"x" * PAD_CHUNK
+            for i in range(sent):
+                last = pad - i * PAD_CHUNK
+                await send(head + s.token_open + (filler if last >= PAD_CHUNK else filler[:last]) + s.token_close + tail)
+                if i % 64 == 63:
+                    await asyncio.sleep(0)  # let the loop breathe: a fast stream, not a blocked worker
+        for i in range(sent if pad is None else 0):
             if i and itl:
                 await asyncio.sleep(itl)
             await send(head + s.token_open + _token(i) + s.token_close + tail)
