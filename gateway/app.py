@@ -61,18 +61,6 @@ def malformed(scope: Any) -> tuple[str, str] | None:
     return None
 
 
-def _sniff_model(body: bytes, o: Outcome) -> bool:
-    """Whether the body names a model (noted in `o`); a body that does not is answered locally."""
-    try:
-        model = sniff(body).model
-    except SniffError:
-        return False
-    if not isinstance(model, str):
-        return False
-    o.model = model
-    return True
-
-
 def _where(e: BaseException) -> str:
     """Where an exception was raised, as `file:line function` frames, innermost last."""
     frames = traceback.extract_tb(e.__traceback__)[-MAX_FRAMES:]
@@ -219,7 +207,13 @@ class GatewayApp:
         if body is None:
             o.status, o.error = 413, "request_too_large"
             return
-        if state is not None and _sniff_model(body, o):
+        try:
+            model = sniff(body).model
+        except SniffError as e:
+            client_error(o, proto, 400, str(e), e.code)
+            return
+        if state is not None and isinstance(model, str):  # without one, the default tokenizer answers here
+            o.model = model
             forward = forward_tokenize if path == "/tokenize" else forward_count_tokens
             if await forward(self.upstream, state, scope, proto, body, o):
                 return
