@@ -37,7 +37,7 @@ PROVIDER_NAMES = {
 MAX_LABEL_VALUES = 100  # per label, per worker: then "_other", so clients cannot grow the series count
 MAX_SERIES_CACHE = 10_000  # label tuples kept for reuse
 MAX_KEPT = 1 << 20  # bytes of a usage-less answer kept for counting its tokens
-MAX_LOGGED = 256  # characters of a client-sent path or model name written to the access log
+MAX_LOGGED = 256  # characters of a client-sent method, path or model name logged (the app bounds method and path)
 
 
 class Outcome:
@@ -272,7 +272,7 @@ def access_line(o: Outcome, costs: dict[str, int]) -> bytes:
     """One access-log record: what was asked, where it went, what it used; never a prompt or a key."""
     u = o.usage
     return _encode(_AccessRecord(
-        _timestamp(), o.method, o.path[:MAX_LOGGED], o.route, o.rule, o.backend, o.operation, o.model[:MAX_LOGGED],
+        _timestamp(), o.method, o.path, o.route, o.rule, o.backend, o.operation, o.model[:MAX_LOGGED],
         o.request_model and o.request_model[:MAX_LOGGED], o.response_model and o.response_model[:MAX_LOGGED],
         o.status, o.stream, round((o.ended - o.started) * 1000, 3),
         round((o.first_byte - o.started) * 1000, 3) if o.first_byte is not None else None,

@@ -51,12 +51,12 @@ def client_error(o: Outcome, proto: Any, status: int, message: str, code: str) -
 
 def malformed(scope: Any) -> tuple[str, str] | None:
     """What makes a request unacceptable whatever its endpoint: (message, code), or None."""
-    if scope.http_version == "1.1":
+    hosts = len(scope.headers.get_all("host"))
+    if hosts != 1 and scope.http_version == "1.1":
         # RFC 9112 3.2: exactly one Host; with none or two, the target is ambiguous.
-        hosts = len(scope.headers.get_all("host"))
-        if hosts != 1:
-            return (f"An HTTP/1.1 request needs exactly one Host header; this one has {hosts}.", "invalid_host")
-    if not scope.query_string.isascii():
+        return (f"An HTTP/1.1 request needs exactly one Host header; this one has {hosts}.", "invalid_host")
+    query = scope.query_string
+    if query and not query.isascii():
         return ("The query string has raw non-ASCII characters; percent-encode them (RFC 3986).", "invalid_query")
     return None
 
@@ -129,37 +129,45 @@ class GatewayApp:
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
             return
-        o = Outcome(time.perf_counter(), "")
-        o.method, o.path = scope.method, scope.path
+        path = scope.path
+        method = scope.method
+        suffix = OPERATIONS.get(path)
+        o = Outcome(time.perf_counter(), OPERATION_NAMES[suffix] if suffix is not None else "")
+        o.method, o.path = method, path
         try:
-            await self._dispatch(scope, proto, o)
+            if suffix is not None and method == "POST":  # the hot path, without a detour
+                await self._proxy(scope, proto, suffix, o)
+            else:
+                await self._dispatch(scope, proto, o, suffix)
         except ProtocolClosed:  # the client went away, typically mid-upload: not a failure of ours
             o.error = "client_disconnected"
             o.status = o.status or 499
-            log.info("client %s closed the connection before %s %r was answered", scope.client, o.method,
-                     o.path[:MAX_LOGGED])
+            log.info("client %s closed the connection before %s %r was answered", scope.client, o.method, o.path)
         except Exception as e:
             self._unexpected(proto, o, e)
         finally:
             assert self.accountant is not None
             self.accountant.record(o)
 
-    async def _dispatch(self, scope: Any, proto: Any, o: Outcome) -> None:
-        path, method = scope.path, scope.method
-        suffix = OPERATIONS.get(path)
+    async def _dispatch(self, scope: Any, proto: Any, o: Outcome, suffix: str | None) -> None:
+        """Every request but an OpenAI POST to a proxied endpoint."""
+        method = o.method = o.method[:MAX_LOGGED]
+        path = o.path = o.path[:MAX_LOGGED]  # bounded here: the hot path's is one of a few known ones
         if suffix is None:
             suffix = ANTHROPIC_OPERATIONS.get(path)
             if suffix is not None or path.startswith("/anthropic/") or path.endswith("/count_tokens"):
                 o.client = "anthropic"
+            if suffix is not None:
+                o.operation = OPERATION_NAMES[suffix]
+                if method == "POST":
+                    await self._proxy(scope, proto, suffix, o)
+                    return
         problem = malformed(scope)
         if problem is not None:
             client_error(o, proto, 400, *problem)
             return
         if suffix is not None:
-            o.operation = OPERATION_NAMES[suffix]
-            if method == "POST":
-                await self._proxy(scope, proto, suffix, o)
-                return
+            pass  # a proxied endpoint, with another method: 405
         elif path in MODELS_ENDPOINTS:
             o.operation = "models"
             if method == "GET":
@@ -176,11 +184,11 @@ class GatewayApp:
                 await self._rerank(scope, proto, o)
                 return
         else:
-            client_error(o, proto, 404, f"Unknown endpoint {path[:MAX_LOGGED]!r}. This gateway serves "
-                         "/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /v1/messages, "
-                         "/v1/messages/count_tokens, /tokenize and /cohere/v2/rerank.", "unknown_endpoint")
+            client_error(o, proto, 404, f"Unknown endpoint {path!r}. This gateway serves /v1/chat/completions, "
+                         "/v1/completions, /v1/embeddings, /v1/models, /v1/messages, /v1/messages/count_tokens, "
+                         "/tokenize and /cohere/v2/rerank.", "unknown_endpoint")
             return
-        client_error(o, proto, 405, f"Method {method[:MAX_LOGGED]!r} is not allowed on {path}.", "method_not_allowed")
+        client_error(o, proto, 405, f"Method {method!r} is not allowed on {path}.", "method_not_allowed")
 
     def _unexpected(self, proto: Any, o: Outcome, e: Exception) -> None:
         """A bug of ours, or a body nested deeper than a decoder after the sniff could follow:
@@ -189,8 +197,7 @@ class GatewayApp:
         if isinstance(e, RecursionError) and o.status == 0:
             client_error(o, proto, 400, "The request body is nested too deeply.", "invalid_json")
             return
-        log.error("unexpected %s while serving %s %r, at %s", type(e).__name__, o.method, o.path[:MAX_LOGGED],
-                  _where(e))
+        log.error("unexpected %s while serving %s %r, at %s", type(e).__name__, o.method, o.path, _where(e))
         status = o.status
         o.error = "internal_error"
         if status == 0:
@@ -277,6 +284,10 @@ class GatewayApp:
         return b"".join(parts)
 
     async def _proxy(self, scope: Any, proto: Any, suffix: str, o: Outcome) -> None:
+        problem = malformed(scope)
+        if problem is not None:
+            client_error(o, proto, 400, *problem)
+            return
         state = self.state
         if state is None:
             client_error(o, proto, 503, "No configuration is loaded yet.", "not_ready")

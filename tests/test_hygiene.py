@@ -364,3 +364,40 @@ def test_fuzz_through_the_anthropic_sdk(gw: Gateway) -> None:
 
     check()
     assert_clean_log(gw)
+
+
+# -- an unexpected error ---------------------------------------------------------------------------
+
+class _Proto:
+    """What Granian hands the app to answer with: here it only keeps the answer."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, bytes]] = []
+
+    def response_bytes(self, status: int, headers: list, body: bytes) -> None:
+        self.answers.append((status, body))
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic"])
+def test_an_unexpected_error_is_a_500_in_shape_logged_once_without_its_text(client: str, caplog) -> None:
+    from gateway.accounting import Outcome
+    from gateway.app import GatewayApp
+
+    def fail() -> None:
+        raise ValueError("Bearer sk-secret-key and the body: hello")
+
+    o = Outcome(0.0, "chat", client)
+    o.method, o.path = "POST", "/v1/chat/completions"
+    proto = _Proto()
+    try:
+        fail()
+    except ValueError as e:
+        with caplog.at_level("INFO", logger="modelyard.worker"):
+            GatewayApp()._unexpected(proto, o, e)
+    ((status, body),) = proto.answers
+    assert status == 500 and (o.status, o.error) == (500, "internal_error")
+    assert_shape(status, {}, body, client)
+    (record,) = caplog.records
+    text = record.getMessage()
+    assert record.levelname == "ERROR" and record.exc_info is None and "\n" not in text
+    assert "ValueError" in text and "fail" in text and "sk-secret" not in text and "hello" not in text
