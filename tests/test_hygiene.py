@@ -12,7 +12,7 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anthropic
@@ -78,7 +78,7 @@ def raw(port: int, data: bytes, method: str = "POST", timeout: float = 30.0) -> 
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
 
 
-def request(method: str, target: bytes, body: bytes = b"", headers: list[tuple[bytes, bytes]] = (),
+def request(method: str, target: bytes, body: bytes = b"", headers: Sequence[tuple[bytes, bytes]] = (),
             host: bytes | None = b"127.0.0.1", version: bytes = b"HTTP/1.1") -> bytes:
     lines = [method.encode() + b" " + target + b" " + version]
     if host is not None:
