@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
+
+
+class _Seen:
+    """The type of `Sniffed.model` while decoding: each `model` key the decoder meets goes through
+    `_seen_model`, so a body that names the model twice is caught at the cost of one call, whatever
+    the body's size, and whatever escapes spell the key."""
+
+
+_SEEN = _Seen()
+_models: list[object] = []  # the `model` values of the body being sniffed (sniff runs on the event loop only)
+
+
+def _seen_model(_type: type, value: object) -> _Seen:
+    _models.append(value)
+    return _SEEN
 
 
 class Sniffed(msgspec.Struct):
     # Everything else in the body is skipped by the decoder without building Python objects.
-    model: object = None
-    stream: object = False
-    stream_options: object = None
+    model: _Seen = None  # type: ignore[assignment]  # the decoder's view; sniff() puts the value there
+    stream: Any = False  # Any, not object: with a dec_hook, msgspec hands `object` fields to the hook too
+    stream_options: Any = None
 
 
 def wants_usage(sniffed: Sniffed) -> bool:
@@ -37,17 +54,26 @@ class SniffError(ValueError):
         self.code = code
 
 
-_decoder = msgspec.json.Decoder(Sniffed)
+_decoder = msgspec.json.Decoder(Sniffed, dec_hook=_seen_model)
 
 
 def sniff(body: bytes) -> Sniffed:
-    """The body's `model` and `stream`; SniffError when the body is not a JSON object."""
+    """The body's `model` and `stream`; SniffError when the body is not a JSON object, is nested
+    deeper than the interpreter's recursion limit, or has two `model` keys (the gateway would
+    route on one and a backend might read the other)."""
+    _models.clear()
     try:
         found = _decoder.decode(body)
     except msgspec.ValidationError as e:
         raise SniffError(f"The request body must be a JSON object ({e}).", "invalid_json") from None
     except msgspec.DecodeError as e:
         raise SniffError(f"The request body is not valid JSON: {e}.", "invalid_json") from None
+    except RecursionError:
+        raise SniffError("The request body is nested too deeply.", "invalid_json") from None
+    if _models:
+        if len(_models) > 1:
+            raise SniffError("The request body has more than one 'model' field.", "duplicate_model")
+        found.model = _models[0]
     return found
 
 

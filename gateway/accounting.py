@@ -29,6 +29,7 @@ log = logging.getLogger("modelyard.accounting")
 # The OpenTelemetry GenAI names for what the client asked for, and for each backend schema.
 OPERATION_NAMES = {"/chat/completions": "chat", "/completions": "text_completion", "/embeddings": "embeddings",
                    "/messages": "chat"}
+GENAI_OPERATIONS = frozenset(OPERATION_NAMES.values())  # what the GenAI metrics count; other lines are logged only
 PROVIDER_NAMES = {
     "OpenAI": "openai", "AzureOpenAI": "azure.ai.openai", "AWSBedrock": "aws.bedrock", "AWSAnthropic": "aws.bedrock",
     "GCPVertexAI": "gcp.vertex_ai", "GCPAnthropic": "gcp.vertex_ai", "Anthropic": "anthropic", "Cohere": "cohere",
@@ -36,18 +37,20 @@ PROVIDER_NAMES = {
 MAX_LABEL_VALUES = 100  # per label, per worker: then "_other", so clients cannot grow the series count
 MAX_SERIES_CACHE = 10_000  # label tuples kept for reuse
 MAX_KEPT = 1 << 20  # bytes of a usage-less answer kept for counting its tokens
+MAX_LOGGED = 256  # characters of a client-sent method, path or model name logged (the app bounds method and path)
 
 
 class Outcome:
     """One request as the accountant sees it."""
 
-    __slots__ = ("client", "started", "route", "rule", "backend", "provider", "operation", "model", "request_model",
-                 "response_model", "status", "stream", "first_byte", "ended", "usage", "retries", "error",
+    __slots__ = ("client", "started", "method", "path", "route", "rule", "backend", "provider", "operation", "model",
+                 "request_model", "response_model", "status", "stream", "first_byte", "ended", "usage", "retries", "error",
                  "request_body", "answer", "labels", "costs")
 
     def __init__(self, started: float, operation: str, client: str = "openai"):
         self.client = client  # the API the client speaks: "openai" or "anthropic"
         self.started = started
+        self.method = self.path = ""
         self.operation = operation
         self.route = self.rule = self.backend = self.model = ""
         self.provider = ""
@@ -146,8 +149,11 @@ class Accountant:
     def record(self, o: Outcome) -> None:
         o.ended = time.perf_counter()
         metrics.observe(o.route, o.backend, o.status, o.ended - o.started)
-        if not o.backend:
-            return  # answered by the gateway before any backend: nothing was used
+        if not o.backend or o.operation not in GENAI_OPERATIONS:
+            # Answered by the gateway before any backend, or not a generation: nothing to count.
+            if self.log is not None:
+                self.log.add(access_line(o, {}) + b"\n")
+            return
         if o.usage is None and o.status < 400 and self.counting is not None and self.loop is not None:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="token-count")
@@ -231,6 +237,8 @@ class _AccessRecord(msgspec.Struct):
     """One access-log line; a struct encodes in about half the time of the equivalent dict."""
 
     time: str
+    method: str
+    path: str
     route: str
     rule: str
     backend: str
@@ -264,7 +272,8 @@ def access_line(o: Outcome, costs: dict[str, int]) -> bytes:
     """One access-log record: what was asked, where it went, what it used; never a prompt or a key."""
     u = o.usage
     return _encode(_AccessRecord(
-        _timestamp(), o.route, o.rule, o.backend, o.operation, o.model, o.request_model, o.response_model,
+        _timestamp(), o.method, o.path, o.route, o.rule, o.backend, o.operation, o.model[:MAX_LOGGED],
+        o.request_model and o.request_model[:MAX_LOGGED], o.response_model and o.response_model[:MAX_LOGGED],
         o.status, o.stream, round((o.ended - o.started) * 1000, 3),
         round((o.first_byte - o.started) * 1000, 3) if o.first_byte is not None else None,
         None if u is None else _Tokens(u.input_tokens, u.output_tokens, u.total_tokens, u.cached_input_tokens,
@@ -317,7 +326,7 @@ def count_usage(counter: Any, model: str, request_body: bytes, answer: bytes, st
     """Tokens counted with the model's tokenizer when the backend reported none."""
     try:
         request = msgspec.json.decode(request_body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         request = {}
     inp = counter.count_request(model, request) if isinstance(request, dict) else 0
     out = counter.count_text(model, answer_text(answer, stream)) if answer and operation != "embeddings" else 0

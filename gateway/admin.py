@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from config.watcher import ConfigWatcher
 from core.health import HealthBoard
@@ -59,6 +61,21 @@ def endpoint_health(board: HealthBoard | None, slot: int) -> dict[str, Any]:
         "ejections": s.total_ejections,
         "last_failure_status": s.last_status or None,
     }
+
+
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger for the admin port, less the traceback it logs for every request a
+    client garbled (which aiohttp answers with a 400 itself): one INFO line each instead. An error
+    in a handler of ours is still logged as one."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.logger.info("admin port: malformed request refused (%s)", type(exc_info).__name__)
+        else:
+            self.logger.error(msg, *args, exc_info=exc_info, **kw)
+
+
+ADMIN_SERVER_LOG = _ServerLog(logging.getLogger("modelyard.admin"), {})
 
 
 class ListenerProbe:

@@ -13,15 +13,17 @@ import gc
 import logging
 import os
 import time
+import traceback
 from typing import Any
 
-from core.errors import openai_error
+from granian.rsgi import ProtocolClosed
+
 from core.shm import TableSegment
 from core.sniff import SniffError, sniff
 from core.table import MODEL_HEADER, decode_table
 from gateway import metrics, worker_registry
 from core.router import RuleRuntime
-from gateway.accounting import OPERATION_NAMES, Accountant, Outcome, accountant_from_env
+from gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_env
 from gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize
 from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
 from gateway.worker_env import body_timeout
@@ -32,6 +34,9 @@ CLOSE_HEADERS = [*JSON_HEADERS, ("connection", "close")]
 
 POLL_INTERVAL = 0.1
 TOKEN_ENDPOINTS = ("/tokenize", "/v1/messages/count_tokens", "/anthropic/v1/messages/count_tokens")
+MODELS_ENDPOINTS = ("/v1/models", "/anthropic/v1/models")
+RERANK = "/cohere/v2/rerank"
+MAX_FRAMES = 12  # of an unexpected error's stack, logged
 FLUSH_TICKS = 5  # metrics reach the shared files every half second
 
 
@@ -41,8 +46,27 @@ def error_response(proto: Any, status: int, message: str, code: str, client: str
 
 
 def client_error(o: Outcome, proto: Any, status: int, message: str, code: str) -> int:
-    """An error in the shape of the API the request came in on."""
+    """An error in the shape of the API the request came in on, noted for the access log."""
+    o.status, o.error = status, code
     return error_response(proto, status, message, code, o.client)
+
+
+def malformed(scope: Any) -> tuple[str, str] | None:
+    """What makes a request unacceptable whatever its endpoint: (message, code), or None."""
+    hosts = len(scope.headers.get_all("host"))
+    if hosts != 1 and scope.http_version == "1.1":
+        # RFC 9112 3.2: exactly one Host; with none or two, the target is ambiguous.
+        return (f"An HTTP/1.1 request needs exactly one Host header; this one has {hosts}.", "invalid_host")
+    query = scope.query_string
+    if query and not query.isascii():
+        return ("The query string has raw non-ASCII characters; percent-encode them (RFC 3986).", "invalid_query")
+    return None
+
+
+def _where(e: BaseException) -> str:
+    """Where an exception was raised, as `file:line function` frames, innermost last."""
+    frames = traceback.extract_tb(e.__traceback__)[-MAX_FRAMES:]
+    return " > ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in frames)
 
 
 class GatewayApp:
@@ -114,64 +138,140 @@ class GatewayApp:
         if scope.proto != "http":
             return
         path = scope.path
+        method = scope.method
         suffix = OPERATIONS.get(path)
-        if suffix is not None and scope.method == "POST":
-            await self._proxy(scope, proto, suffix)
-        elif path == "/v1/models" and scope.method == "GET":
-            self._models(proto)
-        elif path in ANTHROPIC_OPERATIONS and scope.method == "POST":
-            await self._proxy(scope, proto, ANTHROPIC_OPERATIONS[path], "anthropic")
-        elif path == "/anthropic/v1/models" and scope.method == "GET":
-            self._models(proto, anthropic=True)
-        elif path in TOKEN_ENDPOINTS and scope.method == "POST":
-            await self._count(scope, proto, path)
-        elif path == "/cohere/v2/rerank" and scope.method == "POST":
-            await self._rerank(scope, proto)
-        elif suffix is not None or path in ("/v1/models", "/anthropic/v1/models") or path in TOKEN_ENDPOINTS \
-                or path in ANTHROPIC_OPERATIONS:
-            error_response(proto, 405, f"Method {scope.method} is not allowed on {path}.", "method_not_allowed")
-        else:
-            error_response(proto, 404, f"Unknown endpoint {path}. This gateway serves /v1/chat/completions, "
-                           "/v1/completions, /v1/embeddings, /v1/models, /v1/messages/count_tokens and /tokenize.",
-                           "unknown_endpoint")
+        o = Outcome(time.perf_counter(), OPERATION_NAMES[suffix] if suffix is not None else "")
+        o.method, o.path = method, path
+        try:
+            if suffix is not None and method == "POST":  # the hot path, without a detour
+                await self._proxy(scope, proto, suffix, o)
+            else:
+                await self._dispatch(scope, proto, o, suffix)
+        except ProtocolClosed:  # the client went away, typically mid-upload: not a failure of ours
+            o.error = "client_disconnected"
+            o.status = o.status or 499
+            log.info("client %s closed the connection before %s %r was answered", scope.client, o.method, o.path)
+        except Exception as e:
+            self._unexpected(proto, o, e)
+        finally:
+            assert self.accountant is not None
+            self.accountant.record(o)
 
-    async def _count(self, scope: Any, proto: Any, path: str) -> None:
+    async def _dispatch(self, scope: Any, proto: Any, o: Outcome, suffix: str | None) -> None:
+        """Every request but an OpenAI POST to a proxied endpoint."""
+        method = o.method = o.method[:MAX_LOGGED]
+        path = o.path = o.path[:MAX_LOGGED]  # bounded here: the hot path's is one of a few known ones
+        if suffix is None:
+            suffix = ANTHROPIC_OPERATIONS.get(path)
+            if suffix is not None or path.startswith("/anthropic/") or path.endswith("/count_tokens"):
+                o.client = "anthropic"
+            if suffix is not None:
+                o.operation = OPERATION_NAMES[suffix]
+                if method == "POST":
+                    await self._proxy(scope, proto, suffix, o)
+                    return
+        problem = malformed(scope)
+        if problem is not None:
+            client_error(o, proto, 400, *problem)
+            return
+        if suffix is not None:
+            pass  # a proxied endpoint, with another method: 405
+        elif path in MODELS_ENDPOINTS:
+            o.operation = "models"
+            if method == "GET":
+                self._models(proto, o)
+                return
+        elif path in TOKEN_ENDPOINTS:
+            o.operation = "tokenize" if path == "/tokenize" else "count_tokens"
+            if method == "POST":
+                await self._count(scope, proto, path, o)
+                return
+        elif path == RERANK:
+            o.operation = "rerank"
+            if method == "POST":
+                await self._rerank(scope, proto, o)
+                return
+        else:
+            client_error(o, proto, 404, f"Unknown endpoint {path!r}. This gateway serves /v1/chat/completions, "
+                         "/v1/completions, /v1/embeddings, /v1/models, /v1/messages, /v1/messages/count_tokens, "
+                         "/tokenize and /cohere/v2/rerank.", "unknown_endpoint")
+            return
+        client_error(o, proto, 405, f"Method {method!r} is not allowed on {path}.", "method_not_allowed")
+
+    def _unexpected(self, proto: Any, o: Outcome, e: Exception) -> None:
+        """A bug of ours, or a body nested deeper than a decoder after the sniff could follow:
+        logged once, as one line without the request or the exception's text (either may hold
+        what a client sent), and answered in the client's API shape unless an answer has begun."""
+        if isinstance(e, RecursionError) and o.status == 0:
+            client_error(o, proto, 400, "The request body is nested too deeply.", "invalid_json")
+            return
+        log.error("unexpected %s while serving %s %r, at %s", type(e).__name__, o.method, o.path, _where(e))
+        status = o.status
+        o.error = "internal_error"
+        if status == 0:
+            try:
+                client_error(o, proto, 500, "The gateway failed unexpectedly; the error is logged.", "internal_error")
+            except Exception:  # the response had started after all
+                o.status = 500
+
+    async def _count(self, scope: Any, proto: Any, path: str, o: Outcome) -> None:
         """vLLM's /tokenize and Anthropic's /v1/messages/count_tokens: a backend that serves /tokenize
         answers it; otherwise the gateway's tokenizer does, in a thread (the first use loads it)."""
         state = self.state
-        body = await self._read_body(scope, proto, state.body_limit if state is not None else 1 << 20)
+        body = await self._read_body(scope, proto, state.body_limit if state is not None else 1 << 20, o.client, o)
         if body is None:
+            if not o.status:
+                o.status, o.error = 413, "request_too_large"
             return
-        if path == "/tokenize" and state is not None and await forward_tokenize(self.upstream, state, scope, proto,
-                                                                                 body):
+        try:
+            model = sniff(body).model
+        except SniffError as e:
+            client_error(o, proto, 400, str(e), e.code)
             return
-        if path != "/tokenize" and state is not None and await forward_count_tokens(self.upstream, state, scope,
-                                                                                     proto, body):
-            return
+        if state is not None and isinstance(model, str):  # without one, the default tokenizer answers here
+            o.model = model
+            forward = forward_tokenize if path == "/tokenize" else forward_count_tokens
+            if await forward(self.upstream, state, scope, proto, body, o):
+                return
         assert self.accountant is not None
         counting = self.accountant.counting
         answer = counting.tokenize if path == "/tokenize" else counting.count_tokens
         try:
             status, data = await asyncio.get_running_loop().run_in_executor(None, answer, body)
         except Exception as e:  # the token service is restarting, or failed
-            log.warning("token counting failed: %s", e)
-            status, data = 503, openai_error(503, "Token counting is not available right now.", "tokenizer_unavailable")
+            log.warning("token counting failed: %s", type(e).__name__)
+            status, o.error = 503, "tokenizer_unavailable"
+            data = error_body(o.client, 503, "Token counting is not available right now.", "tokenizer_unavailable")
+        o.status = status
         proto.response_bytes(status, JSON_HEADERS, data)
 
-    async def _rerank(self, scope: Any, proto: Any) -> None:
+    async def _rerank(self, scope: Any, proto: Any, o: Outcome) -> None:
         state = self.state
-        body = await self._read_body(scope, proto, state.body_limit if state is not None else 1 << 20)
+        body = await self._read_body(scope, proto, state.body_limit if state is not None else 1 << 20, o.client, o)
         if body is None:
+            if not o.status:
+                o.status, o.error = 413, "request_too_large"
             return
-        if state is None or not await forward_rerank(self.upstream, state, scope, proto, body):
-            error_response(proto, 404, "No Cohere backend serves this model's rerank requests.", "model_not_found")
+        try:
+            model = sniff(body).model
+        except SniffError as e:
+            client_error(o, proto, 400, str(e), e.code)
+            return
+        if not isinstance(model, str):
+            client_error(o, proto, 400, "The request body has no string 'model' field.", "missing_model")
+            return
+        o.model = model
+        if state is None or not await forward_rerank(self.upstream, state, scope, proto, body, o):
+            client_error(o, proto, 404, "No Cohere backend serves this model's rerank requests.", "model_not_found")
 
-    def _models(self, proto: Any, anthropic: bool = False) -> None:
+    def _models(self, proto: Any, o: Outcome) -> None:
         state = self.state
         if state is None:
-            error_response(proto, 503, "No configuration is loaded yet.", "not_ready", "anthropic" if anthropic else "openai")
+            client_error(o, proto, 503, "No configuration is loaded yet.", "not_ready")
             return
-        proto.response_bytes(200, JSON_HEADERS, state.anthropic_models_body if anthropic else state.models_body)
+        o.status = 200
+        proto.response_bytes(200, JSON_HEADERS, state.anthropic_models_body if o.client == "anthropic"
+                             else state.models_body)
 
     async def _read_body(self, scope: Any, proto: Any, limit: int, client: str = "openai",
                          o: Outcome | None = None) -> bytes | None:
@@ -207,51 +307,44 @@ class GatewayApp:
             parts.append(chunk)
         return b"".join(parts)
 
-    async def _proxy(self, scope: Any, proto: Any, suffix: str, client: str = "openai") -> None:
-        o = Outcome(time.perf_counter(), OPERATION_NAMES[suffix], client)
+    async def _proxy(self, scope: Any, proto: Any, suffix: str, o: Outcome) -> None:
+        problem = malformed(scope)
+        if problem is not None:
+            client_error(o, proto, 400, *problem)
+            return
         state = self.state
         if state is None:
-            error_response(proto, 503, "No configuration is loaded yet.", "not_ready", client)
+            client_error(o, proto, 503, "No configuration is loaded yet.", "not_ready")
             return
         self.live.add(o)
         self.load[0] = len(self.live)
         try:
             await self._route(scope, proto, suffix, state, o)
-        except Exception:  # a bug of ours: logged, and the client still gets an OpenAI-shaped error
-            log.exception("unexpected error while proxying")
-            if o.status == 0:
-                o.status, o.error = 500, "internal_error"
-                try:
-                    client_error(o, proto, 500, "The gateway failed unexpectedly; the error is logged.",
-                                 "internal_error")
-                except Exception:  # a response had already started
-                    pass
-        finally:
+        finally:  # the top-level handler logs what failed and records the outcome
             self.live.discard(o)
             self.streams -= o.stream
             self.load[0], self.load[1] = len(self.live), self.streams
-            assert self.accountant is not None
-            self.accountant.record(o)
 
     async def _route(self, scope: Any, proto: Any, suffix: str, state: GenerationState, o: Outcome) -> None:
         body = await self._read_body(scope, proto, state.body_limit, o.client, o)
         if body is None:
-            o.status = o.status or 413
+            if not o.status:
+                o.status, o.error = 413, "request_too_large"
             return
         try:
             sniffed = sniff(body)
         except SniffError as e:
-            o.status = client_error(o, proto, 400, str(e), e.code)
+            client_error(o, proto, 400, str(e), e.code)
             return
         headers = scope.headers
         model = sniffed.model
         if model is None:
             model = headers.get(MODEL_HEADER)
             if model is None:
-                o.status = client_error(o, proto, 400, "The request body has no 'model' field.", "missing_model")
+                client_error(o, proto, 400, "The request body has no 'model' field.", "missing_model")
                 return
         elif not isinstance(model, str):
-            o.status = client_error(o, proto, 400, "The 'model' field must be a string.", "invalid_model")
+            client_error(o, proto, 400, "The 'model' field must be a string.", "invalid_model")
             return
         o.model = model
         rule = state.router.match(model, headers)
@@ -266,20 +359,20 @@ class GatewayApp:
                 fixed = runtime.by_header.get(wanted)
                 if fixed is None:
                     o.route = runtime.name
-                    o.status = error_response(
-                        proto, 400, f"Backend {wanted!r} may not be selected on route {runtime.name}; "
+                    client_error(
+                        o, proto, 400, f"Backend {wanted!r} may not be selected on route {runtime.name}; "
                         f"allowed: {runtime.allowed}.", "backend_not_allowed")
                     return
                 if rule is not None:  # the rule's own reference keeps its model override and mutations
                     fixed = _rule_ref(state, rule, fixed)
         if fixed is None:
             if rule is None:
-                o.status = client_error(o, proto, 404, _no_route_message(model, state), "model_not_found")
+                client_error(o, proto, 404, _no_route_message(model, state), "model_not_found")
                 return
             o.route = rule.rule.route
             if rule.error is not None:
                 err_status, code, message = rule.error
-                o.status = client_error(o, proto, err_status, message, code)
+                client_error(o, proto, err_status, message, code)
                 return
             runtime = state.routes[rule.rule.route_index]
         assert runtime is not None

@@ -120,12 +120,13 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
 
 
 async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
-    from gateway.admin import ListenerProbe, build_admin_app
+    from gateway.admin import ADMIN_SERVER_LOG, ListenerProbe, build_admin_app
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    runner = web.AppRunner(build_admin_app(watcher, ListenerProbe(opts.host, port)), access_log=None)
+    runner = web.AppRunner(build_admin_app(watcher, ListenerProbe(opts.host, port)), access_log=None,
+                           logger=ADMIN_SERVER_LOG)
     await runner.setup()
     await web.TCPSite(runner, opts.admin_host, opts.admin_port, reuse_address=True).start()
     watch = asyncio.create_task(watcher.run())

@@ -1,13 +1,15 @@
 """Requests passed to a backend as they are, outside the chat path: vLLM's /tokenize, Anthropic's
-count_tokens and Cohere's rerank. Each goes to the backend the body's model routes to, when that
-backend has the endpoint; the caller answers locally (or with an error) when it does not.
+count_tokens and Cohere's rerank. Each goes to the backend the body's model (`o.model`, sniffed by
+the caller) routes to, when that backend has the endpoint; the caller answers locally (or with an
+error) when it does not.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from core.sniff import SniffError, rewrite_body, sniff
+from core.sniff import rewrite_body
+from gateway.accounting import Outcome
 from gateway.client_window import ClientWindow
 from gateway.http1 import HIGH_WATER, UpstreamError
 from gateway.proxy import Upstream, attempt, pump, relay_sized, response_headers
@@ -16,43 +18,39 @@ from gateway.state import BackendRuntime, GenerationState
 _UNSERVED = frozenset({404, 405, 501})
 
 
-async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes) -> bool:
+async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
+                           o: Outcome) -> bool:
     """Send vLLM's /tokenize to the backend the body's model routes to, at the server's root as
     vLLM serves it; True when the backend answered. A backend that does not serve it is
     remembered for the rest of the table generation and not asked again."""
     def path(backend: BackendRuntime) -> bytes | None:
         ok = backend.provider == "openai" and not backend.tokenize_unserved
         return b"/tokenize" if ok else None
-    return await _forward_plain(upstream, state, scope, proto, body, path)
+    return await _forward_plain(upstream, state, scope, proto, body, o, path)
 
 
 async def forward_count_tokens(upstream: Upstream, state: GenerationState, scope: Any, proto: Any,
-                               body: bytes) -> bool:
+                               body: bytes, o: Outcome) -> bool:
     """Anthropic's count_tokens, to the Anthropic backend the model routes to; False for other backends."""
     def path(backend: BackendRuntime) -> bytes | None:
         if backend.backend.schema != "Anthropic":
             return None
         return f"{backend.backend.prefix}/v1/messages/count_tokens".encode("latin-1")
-    return await _forward_plain(upstream, state, scope, proto, body, path)
+    return await _forward_plain(upstream, state, scope, proto, body, o, path)
 
 
-async def forward_rerank(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes) -> bool:
+async def forward_rerank(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
+                         o: Outcome) -> bool:
     """Cohere's rerank, as it is, to the Cohere backend the model routes to; False for other backends."""
     def path(backend: BackendRuntime) -> bytes | None:
         return b"/v2/rerank" if backend.backend.schema == "Cohere" else None
-    return await _forward_plain(upstream, state, scope, proto, body, path)
+    return await _forward_plain(upstream, state, scope, proto, body, o, path)
 
 
 async def _forward_plain(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
-                         path_of: Callable[[BackendRuntime], bytes | None]) -> bool:
-    """One request, as it is, to the backend the body's model routes to at the path `path_of` gives."""
-    try:
-        model = sniff(body).model
-    except SniffError:
-        return False
-    if not isinstance(model, str):
-        return False
-    rule = state.router.match(model, scope.headers)
+                         o: Outcome, path_of: Callable[[BackendRuntime], bytes | None]) -> bool:
+    """One request, as it is, to the backend `o.model` routes to at the path `path_of` gives."""
+    rule = state.router.match(o.model, scope.headers)
     if rule is None or rule.error is not None:
         return False
     ref = state.pick(rule)
@@ -77,6 +75,7 @@ async def _forward_plain(upstream: Upstream, state: GenerationState, scope: Any,
         if status in _UNSERVED and path == b"/tokenize":
             backend.tokenize_unserved = True
             return False
+        o.status, o.route, o.backend = status, rule.rule.route, backend.name
         if result.streaming:  # no length: relayed as it comes, as the chat path does
             transport = proto.response_stream(status, headers)
             try:

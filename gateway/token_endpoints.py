@@ -39,6 +39,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
         value = _decode(body)
     except msgspec.DecodeError as e:
         raise _BadRequest(f"The request body is not valid JSON: {e}.") from None
+    except RecursionError:
+        raise _BadRequest("The request body is nested too deeply.") from None
     if not isinstance(value, dict):
         raise _BadRequest("The request body must be a JSON object.")
     return value
