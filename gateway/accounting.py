@@ -35,6 +35,7 @@ PROVIDER_NAMES = {
 }
 MAX_LABEL_VALUES = 100  # per label, per worker: then "_other", so clients cannot grow the series count
 MAX_SERIES_CACHE = 10_000  # label tuples kept for reuse
+MAX_LABEL_LEN = 256  # characters of a label value: longer ones (a 1 MB model name) become "_invalid"
 MAX_KEPT = 1 << 20  # bytes of a usage-less answer kept for counting its tokens
 
 
@@ -78,6 +79,8 @@ class _Bounded:
             return ""
         if value in self.known or value in self.seen:
             return value
+        if len(value) > MAX_LABEL_LEN or not value.isprintable():
+            return "_invalid"  # never stored, and no control byte (CR, NUL) reaches the exposition
         if len(self.seen) < MAX_LABEL_VALUES:
             self.seen.add(value)
             return value
@@ -119,6 +122,10 @@ class AccessLog:
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+def _long(key: tuple[Any, ...]) -> bool:
+    return any(isinstance(v, str) and len(v) > MAX_LABEL_LEN for v in (*key[:5], *key[5]))
 
 
 class Accountant:
@@ -192,6 +199,8 @@ class Accountant:
         series = self._series.get(key)
         if series is None:
             series = self._series_for(key)
+            if _long(key):
+                del self._series[key]  # a huge name is not kept as a cache key either
         labels, input_labels, output_labels = series
         g = self.genai
         duration = o.ended - o.started
