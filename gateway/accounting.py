@@ -269,11 +269,17 @@ def _timestamp() -> str:
     return f"{_second[1]}.{int((now - sec) * 1000):03d}Z"
 
 
+def _clip(name: str | None) -> str | None:
+    """A model name as logged: past MAX_LABEL_LEN characters cut and marked, so a 1 MB name is not a 1 MB line."""
+    return name if name is None or len(name) <= MAX_LABEL_LEN else f"{name[:MAX_LABEL_LEN]}...(+{len(name) - MAX_LABEL_LEN})"
+
+
 def access_line(o: Outcome, costs: dict[str, int]) -> bytes:
     """One access-log record: what was asked, where it went, what it used; never a prompt or a key."""
     u = o.usage
     return _encode(_AccessRecord(
-        _timestamp(), o.route, o.rule, o.backend, o.operation, o.model, o.request_model, o.response_model,
+        _timestamp(), o.route, o.rule, o.backend, o.operation, _clip(o.model), _clip(o.request_model),
+        _clip(o.response_model),
         o.status, o.stream, round((o.ended - o.started) * 1000, 3),
         round((o.first_byte - o.started) * 1000, 3) if o.first_byte is not None else None,
         None if u is None else _Tokens(u.input_tokens, u.output_tokens, u.total_tokens, u.cached_input_tokens,
