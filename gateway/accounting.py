@@ -36,6 +36,7 @@ PROVIDER_NAMES = {
 }
 MAX_LABEL_VALUES = 100  # per label, per worker: then "_other", so clients cannot grow the series count
 MAX_SERIES_CACHE = 10_000  # label tuples kept for reuse
+MAX_LABEL_LEN = 256  # characters of a label value: longer ones (a 1 MB model name) become "_invalid"
 MAX_KEPT = 1 << 20  # bytes of a usage-less answer kept for counting its tokens
 MAX_LOGGED = 256  # characters of a client-sent method, path or model name logged (the app bounds method and path)
 
@@ -81,6 +82,8 @@ class _Bounded:
             return ""
         if value in self.known or value in self.seen:
             return value
+        if len(value) > MAX_LABEL_LEN or not value.isprintable():
+            return "_invalid"  # never stored, and no control byte (CR, NUL) reaches the exposition
         if len(self.seen) < MAX_LABEL_VALUES:
             self.seen.add(value)
             return value
@@ -122,6 +125,10 @@ class AccessLog:
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+def _long(key: tuple[Any, ...]) -> bool:
+    return any(isinstance(v, str) and len(v) > MAX_LABEL_LEN for v in (*key[:5], *key[5]))
 
 
 class Accountant:
@@ -198,6 +205,8 @@ class Accountant:
         series = self._series.get(key)
         if series is None:
             series = self._series_for(key)
+            if _long(key):
+                del self._series[key]  # a huge name is not kept as a cache key either
         labels, input_labels, output_labels = series
         g = self.genai
         duration = o.ended - o.started
@@ -268,12 +277,17 @@ def _timestamp() -> str:
     return f"{_second[1]}.{int((now - sec) * 1000):03d}Z"
 
 
+def _clip(name: str | None) -> str | None:
+    """A model name as logged: past MAX_LABEL_LEN characters cut and marked, so a 1 MB name is not a 1 MB line."""
+    return name if name is None or len(name) <= MAX_LABEL_LEN else f"{name[:MAX_LABEL_LEN]}...(+{len(name) - MAX_LABEL_LEN})"
+
+
 def access_line(o: Outcome, costs: dict[str, int]) -> bytes:
     """One access-log record: what was asked, where it went, what it used; never a prompt or a key."""
     u = o.usage
     return _encode(_AccessRecord(
-        _timestamp(), o.method, o.path, o.route, o.rule, o.backend, o.operation, o.model[:MAX_LOGGED],
-        o.request_model and o.request_model[:MAX_LOGGED], o.response_model and o.response_model[:MAX_LOGGED],
+        _timestamp(), o.method, o.path, o.route, o.rule, o.backend, o.operation, _clip(o.model),
+        _clip(o.request_model), _clip(o.response_model),
         o.status, o.stream, round((o.ended - o.started) * 1000, 3),
         round((o.first_byte - o.started) * 1000, 3) if o.first_byte is not None else None,
         None if u is None else _Tokens(u.input_tokens, u.output_tokens, u.total_tokens, u.cached_input_tokens,

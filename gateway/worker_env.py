@@ -19,6 +19,11 @@ def body_timeout() -> float | None:
     return value if value > 0 else None
 
 
+# Headers that carry credentials: as a label they would publish a client's key on /metrics.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie",
+                                "x-aigw-api-key", "x-aigw-anthropic-api-key", "x-aigw-azure-api-key"})
+
+
 def header_label_arg(text: str) -> tuple[str, str]:
     """`--metrics-header x-tenant-id[=tenant]`: a request header and the metric label it becomes."""
     header, _, label = text.partition("=")
@@ -26,4 +31,6 @@ def header_label_arg(text: str) -> tuple[str, str]:
     label = (label.strip() or header).replace("-", "_")
     if not header or not label.replace("_", "").isalnum() or label[0].isdigit():
         raise ValueError(f"expected HEADER[=LABEL] with a Prometheus label name, got {text!r}")
+    if header in CREDENTIAL_HEADERS:
+        raise ValueError(f"{header!r} carries credentials and cannot be a metric label")
     return header, label

@@ -280,3 +280,22 @@ def test_a_thousand_unknown_models_add_no_series(setup) -> None:
         assert gw.chat(f"no-such-model-{i}")[0] == 404
     time.sleep(1.0)
     assert series_count() == before
+
+
+def test_label_values_are_bounded_in_length_and_characters() -> None:
+    from gateway.accounting import _Bounded
+    bound = _Bounded(set())
+    assert bound("m" * (1 << 20)) == "_invalid"
+    assert bound("a\r\nb") == bound("a\x00b") == "_invalid"
+    assert bound("gpt-4o") == "gpt-4o"
+    assert not bound.seen - {"gpt-4o"}  # refused values are not kept
+
+
+@pytest.mark.parametrize("header", ["Authorization", "x-api-key", "api-key", "cookie", "x-aigw-api-key",
+                                    "x-aigw-anthropic-api-key", "x-aigw-azure-api-key"])
+def test_credential_headers_cannot_be_metric_labels(header: str) -> None:
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "gateway", "run", "--metrics-header", header],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "carries credentials" in run.stderr
