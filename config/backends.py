@@ -96,6 +96,8 @@ class BackendResolver:
         self.timeouts: dict[int, float] = {}  # deprecated AIServiceBackend timeouts, by backend index
         self._policies = self._policies_by_target()
         self._tls = self._tls_by_target()
+        # Every Backend once, referenced or not: each problem is reported once, and `check` sees them all.
+        self._eg_backends = {(b.namespace, b.name): self._eg_backend(b) for b in objs.all("Backend")}
 
     def add(self, key: str, backend: Backend) -> int:
         if key not in self.index:
@@ -160,7 +162,7 @@ class BackendResolver:
                 msg = f"Backend {ns}/{name} (referenced by AIServiceBackend {res.namespace}/{res.name}) does not exist (yet)"
                 self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.backendRef")
                 return (), None, _error(503, "backend_not_found", msg)
-            return self._eg_backend(backend)
+            return self._eg_backends[(ns, name)]
         if kind == "Service":
             port = ref.get("port")
             if port is None:

@@ -29,7 +29,7 @@ from core.table import (
     ModelInfo, RetryPolicy, RouteInfo, Rule, Table,
 )
 from core.units import parse_duration, parse_quantity
-from core.wire import header_name_problem, header_value_problem, owned_header_problem, text_problem
+from core.wire import header_name_problem, header_value_problem, host_problem, owned_header_problem, text_problem
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_BODY_LIMIT = 50 * 1024 * 1024
@@ -144,7 +144,12 @@ def _compile_route(route: Resource, objs: Objects, route_index: int, backends: B
     if schema not in (None, "OpenAI"):
         diags.error(f"input schema {schema} is not supported; clients speak OpenAI (or Anthropic on its endpoint)",
                     field="spec.schema.name", **where)
-    host_conds = _hostname_conds(spec.get("hostnames") or [])
+    hostnames = spec.get("hostnames") or []
+    for k, h in enumerate(hostnames):  # they become a regex: only host names may go in
+        problem = host_problem(h.removeprefix("*."))
+        if problem:
+            diags.error(problem, field=f"spec.hostnames[{k}]", **where)
+    host_conds = _hostname_conds([h for h in hostnames if not host_problem(h.removeprefix("*."))])
     created_default = _created_default(route, options)
     described: list[str] = []
     for i, rule_spec in enumerate(spec.get("rules") or []):

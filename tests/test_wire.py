@@ -26,6 +26,7 @@ apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIGatewayRoute
 metadata: {name: r, namespace: ns}
 spec:
+  hostnames: ["*.example.com", "a(b"]
   rules:
     - matches: [{headers: [{type: RegularExpression, name: x-ai-eg-model, value: '(a)\\1'}]}]
       backendRefs:
@@ -90,6 +91,7 @@ BAD += (key_policy("be", "s", 'data: {apiKey: "not base64!"}\n', "ns")
 
 # (object, field, words of the message) for each value above that must not reach the wire.
 EXPECTED = [
+    ("AIGatewayRoute/ns/r", "spec.hostnames[1]", "not a valid host name"),
     ("AIGatewayRoute/ns/r", "spec.rules[0].matches[0].headers[0].value", "backreference \\1 is not supported by RE2"),
     ("AIGatewayRoute/ns/r", "spec.rules[1].matches[0].headers[0].value", "lookbehind (?<=...) is not supported by RE2"),
     ("AIGatewayRoute/ns/r", "spec.rules[0].backendRefs[0].modelNameOverride", "control character"),
@@ -119,6 +121,7 @@ def test_check_rejects_every_value_that_would_reach_the_wire_invalid(tmp_path: P
     errors = [line for line in out.stdout.splitlines() if line.startswith("error: ")]
     for obj, field, words in EXPECTED:
         assert any(f"{path}: {obj}: {field}: " in e and words in e for e in errors), (obj, field, words, errors)
+    assert sum("spec.endpoints[1].ip.port" in e for e in errors) == 1  # two AIServiceBackends share it
     assert "does not exist" not in out.stdout  # a broken Secret is reported as broken, not as missing
     assert "not base64!" not in out.stdout and "sk-one" not in out.stdout  # no secret material in errors
 
