@@ -29,7 +29,9 @@ from core.table import (
     ModelInfo, RetryPolicy, RouteInfo, Rule, Table,
 )
 from core.units import parse_duration, parse_quantity
-from core.wire import header_name_problem, header_value_problem, host_problem, owned_header_problem, text_problem
+from core.wire import (
+    header_name_problem, header_value_problem, host_problem, object_name_problem, owned_header_problem, text_problem,
+)
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_BODY_LIMIT = 50 * 1024 * 1024
@@ -70,6 +72,11 @@ def compile_table(resources: list[Resource], diags: Diagnostics, options: Compil
     routes: list[RouteInfo] = []
     summary: list[str] = []
 
+    for r in resources:
+        for field, value, is_namespace in (("metadata.name", r.name, False), ("metadata.namespace", r.namespace, True)):
+            problem = object_name_problem(value, is_namespace)
+            if problem:
+                diags.error(problem, file=r.file, obj=r.ref, field=field)
     for sb in objs.all("AIServiceBackend"):  # each reported once, however many routes use it
         _mutations(sb.spec, "spec", diags, {"file": sb.file, "obj": sb.ref})
     for route in objs.all("AIGatewayRoute"):

@@ -30,6 +30,11 @@ _PATH = re.compile(r"(/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})*)*")
 # since DNS is case-insensitive).
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*")
 MAX_HOSTNAME = 253
+# Kubernetes object names (DNS-1123 subdomains) and namespaces (DNS-1123 labels), as the API server
+# requires them; backend names are sent to clients in the x-ai-gateway-backend header.
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_OBJECT_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_NAMESPACE = re.compile(_DNS_LABEL)
 
 
 def header_name_problem(name: str) -> str | None:
@@ -90,6 +95,15 @@ def host_problem(host: str) -> str | None:
         return None
     if len(host) > MAX_HOSTNAME or not _HOSTNAME.fullmatch(host):
         return f"{host!r} is not a valid host name (RFC 1123: letters, digits, '-' and '.') or IP address"
+    return None
+
+
+def object_name_problem(name: str, namespace: bool = False) -> str | None:
+    """A metadata name or namespace that the Kubernetes API server would refuse."""
+    pattern, limit, what = (_NAMESPACE, 63, "a DNS-1123 label (lower-case letters, digits and '-')") if namespace \
+        else (_OBJECT_NAME, 253, "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.')")
+    if len(name) > limit or not pattern.fullmatch(name):
+        return f"{name!r} is not {what}, as Kubernetes requires"
     return None
 
 

@@ -133,6 +133,7 @@ class BackendRuntime:
         # Each endpoint is reached at its address, or where --resolve maps it; the Host
         # header (and SNI, unless the TLS policy names another) keep the configured name.
         endpoints: list[tuple[Pool, str, str, int]] = []
+        _require(header_value_problem(backend.name, None), "backend name")  # clients get it as a header
         if backend.error is None:
             _require(path_problem(backend.prefix), f"backend {backend.name} prefix")
             for ep in backend.endpoints:

@@ -68,6 +68,10 @@ spec:
     - fqdn: {hostname: "bad host\\r\\n", port: 80}
     - ip: {address: 1.2.3, port: 70000}
 ---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: Bad_Name, namespace: ns}
+---
 """
 
 
@@ -112,6 +116,7 @@ EXPECTED = [
     ("Backend/ns/be", "spec.endpoints[0].fqdn.hostname", "not a valid host name"),
     ("Backend/ns/be", "spec.endpoints[1].ip.address", "not an IP address"),
     ("Backend/ns/be", "spec.endpoints[1].ip.port", "port 70000"),
+    ("ConfigMap/ns/Bad_Name", "metadata.name", "is not a DNS-1123 subdomain"),
     ("Secret/ns/s", "data.apiKey", "Secret ns/s key apiKey: data is not valid base64"),
     ("Secret/ns/s2", "stringData.apiKey", "Secret ns/s2 key apiKey: the value contains a line break"),
 ]
