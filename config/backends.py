@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 from config.diagnostics import Diagnostics
 from config.loader import Resource
 from core.table import TLS, Backend, Endpoint
-from core.wire import header_name_problem, header_value_problem, host_problem, is_ip, path_problem, port_problem, token_problem
+from core.wire import (
+    header_name_problem, header_value_problem, host_problem, is_ip, path_problem, port_problem, token_problem,
+)
 
 # Schemas with a translator in this release; others load and answer 501.
 SUPPORTED_SCHEMAS = frozenset({"OpenAI", "AzureOpenAI", "Cohere", "Anthropic"})
@@ -185,10 +187,9 @@ class BackendResolver:
             if ep.get("fqdn") or ep.get("ip"):
                 kind, host_field = ("fqdn", "hostname") if ep.get("fqdn") else ("ip", "address")
                 host, port = ep[kind][host_field], int(ep[kind]["port"])
-                problems = [(f, p) for f, p in (
-                    (host_field, f"{host!r} is not an IP address" if kind == "ip" and not is_ip(host)
-                     else host_problem(host)),
-                    ("port", port_problem(port))) if p]
+                host_error = host_problem(host) if kind == "fqdn" else (
+                    None if is_ip(host) else f"{host!r} is not an IP address")
+                problems = [(f, p) for f, p in ((host_field, host_error), ("port", port_problem(port))) if p]
                 for field, problem in problems:
                     self.diags.error(problem, file=backend.file, obj=backend.ref,
                                      field=f"spec.endpoints[{i}].{kind}.{field}")
@@ -203,18 +204,19 @@ class BackendResolver:
             return (), None, _error(503, "backend_no_endpoints", msg)
         return tuple(endpoints), tls, None
 
-    def _secret(self, namespace: str, name: str, key: str, check: bool = False) -> str | None:
-        """A Secret key's value; a broken one (or, with `check`, one that cannot be a header value)
-        is reported against the Secret and raised as SecretError."""
+    def _secret(self, namespace: str, name: str, key: str, header: bool = False) -> str | None:
+        """A Secret key's value (None when missing). One that is broken, or with `header` one that
+        cannot be a header value, is reported against the Secret and raised as SecretError."""
+        secret = self.objs.get("Secret", namespace, name)
         try:
             value = secret_value(self.objs, namespace, name, key)
-            problem = header_value_problem(value, None) if check and value is not None else None
+            problem = header_value_problem(value, None) if header and value is not None else None
             if problem:
-                secret = self.objs.by_kind["Secret"][(namespace, name)]
-                field = f"stringData.{key}" if key in (secret.body.get("stringData") or {}) else f"data.{key}"
-                raise SecretError(f"Secret {namespace}/{name} key {key}: {problem}", field)
+                assert secret is not None
+                source = "stringData" if key in (secret.body.get("stringData") or {}) else "data"
+                raise SecretError(f"Secret {namespace}/{name} key {key}: {problem}", f"{source}.{key}")
         except SecretError as e:
-            secret = self.objs.by_kind["Secret"][(namespace, name)]
+            assert secret is not None
             self.diags.error(str(e), file=secret.file, obj=secret.ref, field=e.field)
             raise
         return value
@@ -312,7 +314,7 @@ class BackendResolver:
         ref = holder["secretRef"]
         ns = ref.get("namespace") or pol.namespace
         try:
-            key = self._secret(ns, ref["name"], "apiKey", check=True)
+            key = self._secret(ns, ref["name"], "apiKey", header=True)
         except SecretError as e:
             return (), _error(503, "credentials_invalid", str(e)), None
         if key is None:

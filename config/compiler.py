@@ -287,7 +287,7 @@ def _checked_duration(text: str, path: str, diags: Diagnostics, where: dict[str,
         return DEFAULT_TIMEOUT
 
 
-MAX_MUTATIONS = 16  # items per set/remove list, as the Envoy AI Gateway's CRDs allow
+MAX_MUTATIONS = 16  # items per set/remove list, as Gateway API's HTTPHeaderFilter and the AI Gateway's CRDs allow
 
 
 def _mutations(spec: dict[str, Any] | None, path: str, diags: Diagnostics,

@@ -24,7 +24,9 @@ from core.costs import CostCompileError, CostProgram
 from core.health import HEALTH_ENV, HealthBoard
 from core.router import Router, RuleRuntime
 from core.table import Backend, BackendRef, RouteInfo, Table
-from core.wire import header_name_problem, header_value_problem, host_problem, is_ip, path_problem, text_problem
+from core.wire import (
+    header_name_problem, header_value_problem, host_problem, is_ip, owned_header_problem, path_problem, text_problem,
+)
 from gateway.accounting import PROVIDER_NAMES
 from gateway.http1 import Pool
 from gateway.translators import translator_for
@@ -210,7 +212,8 @@ def _require(problem: str | None, what: str) -> None:
 
 def _header_lines(headers: tuple[tuple[str, str], ...], what: str) -> bytes:
     for name, value in headers:
-        _require(header_name_problem(name) or header_value_problem(value, None), f"{what}, header {name!r}")
+        problem = header_name_problem(name) or owned_header_problem(name) or header_value_problem(value, None)
+        _require(problem, f"{what}, header {name!r}")
     return "".join(f"{name}: {value}\r\n" for name, value in headers).encode("utf-8")
 
 
