@@ -76,15 +76,27 @@ def secret_value(objs: Objects, namespace: str, name: str, key: str) -> str | No
     if key in string_data:
         return str(string_data[key]).strip()
     data = secret.body.get("data") or {}
-    if key not in data:
-        return None
-    where = f"Secret {namespace}/{name} key {key}"
+    return _decode(secret, key, data[key]).strip() if key in data else None
+
+
+def _decode(secret: Resource, key: str, text: object) -> str:
+    where = f"Secret {secret.namespace}/{secret.name} key {key}"
     try:
-        return base64.b64decode(str(data[key]), validate=True).decode().strip()
+        return base64.b64decode(str(text), validate=True).decode()
     except binascii.Error:
         raise SecretError(f"{where}: data is not valid base64", f"data.{key}") from None
     except UnicodeDecodeError:
         raise SecretError(f"{where}: data does not decode to UTF-8 text", f"data.{key}") from None
+
+
+def check_secrets(objs: Objects, diags: Diagnostics) -> None:
+    """Every Secret's `data` must be base64, as the Kubernetes API server requires, used or not."""
+    for secret in objs.all("Secret"):
+        for key, text in (secret.body.get("data") or {}).items():
+            try:
+                _decode(secret, key, text)
+            except SecretError as e:
+                diags.error(str(e), file=secret.file, obj=secret.ref, field=e.field)
 
 
 class BackendResolver:
@@ -96,6 +108,7 @@ class BackendResolver:
         self.backends: list[Backend] = []
         self.index: dict[str, int] = {}
         self.timeouts: dict[int, float] = {}  # deprecated AIServiceBackend timeouts, by backend index
+        check_secrets(objs, diags)
         self._policies = self._policies_by_target()
         self._tls = self._tls_by_target()
         # Every Backend once, referenced or not: each problem is reported once, and `check` sees them all.
@@ -205,20 +218,16 @@ class BackendResolver:
         return tuple(endpoints), tls, None
 
     def _secret(self, namespace: str, name: str, key: str, header: bool = False) -> str | None:
-        """A Secret key's value (None when missing). One that is broken, or with `header` one that
-        cannot be a header value, is reported against the Secret and raised as SecretError."""
-        secret = self.objs.get("Secret", namespace, name)
-        try:
-            value = secret_value(self.objs, namespace, name, key)
-            problem = header_value_problem(value, None) if header and value is not None else None
-            if problem:
-                assert secret is not None
-                source = "stringData" if key in (secret.body.get("stringData") or {}) else "data"
-                raise SecretError(f"Secret {namespace}/{name} key {key}: {problem}", f"{source}.{key}")
-        except SecretError as e:
-            assert secret is not None
-            self.diags.error(str(e), file=secret.file, obj=secret.ref, field=e.field)
-            raise
+        """A Secret key's value (None when missing), or SecretError when it cannot be used: data that
+        is not base64 (check_secrets reports it) or, with `header`, a value no header can carry."""
+        value = secret_value(self.objs, namespace, name, key)
+        problem = header_value_problem(value, None) if header and value is not None else None
+        if problem:
+            secret = self.objs.by_kind["Secret"][(namespace, name)]
+            field = f"{'stringData' if key in (secret.body.get('stringData') or {}) else 'data'}.{key}"
+            self.diags.error(f"Secret {namespace}/{name} key {key}: {problem}", file=secret.file, obj=secret.ref,
+                             field=field)
+            raise SecretError(f"Secret {namespace}/{name} key {key}: {problem}", field)
         return value
 
     def _ca_bundle(self, owner: Resource, refs: list[dict[str, Any]], field: str) -> str | None:

@@ -72,6 +72,11 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {name: Bad_Name, namespace: ns}
 ---
+apiVersion: v1
+kind: Secret
+metadata: {name: unused, namespace: ns}
+data: {other: "%%%"}
+---
 """
 
 
@@ -118,6 +123,7 @@ EXPECTED = [
     ("Backend/ns/be", "spec.endpoints[1].ip.port", "port 70000"),
     ("ConfigMap/ns/Bad_Name", "metadata.name", "is not a DNS-1123 subdomain"),
     ("Secret/ns/s", "data.apiKey", "Secret ns/s key apiKey: data is not valid base64"),
+    ("Secret/ns/unused", "data.other", "data is not valid base64"),  # the API server would refuse it too
     ("Secret/ns/s2", "stringData.apiKey", "Secret ns/s2 key apiKey: the value contains a line break"),
 ]
 
@@ -130,6 +136,7 @@ def test_check_rejects_every_value_that_would_reach_the_wire_invalid(tmp_path: P
     for obj, field, words in EXPECTED:
         assert any(f"{path}: {obj}: {field}: " in e and words in e for e in errors), (obj, field, words, errors)
     assert sum("spec.endpoints[1].ip.port" in e for e in errors) == 1  # two AIServiceBackends share it
+    assert sum("Secret/ns/s: data.apiKey" in e for e in errors) == 1
     assert "does not exist" not in out.stdout  # a broken Secret is reported as broken, not as missing
     assert "not base64!" not in out.stdout and "sk-one" not in out.stdout  # no secret material in errors
 
