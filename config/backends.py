@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 from config.diagnostics import Diagnostics
 from config.loader import Resource
 from core.table import TLS, Backend, Endpoint
+from core.wire import (
+    header_name_problem, header_value_problem, host_problem, is_ip, path_problem, port_problem, token_problem,
+)
 
 # Schemas with a translator in this release; others load and answer 501.
 SUPPORTED_SCHEMAS = frozenset({"OpenAI", "AzureOpenAI", "Cohere", "Anthropic"})
@@ -55,20 +58,45 @@ def _error(status: int, code: str, message: str) -> tuple[int, str, str]:
     return status, code, message
 
 
+class SecretError(ValueError):
+    """A Secret key that exists but cannot be used; the message names the Secret and the key."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field  # data.KEY or stringData.KEY
+
+
 def secret_value(objs: Objects, namespace: str, name: str, key: str) -> str | None:
+    """The key's value with surrounding whitespace trimmed, as the Envoy AI Gateway reads it (a
+    `|` block keeps a trailing newline); None when the Secret or the key does not exist."""
     secret = objs.get("Secret", namespace, name)
     if secret is None:
         return None
     string_data = secret.body.get("stringData") or {}
     if key in string_data:
-        return str(string_data[key])
+        return str(string_data[key]).strip()
     data = secret.body.get("data") or {}
-    if key in data:
-        try:
-            return base64.b64decode(str(data[key]), validate=True).decode().strip()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-    return None
+    return _decode(secret, key, data[key]).strip() if key in data else None
+
+
+def _decode(secret: Resource, key: str, text: object) -> str:
+    where = f"Secret {secret.namespace}/{secret.name} key {key}"
+    try:
+        return base64.b64decode(str(text), validate=True).decode()
+    except binascii.Error:
+        raise SecretError(f"{where}: data is not valid base64", f"data.{key}") from None
+    except UnicodeDecodeError:
+        raise SecretError(f"{where}: data does not decode to UTF-8 text", f"data.{key}") from None
+
+
+def check_secrets(objs: Objects, diags: Diagnostics) -> None:
+    """Every Secret's `data` must be base64, as the Kubernetes API server requires, used or not."""
+    for secret in objs.all("Secret"):
+        for key, text in (secret.body.get("data") or {}).items():
+            try:
+                _decode(secret, key, text)
+            except SecretError as e:
+                diags.error(str(e), file=secret.file, obj=secret.ref, field=e.field)
 
 
 class BackendResolver:
@@ -80,8 +108,11 @@ class BackendResolver:
         self.backends: list[Backend] = []
         self.index: dict[str, int] = {}
         self.timeouts: dict[int, float] = {}  # deprecated AIServiceBackend timeouts, by backend index
+        check_secrets(objs, diags)
         self._policies = self._policies_by_target()
         self._tls = self._tls_by_target()
+        # Every Backend once, referenced or not: each problem is reported once, and `check` sees them all.
+        self._eg_backends = {(b.namespace, b.name): self._eg_backend(b) for b in objs.all("Backend")}
 
     def add(self, key: str, backend: Backend) -> int:
         if key not in self.index:
@@ -109,6 +140,12 @@ class BackendResolver:
         version = spec["schema"].get("version")
         prefix = (spec["schema"].get("prefix") or DEFAULT_PREFIX.get(schema, "/v1")).rstrip("/")
         error = None
+        # The prefix starts the request line; the version becomes a query parameter or a header value.
+        for field, problem in (("prefix", path_problem(prefix)),
+                               ("version", token_problem(version) if version is not None else None)):
+            if problem:
+                self.diags.error(problem, file=res.file, obj=res.ref, field=f"spec.schema.{field}")
+                error = _error(503, "invalid_backend", f"AIServiceBackend {key} has an invalid schema.{field}")
         endpoints, tls, where = self._endpoints(res)
         if isinstance(where, tuple):
             error, endpoints = where, ()
@@ -140,13 +177,17 @@ class BackendResolver:
                 msg = f"Backend {ns}/{name} (referenced by AIServiceBackend {res.namespace}/{res.name}) does not exist (yet)"
                 self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.backendRef")
                 return (), None, _error(503, "backend_not_found", msg)
-            return self._eg_backend(backend)
+            return self._eg_backends[(ns, name)]
         if kind == "Service":
             port = ref.get("port")
             if port is None:
                 self.diags.error("a Service backendRef needs a port", file=res.file, obj=res.ref, field="spec.backendRef.port")
                 return (), None, None
             host = f"{name}.{ns}.svc.cluster.local"
+            problem = host_problem(host) or port_problem(int(port))
+            if problem:
+                self.diags.error(problem, file=res.file, obj=res.ref, field="spec.backendRef")
+                return (), None, _error(503, "invalid_backend", problem)
             return (Endpoint(host, int(port)),), self._tls.get(("Service", ns, name)), None
         msg = f"backendRef kind {kind} is not supported (use Backend or Service)"
         self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.backendRef.kind")
@@ -156,10 +197,17 @@ class BackendResolver:
         spec = backend.spec
         endpoints: list[Endpoint] = []
         for i, ep in enumerate(spec.get("endpoints") or []):
-            if ep.get("fqdn"):
-                endpoints.append(Endpoint(ep["fqdn"]["hostname"], int(ep["fqdn"]["port"])))
-            elif ep.get("ip"):
-                endpoints.append(Endpoint(ep["ip"]["address"], int(ep["ip"]["port"])))
+            if ep.get("fqdn") or ep.get("ip"):
+                kind, host_field = ("fqdn", "hostname") if ep.get("fqdn") else ("ip", "address")
+                host, port = ep[kind][host_field], int(ep[kind]["port"])
+                host_error = host_problem(host) if kind == "fqdn" else (
+                    None if is_ip(host) else f"{host!r} is not an IP address")
+                problems = [(f, p) for f, p in ((host_field, host_error), ("port", port_problem(port))) if p]
+                for field, problem in problems:
+                    self.diags.error(problem, file=backend.file, obj=backend.ref,
+                                     field=f"spec.endpoints[{i}].{kind}.{field}")
+                if not problems:
+                    endpoints.append(Endpoint(host, port))
             else:
                 self.diags.warning("only fqdn and ip endpoints are supported; endpoint skipped",
                                    file=backend.file, obj=backend.ref, field=f"spec.endpoints[{i}]")
@@ -168,6 +216,19 @@ class BackendResolver:
             msg = f"Backend {backend.namespace}/{backend.name} has no usable endpoint"
             return (), None, _error(503, "backend_no_endpoints", msg)
         return tuple(endpoints), tls, None
+
+    def _secret(self, namespace: str, name: str, key: str, header: bool = False) -> str | None:
+        """A Secret key's value (None when missing), or SecretError when it cannot be used: data that
+        is not base64 (check_secrets reports it) or, with `header`, a value no header can carry."""
+        value = secret_value(self.objs, namespace, name, key)
+        problem = header_value_problem(value, None) if header and value is not None else None
+        if problem:
+            secret = self.objs.by_kind["Secret"][(namespace, name)]
+            field = f"{'stringData' if key in (secret.body.get('stringData') or {}) else 'data'}.{key}"
+            self.diags.error(f"Secret {namespace}/{name} key {key}: {problem}", file=secret.file, obj=secret.ref,
+                             field=field)
+            raise SecretError(f"Secret {namespace}/{name} key {key}: {problem}", field)
+        return value
 
     def _ca_bundle(self, owner: Resource, refs: list[dict[str, Any]], field: str) -> str | None:
         pems = []
@@ -178,7 +239,10 @@ class BackendResolver:
             if obj is not None and kind == "ConfigMap":
                 pem = (obj.body.get("data") or {}).get("ca.crt")
             elif obj is not None and kind == "Secret":
-                pem = secret_value(self.objs, owner.namespace, ref["name"], "ca.crt")
+                try:
+                    pem = self._secret(owner.namespace, ref["name"], "ca.crt")
+                except SecretError:
+                    continue
             if pem is None:
                 self.diags.warning(f"{kind} {owner.namespace}/{ref['name']} with key ca.crt does not exist (yet)",
                                    file=owner.file, obj=owner.ref, field=f"{field}[{i}]")
@@ -191,14 +255,23 @@ class BackendResolver:
         if not tls:
             return None
         ca = self._ca_bundle(backend, tls.get("caCertificateRefs") or [], "spec.tls.caCertificateRefs")
-        return TLS(ca, tls.get("sni"), not tls.get("insecureSkipVerify", False))
+        sni = self._tls_name(backend, tls.get("sni"), "spec.tls.sni")
+        return TLS(ca, sni, not tls.get("insecureSkipVerify", False))
+
+    def _tls_name(self, owner: Resource, name: str | None, field: str) -> str | None:
+        """A TLS server name (SNI): a host name, or None (the endpoint's) when it is not one."""
+        problem = host_problem(name) if name else None
+        if problem:
+            self.diags.error(problem, file=owner.file, obj=owner.ref, field=field)
+            return None
+        return name
 
     def _tls_by_target(self) -> dict[tuple[str, str, str], TLS]:
         out: dict[tuple[str, str, str], TLS] = {}
         for pol in self.objs.all("BackendTLSPolicy"):
             validation = pol.spec["validation"]
             ca = self._ca_bundle(pol, validation.get("caCertificateRefs") or [], "spec.validation.caCertificateRefs")
-            tls = TLS(ca, validation.get("hostname"), True)
+            tls = TLS(ca, self._tls_name(pol, validation.get("hostname"), "spec.validation.hostname"), True)
             for ref in pol.spec["targetRefs"]:
                 out[(ref.get("kind") or "Service", pol.namespace, ref["name"])] = tls
         return out
@@ -235,6 +308,10 @@ class BackendResolver:
         from_headers = (pol.spec.get("credentialOverride") or {}).get("fromRequestHeaders")
         if from_headers is not None:
             client_header = (from_headers.get("header") or _OVERRIDE_HEADERS[ptype]).lower()
+            problem = header_name_problem(client_header)
+            if problem:
+                self.diags.error(problem, file=pol.file, obj=pol.ref,
+                                 field="spec.credentialOverride.fromRequestHeaders.header")
             override = (client_header, header, template, from_headers.get("fallbackToConfigured", True))
         holder = pol.spec.get(_POLICY_FIELD[ptype])
         if not holder:
@@ -245,7 +322,10 @@ class BackendResolver:
             return (), None, None
         ref = holder["secretRef"]
         ns = ref.get("namespace") or pol.namespace
-        key = secret_value(self.objs, ns, ref["name"], "apiKey")
+        try:
+            key = self._secret(ns, ref["name"], "apiKey", header=True)
+        except SecretError as e:
+            return (), _error(503, "credentials_invalid", str(e)), None
         if key is None:
             msg = f"Secret {ns}/{ref['name']} with key apiKey (used by BackendSecurityPolicy {pol.namespace}/{pol.name}) does not exist (yet)"
             self.diags.warning(msg, file=pol.file, obj=pol.ref, field=f"spec.{_POLICY_FIELD[ptype]}.secretRef")
@@ -261,6 +341,14 @@ def backend_from_url(url: str, api_key: str | None, name: str = "modelyard/defau
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"invalid backend URL {url!r} (expected e.g. http://127.0.0.1:11434/v1)")
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    prefix = parts.path.rstrip("/") or "/v1"
+    problem = path_problem(prefix) or host_problem(parts.hostname)
+    if problem:
+        raise ValueError(f"invalid backend URL {url!r}: {problem}")
+    api_key = api_key.strip() if api_key else None
+    problem = header_value_problem(api_key, None) if api_key else None
+    if problem:
+        raise ValueError(f"the backend's API key cannot be sent: {problem}")
     tls = TLS(None, None, True) if parts.scheme == "https" else None
     auth = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-    return Backend(name, "OpenAI", None, parts.path.rstrip("/") or "/v1", (Endpoint(parts.hostname, port),), tls, auth)
+    return Backend(name, "OpenAI", None, prefix, (Endpoint(parts.hostname, port),), tls, auth)

@@ -1,6 +1,6 @@
 """Matching a request to a rule and picking a backend, on a decoded routing table.
 
-A worker builds one Router per table generation (regexes compiled, weights
+A worker builds one Router per table generation (RE2 regexes compiled, weights
 accumulated) and every request reads it without allocating much: an exact-model
 dict lookup, then a merge of two short precedence-ordered lists.
 """
@@ -8,12 +8,12 @@ dict lookup, then a merge of two short precedence-ordered lists.
 from __future__ import annotations
 
 import random
-import re
 from bisect import bisect_right
 from collections.abc import Callable
 from itertools import accumulate
 from typing import Any, Protocol
 
+from core.regex import compile_full
 from core.table import EXACT, MODEL_HEADER, Backend, BackendRef, Rule, Table
 
 _END = 1 << 62
@@ -30,7 +30,8 @@ Cond = tuple[str, Callable[[str], Any]]
 def _compile_cond(name: str, kind: int, value: str) -> Cond:
     if kind == EXACT:
         return name, value.__eq__
-    return name, re.compile(value).fullmatch
+    # RE2, linear in the value's length; the watcher has checked the pattern and its size.
+    return name, compile_full(value, None)
 
 
 class PriorityGroup:

@@ -109,6 +109,11 @@ def build_admin_app(watcher: ConfigWatcher, probe: ListenerProbe) -> web.Applica
             return web.Response(status=503, text="no routing table loaded yet\n")
         if not await probe.ok():
             return web.Response(status=503, text="workers are not accepting connections yet\n")
+        failed = [w for w in live_workers(os.environ.get(WORKERS_DIR_ENV, "")) if w.get("failed") == watcher.generation]
+        if failed:
+            served = failed[0]["generation"]
+            return web.Response(status=503, text=f"{len(failed)} worker(s) could not apply generation "
+                                f"{watcher.generation} (see their log) and serve generation {served}\n")
         return web.Response(text=f"ready (generation {watcher.generation})\n")
 
     async def metrics_handler(_: web.Request) -> web.Response:

@@ -80,6 +80,7 @@ class GatewayApp:
         self.live: set[Outcome] = set()  # requests in flight, counted for the drain log line
         self.streams = 0
         self.load = memoryview(bytearray(16)).cast("q")
+        self.failed_generation = 0  # the last published generation this worker could not apply
 
     # -- worker lifecycle (Granian RSGI hooks) -------------------------------------------------
 
@@ -103,13 +104,23 @@ class GatewayApp:
 
     def _refresh(self) -> None:
         assert self.segment is not None
-        if self.state is not None and self.segment.generation() == self.state.generation:
+        current = self.segment.generation()
+        if current == self.failed_generation or (self.state is not None and current == self.state.generation):
             return
         generation, data = self.segment.read()
         if generation == 0:
             return
-        table = decode_table(data)
-        self.state = GenerationState(table, self.upstream.pools, self.board)
+        served = self.state.generation if self.state is not None else 0
+        try:
+            table = decode_table(data)
+            state = GenerationState(table, self.upstream.pools, self.board)
+        except Exception:  # keep serving the last table; say so once per generation, and to /readyz
+            self.failed_generation = generation
+            log.exception("could not apply routing table generation %d; still serving generation %d",
+                          generation, served)
+            worker_registry.report(served, failed=generation)
+            return
+        self.state = state
         # The table's objects live until the next reload: out of the collector's sight, a full
         # collection costs the same with 10 models or 10,000.
         gc.freeze()

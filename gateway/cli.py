@@ -211,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if backend:
         from config.backends import backend_from_url
         try:
-            backend_from_url(backend, None)
+            backend_from_url(backend, api_key)
         except ValueError as e:
             print(f"modelyard: {e}", file=sys.stderr)
             return 2

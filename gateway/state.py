@@ -9,7 +9,6 @@ the pre-encoded /v1/models answer.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import random
@@ -25,6 +24,9 @@ from core.costs import CostCompileError, CostProgram
 from core.health import HEALTH_ENV, HealthBoard
 from core.router import Router, RuleRuntime
 from core.table import Backend, BackendRef, RouteInfo, Table
+from core.wire import (
+    header_name_problem, header_value_problem, host_problem, is_ip, owned_header_problem, path_problem, text_problem,
+)
 from gateway.accounting import PROVIDER_NAMES
 from gateway.http1 import Pool
 from gateway.translators import translator_for
@@ -133,8 +135,11 @@ class BackendRuntime:
         # Each endpoint is reached at its address, or where --resolve maps it; the Host
         # header (and SNI, unless the TLS policy names another) keep the configured name.
         endpoints: list[tuple[Pool, str, str, int]] = []
+        _require(header_value_problem(backend.name, None), "backend name")  # clients get it as a header
         if backend.error is None:
+            _require(path_problem(backend.prefix), f"backend {backend.name} prefix")
             for ep in backend.endpoints:
+                _require(host_problem(ep.host), f"backend {backend.name} endpoint")
                 address = f"{_host(ep.host)}:{ep.port}"
                 mapped = resolve.get(f"{ep.host}:{ep.port}")
                 if mapped:
@@ -143,7 +148,7 @@ class BackendRuntime:
                 else:
                     connect_host, connect_port = ep.host, ep.port
                 host_header = _host(ep.host) if ep.port == default_port else address
-                if tls is not None and not tls.server_name and not _is_ip(ep.host):
+                if tls is not None and not tls.server_name and not is_ip(ep.host):
                     tls = msgspec.structs.replace(tls, server_name=ep.host)
                 pool = pools.get(connect_host, connect_port, msgspec.structs.replace(backend, tls=tls))
                 endpoints.append((pool, host_header, f"backend {backend.name} ({address})", ep.health))
@@ -195,12 +200,9 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+class InvalidTable(ValueError):
+    """A table value that must not reach the wire; the watcher rejects such configs, so this
+    only guards against a table built some other way. The worker keeps its previous table."""
 
 
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -213,15 +215,16 @@ def valid_header(name: str, value: str) -> bool:
         c == "\t" or " " <= c <= "\xff" and c != "\x7f" for c in value)
 
 
-def _header_lines(headers: tuple[tuple[str, str], ...]) -> bytes:
-    lines = []
+def _require(problem: str | None, what: str) -> None:
+    if problem:
+        raise InvalidTable(f"{what}: {problem}")
+
+
+def _header_lines(headers: tuple[tuple[str, str], ...], what: str) -> bytes:
     for name, value in headers:
-        if not valid_header(name, value):  # never let configuration split a header (the value is never logged)
-            log.error("header %r is not a valid HTTP header name or its configured value has a control or "
-                      "non-Latin-1 character; not sent", name[:64])
-            continue
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("latin-1")
+        problem = header_name_problem(name) or owned_header_problem(name) or header_value_problem(value, None)
+        _require(problem, f"{what}, header {name!r}")
+    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode("utf-8")
 
 
 class RefRuntime:
@@ -238,8 +241,11 @@ class RefRuntime:
         header_set = tuple(ref.header_set)
         if backend.backend.schema == "Anthropic":
             header_set += (("anthropic-version", backend.backend.version or DEFAULT_ANTHROPIC_VERSION),)
-        self.mutation_lines = _header_lines(header_set)
-        self.auth_lines = _header_lines(tuple(auth))
+        what = f"backend {backend.name}"
+        if ref.model_override is not None:
+            _require(text_problem(ref.model_override), f"{what} modelNameOverride")
+        self.mutation_lines = _header_lines(header_set, what)
+        self.auth_lines = _header_lines(tuple(auth), f"{what} credentials")
         self.set_lines = self.mutation_lines + self.auth_lines
         # (client header, upstream header, value template, fall back to the configured key?)
         self.override = override = backend.backend.credential_override
@@ -300,7 +306,6 @@ class GenerationState:
         self.board = board if board is not None else _NoBoard()
         self.router = Router(table)
         self.backends = [BackendRuntime(b, table.resolve, pools) for b in table.backends]
-        pools.keep_only({id(t.pool) for b in self.backends for ts in b.targets.values() for t in ts})
         # Keyed by the BackendRef object the router picks: identity lookups, no hashing of fields.
         overrides = frozenset(b.credential_override[0].lower() for b in table.backends
                               if b.credential_override is not None)
@@ -327,6 +332,8 @@ class GenerationState:
             "object": "list",
             "data": [{"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by} for m in table.models],
         })
+        # Last: a table that fails above leaves the previous generation's pools open.
+        pools.keep_only({id(t.pool) for b in self.backends for ts in b.targets.values() for t in ts})
 
     def pick(self, rule: RuleRuntime) -> RefRuntime:
         return self.refs[id(rule.pick())]

@@ -15,14 +15,15 @@ import os
 WORKERS_DIR_ENV = "MODELYARD_WORKERS_DIR"
 
 
-def report(generation: int) -> None:
+def report(generation: int, failed: int = 0) -> None:
+    """The generation this worker serves and, if any, a newer one it failed to apply."""
     folder = os.environ.get(WORKERS_DIR_ENV)
     if not folder:
         return
     pid = os.getpid()
     tmp = os.path.join(folder, f".{pid}.tmp")
     with open(tmp, "w") as f:
-        f.write(str(generation))
+        f.write(f"{generation} {failed}" if failed else str(generation))
     os.replace(tmp, os.path.join(folder, str(pid)))
 
 
@@ -75,7 +76,7 @@ def _alive(pid: int) -> bool:
 
 
 def live_workers(folder: str) -> list[dict[str, int]]:
-    """[{pid, generation}] of the workers alive now, by PID."""
+    """[{pid, generation[, failed]}] of the workers alive now, by PID."""
     found: list[dict[str, int]] = []
     try:
         names = os.listdir(folder)
@@ -86,7 +87,8 @@ def live_workers(folder: str) -> list[dict[str, int]]:
             continue
         try:
             with open(os.path.join(folder, name)) as f:
-                found.append({"pid": int(name), "generation": int(f.read() or 0)})
+                fields = [int(x) for x in f.read().split()] or [0]
+            found.append({"pid": int(name), "generation": fields[0], **({"failed": fields[1]} if fields[1:] else {})})
         except (FileNotFoundError, ValueError):
             continue
     return sorted(found, key=lambda w: w["pid"])
