@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from config.diagnostics import Diagnostics
+from config.diagnostics import Diagnostics, did_you_mean
 from config.loader import Resource
 from core.table import TLS, Backend, Endpoint
 from core.wire import (
@@ -49,6 +49,10 @@ class Objects:
 
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
         return self.by_kind.get(kind, {}).get((namespace, name))
+
+    def hint(self, kind: str, namespace: str, name: str) -> str:
+        """' (did you mean X?)' naming a like-named object of this kind in the namespace."""
+        return did_you_mean(name, [n for ns, n in self.by_kind.get(kind, {}) if ns == namespace])
 
     def all(self, kind: str) -> list[Resource]:
         return sorted(self.by_kind.get(kind, {}).values(), key=lambda r: r.order)
@@ -130,7 +134,8 @@ class BackendResolver:
         res = self.objs.get("AIServiceBackend", namespace, name)
         if res is None:
             return self.placeholder(key, 503, "backend_not_found",
-                                    f"AIServiceBackend {key} does not exist (yet); add it to the configuration")
+                                    f"AIServiceBackend {key} does not exist (yet); add it to the configuration"
+                                    + self.objs.hint("AIServiceBackend", namespace, name))
         return self.add(key, self._build(res))
 
     def _build(self, res: Resource) -> Backend:
@@ -151,9 +156,10 @@ class BackendResolver:
             error, endpoints = where, ()
         auth, auth_error, override = self._credentials(res)
         error = error or auth_error
-        if error is None and schema not in SUPPORTED_SCHEMAS:
-            error = _error(501, "schema_not_supported",
-                           f"AIServiceBackend {key} uses schema {schema}, which this gateway cannot translate to yet")
+        if schema not in SUPPORTED_SCHEMAS:
+            msg = f"AIServiceBackend {key} uses schema {schema}, which this gateway cannot translate to yet"
+            self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.schema.name")
+            error = error or _error(501, "schema_not_supported", msg)
         timeout = (spec.get("timeouts") or {}).get("request")
         if schema == "AzureOpenAI" and not version:
             version = DEFAULT_AZURE_API_VERSION
@@ -174,7 +180,7 @@ class BackendResolver:
         if kind == "Backend":
             backend = self.objs.get("Backend", ns, name)
             if backend is None:
-                msg = f"Backend {ns}/{name} (referenced by AIServiceBackend {res.namespace}/{res.name}) does not exist (yet)"
+                msg = f"Backend {ns}/{name} (referenced by AIServiceBackend {res.namespace}/{res.name}) does not exist (yet)" + self.objs.hint("Backend", ns, name)
                 self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.backendRef")
                 return (), None, _error(503, "backend_not_found", msg)
             return self._eg_backends[(ns, name)]
@@ -289,7 +295,8 @@ class BackendResolver:
                 if pol is not None:
                     out[(sb.namespace, sb.name)] = pol
                 else:
-                    self.diags.warning(f"BackendSecurityPolicy {sb.namespace}/{old['name']} does not exist (yet)",
+                    self.diags.warning(f"BackendSecurityPolicy {sb.namespace}/{old['name']} does not exist (yet)"
+                                       + self.objs.hint("BackendSecurityPolicy", sb.namespace, old["name"]),
                                        file=sb.file, obj=sb.ref, field="spec.backendSecurityPolicyRef")
         return out
 
@@ -327,7 +334,7 @@ class BackendResolver:
         except SecretError as e:
             return (), _error(503, "credentials_invalid", str(e)), None
         if key is None:
-            msg = f"Secret {ns}/{ref['name']} with key apiKey (used by BackendSecurityPolicy {pol.namespace}/{pol.name}) does not exist (yet)"
+            msg = f"Secret {ns}/{ref['name']} with key apiKey (used by BackendSecurityPolicy {pol.namespace}/{pol.name}) does not exist (yet)" + self.objs.hint("Secret", ns, ref["name"])
             self.diags.warning(msg, file=pol.file, obj=pol.ref, field=f"spec.{_POLICY_FIELD[ptype]}.secretRef")
             if override is not None:  # clients can still bring their own key
                 return (), None, (*override[:3], False)

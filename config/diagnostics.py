@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Diagnostic:
-    severity: str  # "error" or "warning"
+    severity: str  # "error", "warning" or "note" (something skipped on purpose)
     message: str
     file: str = ""
     obj: str = ""  # kind/namespace/name
@@ -30,6 +32,9 @@ class Diagnostics:
     def warning(self, message: str, file: str = "", obj: str = "", field: str = "") -> None:
         self.items.append(Diagnostic("warning", message, file, obj, field))
 
+    def note(self, message: str, file: str = "", obj: str = "", field: str = "") -> None:
+        self.items.append(Diagnostic("note", message, file, obj, field))
+
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.items if d.severity == "error"]
@@ -37,3 +42,14 @@ class Diagnostics:
     @property
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.items if d.severity == "warning"]
+
+    @property
+    def notes(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity == "note"]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest candidate, case-insensitively; '' when none is close."""
+    by_lower = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.75)
+    return f" (did you mean {by_lower[close[0]]}?)" if close else ""

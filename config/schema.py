@@ -143,3 +143,31 @@ def deprecated_fields(schema: Schema, value: Any, path: str = "") -> Iterator[tu
     elif isinstance(schema, List) and isinstance(value, list):
         for i, item in enumerate(value):
             yield from deprecated_fields(schema.item, item, f"{path}[{i}]")
+
+
+PRUNED: Any = object()  # what `prune` returns for a value that is wrong as a whole
+
+
+def prune(schema: Schema, value: Any) -> Any:
+    """`value` without its wrong parts: wrong list items and map values are dropped, a wrong field
+    is dropped, and an object missing a required field is wrong as a whole. What remains conforms
+    to the schema, so later stages can check it as they would a correct document."""
+    if isinstance(schema, (Leaf, Enum)):
+        return value if not any(True for _ in validate(schema, value)) else PRUNED
+    if isinstance(schema, List):
+        if not isinstance(value, list):
+            return PRUNED
+        return [v for v in (prune(schema.item, item) for item in value) if v is not PRUNED]
+    if isinstance(schema, Map):
+        if not isinstance(value, dict):
+            return PRUNED
+        return {k: v for k, v in ((k, prune(schema.value, item)) for k, item in value.items()) if v is not PRUNED}
+    if not isinstance(value, dict):
+        return PRUNED
+    out: dict[Any, Any] = {}
+    for key, item in value.items():
+        sub = schema.fields.get(key)
+        kept = item if sub is None or item is None else prune(sub, item)
+        if kept is not PRUNED:
+            out[key] = kept
+    return PRUNED if any(key not in out for key in schema.required) else out

@@ -100,14 +100,14 @@ class ConfigWatcher:
         return True
 
     def _report(self, diags: Diagnostics) -> None:
-        # Warnings are logged once each; errors every time a load fails.
+        # Warnings and notes are logged once each; errors every time a load fails.
         for d in diags.items:
             text = str(d)
             if d.severity == "error":
                 log.error("%s", text)
             elif text not in self._reported:
                 self._reported.add(text)
-                log.warning("%s", text)
+                log.log(logging.WARNING if d.severity == "warning" else logging.INFO, "%s", text)
 
     def changed(self) -> bool:
         return fingerprint(self.paths) != self._fingerprint

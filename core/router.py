@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import accumulate
 from typing import Any, Protocol
 
@@ -17,6 +17,7 @@ from core.regex import compile_full
 from core.table import EXACT, MODEL_HEADER, Backend, BackendRef, Rule, Table
 
 _END = 1 << 62
+SLICE = 200  # items built between pauses: a few milliseconds of work
 
 
 class HeaderSource(Protocol):
@@ -83,13 +84,24 @@ class Router:
     __slots__ = ("table", "entries", "exact", "generic", "rules", "backends")
 
     def __init__(self, table: Table):
+        for _ in self.build(table):
+            pass
+
+    def build(self, table: Table) -> Iterator[None]:
+        """Fill the router, pausing (yielding) every SLICE items so that a worker can build
+        a big table between requests instead of stopping them all for its whole length."""
         self.table = table
         self.backends = table.backends
-        self.rules = [RuleRuntime(i, r, table.backends) for i, r in enumerate(table.rules)]
-        self.entries = [
-            (self.rules[e.rule], tuple(_compile_cond(c.name, c.kind, c.value) for c in e.conds))
-            for e in table.entries
-        ]
+        self.rules = []
+        for i, r in enumerate(table.rules):
+            self.rules.append(RuleRuntime(i, r, table.backends))
+            if i % SLICE == SLICE - 1:
+                yield
+        self.entries = []
+        for k, e in enumerate(table.entries):
+            self.entries.append((self.rules[e.rule], tuple(_compile_cond(c.name, c.kind, c.value) for c in e.conds)))
+            if k % SLICE == SLICE - 1:
+                yield
         self.exact = table.exact
         self.generic = table.generic
 

@@ -14,13 +14,14 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from granian.rsgi import ProtocolClosed
 
 from core.shm import TableSegment
 from core.sniff import SniffError, sniff
-from core.table import MODEL_HEADER, decode_table
+from core.table import MODEL_HEADER, decode_table_in_steps
 from gateway import metrics, worker_registry
 from core.router import RuleRuntime
 from gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_env
@@ -103,6 +104,13 @@ class GatewayApp:
         loop.run_until_complete(self.upstream.close())
 
     def _refresh(self) -> None:
+        """Load the published table at once (at start, when there is nothing to serve yet)."""
+        for _ in self._refreshing():
+            pass
+
+    def _refreshing(self) -> Iterator[None]:
+        """Load the published table if it is new, pausing (yielding) every few milliseconds: a
+        big table is built while the previous one keeps serving, and swapped in whole."""
         assert self.segment is not None
         current = self.segment.generation()
         if current == self.failed_generation or (self.state is not None and current == self.state.generation):
@@ -111,21 +119,28 @@ class GatewayApp:
         if generation == 0:
             return
         served = self.state.generation if self.state is not None else 0
+        # No collection meanwhile: all that is built stays alive, a full collection over it would be
+        # one long pause, and gc.freeze() below puts it out of the collector's sight for good.
+        gc.disable()
         try:
-            table = decode_table(data)
-            state = GenerationState(table, self.upstream.pools, self.board)
+            table = yield from decode_table_in_steps(data)
+            state = GenerationState.__new__(GenerationState)
+            yield from state.build(table, self.upstream.pools, self.board)
         except Exception:  # keep serving the last table; say so once per generation, and to /readyz
             self.failed_generation = generation
             log.exception("could not apply routing table generation %d; still serving generation %d",
                           generation, served)
             worker_registry.report(served, failed=generation)
             return
+        finally:
+            gc.enable()
         self.state = state
+        state.keep_pools(self.upstream.pools)
         # The table's objects live until the next reload: out of the collector's sight, a full
         # collection costs the same with 10 models or 10,000.
         gc.freeze()
         if self.accountant is not None:
-            self.accountant.known_models(set(self.state.model_list))
+            self.accountant.known_models(set(state.model_list))
         worker_registry.report(table.generation)
 
     async def _watch_table(self) -> None:
@@ -139,7 +154,8 @@ class GatewayApp:
             if self.segment is None:
                 continue
             try:
-                self._refresh()
+                for _ in self._refreshing():
+                    await asyncio.sleep(0)  # requests run between the slices
             except Exception:  # a bad table must not take the worker down; keep serving the last one
                 log.exception("could not load the published routing table; keeping the previous one")
 

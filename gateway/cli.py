@@ -235,6 +235,8 @@ def cmd_check(paths: list[str]) -> int:
     diags = Diagnostics()
     loaded = load_paths(paths, diags, set())
     compiled = compile_table(loaded.resources, diags)
+    for n in diags.notes:
+        print(f"note: {n}")
     for w in diags.warnings:
         print(f"warning: {w}")
     if diags.errors:

@@ -14,6 +14,7 @@ import os
 import random
 import ssl
 import time
+from collections.abc import Iterator
 from itertools import count
 from urllib.parse import quote
 from typing import Union
@@ -22,7 +23,7 @@ import msgspec
 
 from core.costs import CostCompileError, CostProgram
 from core.health import HEALTH_ENV, HealthBoard
-from core.router import Router, RuleRuntime
+from core.router import SLICE, Router, RuleRuntime
 from core.table import Backend, BackendRef, RouteInfo, Table
 from core.wire import (
     header_name_problem, header_value_problem, host_problem, is_ip, owned_header_problem, path_problem, text_problem,
@@ -301,18 +302,29 @@ class GenerationState:
                  "model_list", "board", "header_routes")
 
     def __init__(self, table: Table, pools: Pools, board: Board | None = None):
+        for _ in self.build(table, pools, board):
+            pass
+        self.keep_pools(pools)
+
+    def build(self, table: Table, pools: Pools, board: Board | None = None) -> Iterator[None]:
+        """Build the state, yielding every few milliseconds of work so that a worker can go on
+        serving the previous generation meanwhile (a 10,000-rule table takes over 100 ms)."""
         self.generation = table.generation
         self.table = table
         self.board = board if board is not None else _NoBoard()
-        self.router = Router(table)
+        self.router = Router.__new__(Router)
+        yield from self.router.build(table)
         self.backends = [BackendRuntime(b, table.resolve, pools) for b in table.backends]
+        yield
         # Keyed by the BackendRef object the router picks: identity lookups, no hashing of fields.
         overrides = frozenset(b.credential_override[0].lower() for b in table.backends
                               if b.credential_override is not None)
-        self.refs: dict[int, RefRuntime] = {}
-        for rule in self.router.rules:
+        self.refs = {}
+        for k, rule in enumerate(self.router.rules):
             for ref in rule.rule.refs:
                 self.refs[id(ref)] = RefRuntime(ref, self.backends[ref.backend], overrides)
+            if k % SLICE == SLICE - 1:
+                yield
         self.routes = [RouteRuntime(info, [RefRuntime(r, self.backends[r.backend], overrides)
                                            for r in info.header_refs])
                        for info in table.routes]
@@ -320,19 +332,28 @@ class GenerationState:
         self.header_routes = [r for r in self.routes if r.by_header]
         self.body_limit = table.body_limit
         self.model_list = [m.id for m in table.models]
-        # Anthropic's list shape, for GET /anthropic/v1/models.
+        yield
+        # GET /v1/models and, in Anthropic's list shape, GET /anthropic/v1/models.
         models = list(table.models)
+        openai_list, anthropic_list = [], []
+        created_at: dict[int, str] = {}  # models mostly share a few timestamps; strftime is slow
+        for k, m in enumerate(models):
+            openai_list.append({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by})
+            stamp = created_at.get(m.created)
+            if stamp is None:
+                stamp = created_at[m.created] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.created))
+            anthropic_list.append({"type": "model", "id": m.id, "display_name": m.id, "created_at": stamp})
+            if k % SLICE == SLICE - 1:
+                yield
+        self.models_body = msgspec.json.encode({"object": "list", "data": openai_list})
+        yield
         self.anthropic_models_body = msgspec.json.encode({
-            "data": [{"type": "model", "id": m.id, "display_name": m.id,
-                      "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.created))} for m in models],
-            "has_more": False, "first_id": models[0].id if models else None,
+            "data": anthropic_list, "has_more": False, "first_id": models[0].id if models else None,
             "last_id": models[-1].id if models else None,
         })
-        self.models_body = msgspec.json.encode({
-            "object": "list",
-            "data": [{"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by} for m in table.models],
-        })
-        # Last: a table that fails above leaves the previous generation's pools open.
+
+    def keep_pools(self, pools: Pools) -> None:
+        """Close the pools this generation does not use; call once it serves (the last one's are done with)."""
         pools.keep_only({id(t.pool) for b in self.backends for ts in b.targets.values() for t in ts})
 
     def pick(self, rule: RuleRuntime) -> RefRuntime:

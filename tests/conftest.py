@@ -116,12 +116,13 @@ class Gateway:
                                        headers)
         return status, hdrs, json.loads(body)
 
-    def config(self) -> dict:
-        return json.loads(http_request(self.admin_port, "GET", "/config")[2])
+    def config(self, timeout: float = 10.0) -> dict:
+        # A control process busy compiling a big configuration answers once it is done.
+        return json.loads(http_request(self.admin_port, "GET", "/config", timeout=timeout)[2])
 
-    def in_sync(self) -> bool:
+    def in_sync(self, timeout: float = 10.0) -> bool:
         """Whether every worker serves the watcher's current routing table."""
-        view = self.config()
+        view = self.config(timeout)
         workers = view["workers"]
         return len(workers) == self.workers and all(w["generation"] == view["generation"] for w in workers)
 

@@ -123,7 +123,7 @@ def test_unknown_kind_is_reported_once_and_deprecated_fields_warn(tmp_path: Path
         ---
         """) + BACKEND)
     assert not diags.errors
-    assert sum("Widget" in w.message for w in diags.warnings) == 1
+    assert sum("Widget" in n.message for n in diags.notes) == 1
     deprecated = {w.field for w in diags.warnings if "deprecated" in w.message}
     assert {"spec.schema", "spec.targetRefs"} <= deprecated
 
