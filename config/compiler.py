@@ -74,8 +74,8 @@ def compile_table(resources: list[Resource], diags: Diagnostics, options: Compil
 
     for r in resources:
         for field, value, is_namespace in (("metadata.name", r.name, False), ("metadata.namespace", r.namespace, True)):
-            problem = object_name_problem(value, is_namespace)
-            if problem:
+            problem = object_name_problem(value, is_namespace) if value or not is_namespace else None
+            if problem:  # a cluster-scoped kind has no namespace
                 diags.error(problem, file=r.file, obj=r.ref, field=field)
     for sb in objs.all("AIServiceBackend"):  # each reported once, however many routes use it
         _mutations(sb.spec, "spec", diags, {"file": sb.file, "obj": sb.ref})

@@ -170,7 +170,8 @@ def decode_table(data: bytes | memoryview) -> Table:
 _BIG_FIELDS = ("entries", "exact", "rules", "models")
 _Parts = msgspec.defstruct("_Parts", [
     (f.name, msgspec.Raw if f.name in _BIG_FIELDS else f.type) if f.required else
-    (f.name, f.type, f.default) for f in msgspec.structs.fields(Table)
+    (f.name, f.type, f.default if f.default is not msgspec.NODEFAULT else msgspec.field(default_factory=f.default_factory))
+    for f in msgspec.structs.fields(Table)
 ])
 _parts_decoder = msgspec.msgpack.Decoder(_Parts)
 _field_decoders = {f.name: msgspec.msgpack.Decoder(f.type) for f in msgspec.structs.fields(Table) if f.name in _BIG_FIELDS}
