@@ -111,7 +111,7 @@ async def _python_load(url: str, body: bytes, connections: int, seconds: float, 
             try:
                 conn.send(head, body)
                 status = await conn.response()
-                await conn.read_all()
+                await conn.read_all(1 << 30)
             except UpstreamError:
                 errors += 1
                 conn = await pool.connect()
@@ -190,7 +190,7 @@ async def _probe(url: str, body: bytes, model: str, requests: int, warmup: int) 
             status = await conn.response()
             first = await conn.read_chunk()
             t1 = time.perf_counter()
-            rest = await conn.read_all()
+            rest = await conn.read_all(1 << 30)
         except UpstreamError as e:
             result.failures.append(str(e))
             conn = await pool.connect()
