@@ -197,6 +197,31 @@ def test_metrics_sum_every_worker_and_bound_model_labels(setup) -> None:
     assert n <= 2 * 100 + 1, n  # bounded per worker, then "_other"
 
 
+def test_megabyte_model_names_leave_metrics_small(setup) -> None:
+    """20 requests with 1 MB model names to the catch-all: /metrics grows by under 1 MB (the names become
+    "_invalid" labels; before the bound one such request grew it to 105 MB). The mock refuses the
+    1 MB x-ai-eg-model header with a 431, which is relayed: the labels are recorded either way."""
+    gw = setup["gw"]
+
+    def bounded_count() -> float:  # "_invalid", or "_other" once a worker's 100 values are taken
+        text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+        return sum(s.value for family in text_string_to_metric_families(text)
+                   if family.name == "gen_ai_server_request_duration_seconds"
+                   for s in family.samples
+                   if s.name.endswith("_count") and s.labels.get("gen_ai_original_model") in ("_invalid", "_other"))
+
+    before = bounded_count()
+    size_before = len(http_request(gw.admin_port, "GET", "/metrics")[2])  # the module's other series
+    name = "wild-" + "x" * (1 << 20)
+    for i in range(20):
+        status, _, _ = gw.post("/v1/chat/completions", chat_body(f"{name}{i}", "big"), timeout=30)
+        assert status < 500, status
+
+    assert wait_for(lambda: bounded_count() >= before + 20, timeout=10.0)
+    grown = len(http_request(gw.admin_port, "GET", "/metrics")[2]) - size_before
+    assert grown < 1 << 20, grown
+
+
 def test_the_supervisor_never_imports_prometheus_client_before_its_multiprocess_dir_is_set() -> None:
     # prometheus-client picks process-local or file-backed values when it is first imported;
     # workers fork from the supervisor, so an early import there would hide every worker's metrics.
