@@ -28,6 +28,7 @@ from core.table import (
     BACKEND_HEADER_NAMESPACE, BACKEND_HEADER_OFF, EXACT, MODEL_HEADER, REGEX, BackendRef, HeaderCond, MatchEntry,
     ListenerLimits, ModelInfo, RetryPolicy, RouteInfo, Rule, Table,
 )
+from core.sniff import MAX_MODEL_NAME
 from core.units import parse_duration, parse_quantity
 from core.wire import (
     header_name_problem, header_value_problem, host_problem, object_name_problem, owned_header_problem, text_problem,
@@ -257,6 +258,10 @@ def _match_conds(headers: list[dict[str, Any]], path: str, diags: Diagnostics,
                 continue
         if model is None and kind == EXACT and name == MODEL_HEADER:
             model = value
+            if len(value) > MAX_MODEL_NAME:
+                diags.warning(f"model name is {len(value)} characters long; the gateway refuses requests for "
+                              f"models over {MAX_MODEL_NAME}, so this rule never matches", field=f"{path}[{k}].value",
+                              **where)
         else:
             conds.append(HeaderCond(name, kind, value))
     return model, tuple(conds)

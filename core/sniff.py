@@ -54,13 +54,27 @@ class SniffError(ValueError):
         self.code = code
 
 
+# Real model names (`accounts/fireworks/models/llama-v3p1-405b-instruct`, Hugging Face repo ids,
+# Bedrock inference-profile ARNs) are under 200 characters. A longer one would go upstream as an
+# oversized x-ai-eg-model header (a backend answers 431); this bound is also the metric label and
+# access-log bound (gateway.accounting.MAX_LABEL_LEN), so every accepted name is labelled as it is.
+MAX_MODEL_NAME = 256
+
+
+def check_model_name(model: str) -> None:
+    """SniffError (`invalid_model`) for a model name no backend can be asked for."""
+    if len(model) > MAX_MODEL_NAME:
+        raise SniffError(f"The model name is {len(model)} characters long; the limit is {MAX_MODEL_NAME}.",
+                         "invalid_model")
+
+
 _decoder = msgspec.json.Decoder(Sniffed, dec_hook=_seen_model)
 
 
 def sniff(body: bytes) -> Sniffed:
     """The body's `model` and `stream`; SniffError when the body is not a JSON object, is nested
-    deeper than the interpreter's recursion limit, or has two `model` keys (the gateway would
-    route on one and a backend might read the other)."""
+    deeper than the interpreter's recursion limit, has two `model` keys (the gateway would
+    route on one and a backend might read the other), or a model name over MAX_MODEL_NAME."""
     _models.clear()
     try:
         found = _decoder.decode(body)
@@ -73,7 +87,9 @@ def sniff(body: bytes) -> Sniffed:
     if _models:
         if len(_models) > 1:
             raise SniffError("The request body has more than one 'model' field.", "duplicate_model")
-        found.model = _models[0]
+        found.model = model = _models[0]
+        if isinstance(model, str):
+            check_model_name(model)
     return found
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from granian.rsgi import ProtocolClosed
 
 from core.shm import TableSegment
-from core.sniff import SniffError, sniff
+from core.sniff import SniffError, check_model_name, sniff
 from core.table import MODEL_HEADER, decode_table_in_steps
 from gateway import metrics, worker_registry
 from core.router import RuleRuntime
@@ -358,19 +358,21 @@ class GatewayApp:
             if not o.status:
                 o.status, o.error = 413, "request_too_large"
             return
+        headers = scope.headers
         try:
             sniffed = sniff(body)
+            model = sniffed.model
+            if model is None:
+                model = headers.get(MODEL_HEADER)
+                if model is not None:
+                    check_model_name(model)  # the header's value goes upstream as it is
         except SniffError as e:
             client_error(o, proto, 400, str(e), e.code)
             return
-        headers = scope.headers
-        model = sniffed.model
         if model is None:
-            model = headers.get(MODEL_HEADER)
-            if model is None:
-                client_error(o, proto, 400, "The request body has no 'model' field.", "missing_model")
-                return
-        elif not isinstance(model, str):
+            client_error(o, proto, 400, "The request body has no 'model' field.", "missing_model")
+            return
+        if not isinstance(model, str):
             client_error(o, proto, 400, "The 'model' field must be a string.", "invalid_model")
             return
         o.model = model

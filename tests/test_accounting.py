@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -88,9 +87,12 @@ def test_non_streaming_usage_reaches_the_metrics_exactly(setup) -> None:
     status, _, body = gw.post("/v1/chat/completions", chat_body("m", t), {"x-tenant-id": t})
     assert status == 200
     usage = json.loads(body)["usage"]
-    # The tenant header became a label: these series hold this one request.
-    sums = wait_for(lambda: (s := token_sums(gw, t)) and "output" in s and s, timeout=5.0)
-    assert sums == {"input": usage["prompt_tokens"], "output": usage["completion_tokens"]}
+    # The tenant header became a label: these series hold this one request. A worker's flush creates
+    # a series (at 0) before it adds the value, so a scrape in between sees the series without its
+    # value: wait for the values themselves.
+    expected = {"input": usage["prompt_tokens"], "output": usage["completion_tokens"]}
+    sums = wait_for(lambda: (s := token_sums(gw, t)) == expected and s, timeout=30.0) or token_sums(gw, t)
+    assert sums == expected
 
 
 def _last_line(gw: Gateway, model: str, before: int, stream: bool = False) -> dict:
@@ -172,7 +174,7 @@ def test_backend_without_usage_is_counted_with_the_tokenizer_and_marked(setup, s
     assert line["tokens"]["output"] == counter.count_text("quiet", text)
     metrics = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
     assert 'modelyard_estimated_usage_total{backend="default/quiet"' in metrics or wait_for(
-        lambda: 'backend="default/quiet"' in http_request(gw.admin_port, "GET", "/metrics")[2].decode(), timeout=3)
+        lambda: 'backend="default/quiet"' in http_request(gw.admin_port, "GET", "/metrics")[2].decode(), timeout=30)
 
 
 def test_metrics_sum_every_worker_and_bound_model_labels(setup) -> None:
@@ -192,34 +194,50 @@ def test_metrics_sum_every_worker_and_bound_model_labels(setup) -> None:
                         count += s.value
         return len(models), count
 
-    n, count = wait_for(lambda: (r := series())[1] >= 1000 and r, timeout=5.0) or series()
+    n, count = wait_for(lambda: (r := series())[1] >= 1000 and r, timeout=30.0) or series()
     assert count == 1000  # every request, from both workers
     assert n <= 2 * 100 + 1, n  # bounded per worker, then "_other"
 
 
-def test_megabyte_model_names_leave_metrics_small(setup) -> None:
-    """20 requests with 1 MB model names to the catch-all: /metrics grows by under 1 MB (the names become
-    "_invalid" labels; before the bound one such request grew it to 105 MB). The mock refuses the
-    1 MB x-ai-eg-model header with a 431, which is relayed: the labels are recorded either way."""
-    gw = setup["gw"]
+def _samples(gw: Gateway) -> list:
+    text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
-    def bounded_count() -> float:  # "_invalid", or "_other" once a worker's 100 values are taken
-        text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
-        return sum(s.value for family in text_string_to_metric_families(text)
-                   if family.name == "gen_ai_server_request_duration_seconds"
-                   for s in family.samples
-                   if s.name.endswith("_count") and s.labels.get("gen_ai_original_model") in ("_invalid", "_other"))
 
-    before = bounded_count()
+def _refused_count(gw: Gateway, status: str = "400") -> float:
+    """Requests the gateway answered itself, before any backend, with this status."""
+    return sum(s.value for s in _samples(gw) if s.name == "modelyard_requests_total"
+               and s.labels.get("status") == status and not s.labels.get("backend"))
+
+
+def test_model_names_over_the_limit_leave_metrics_small(setup) -> None:
+    """20 requests with 1 MB model names are refused (400 invalid_model) before any backend and grow
+    /metrics by under 64 KB (before the bounds one such request grew it to 105 MB). Names at the
+    256-character limit reach the backend and become labels of at most that length."""
+    gw, mock = setup["gw"], setup["mock"]
+    mock.clear()
+    refused = _refused_count(gw)
     size_before = len(http_request(gw.admin_port, "GET", "/metrics")[2])  # the module's other series
     name = "wild-" + "x" * (1 << 20)
     for i in range(20):
-        status, _, _ = gw.post("/v1/chat/completions", chat_body(f"{name}{i}", "big"), timeout=30)
-        assert status < 500, status
-
-    assert wait_for(lambda: bounded_count() >= before + 20, timeout=10.0)
+        status, _, body = gw.post("/v1/chat/completions", chat_body(f"{name}{i}", "big"), timeout=30)
+        assert status == 400 and json.loads(body)["error"]["code"] == "invalid_model", body[:300]
+    assert mock.chat_requests() == []
+    assert wait_for(lambda: _refused_count(gw) >= refused + 20, timeout=30.0)
     grown = len(http_request(gw.admin_port, "GET", "/metrics")[2]) - size_before
-    assert grown < 1 << 20, grown
+    assert grown < 64 * 1024, grown
+
+    at_limit = {f"wild-{i:03d}".ljust(256, "y") for i in range(20)}
+
+    def labelled() -> float:  # as given, or "_other" once a worker's 100 values are taken
+        return sum(s.value for s in _samples(gw) if s.name == "gen_ai_server_request_duration_seconds_count"
+                   and s.labels.get("gen_ai_original_model") in at_limit | {"_other"})
+
+    before = labelled()
+    for model in at_limit:
+        assert gw.chat(model)[0] == 200
+    assert wait_for(lambda: labelled() >= before + 20, timeout=30.0)
+    assert max(len(v) for s in _samples(gw) for v in s.labels.values()) <= 256
 
 
 def test_the_supervisor_never_imports_prometheus_client_before_its_multiprocess_dir_is_set() -> None:
@@ -293,18 +311,19 @@ def test_anthropic_count_tokens_is_answered_locally(counting) -> None:
 def test_a_thousand_unknown_models_add_no_series(setup) -> None:
     gw = setup["gw"]
 
-    def series_count() -> int:
-        text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
-        return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    def series() -> set[tuple]:
+        return {(s.name, tuple(sorted(s.labels.items()))) for s in _samples(gw)}
 
-    time.sleep(1.0)  # earlier requests reach the metrics within the workers' half-second flush
-    gw.chat("no-such-model-0")  # the 404 series itself may be new
-    time.sleep(1.0)
-    before = series_count()
+    assert gw.chat("no-such-model-0")[0] == 404  # the 404 series itself may be new
+    not_found = wait_for(lambda: _refused_count(gw, "404"), timeout=30.0)
+    before = series()
     for i in range(1000):
         assert gw.chat(f"no-such-model-{i}")[0] == 404
-    time.sleep(1.0)
-    assert series_count() == before
+    # Wait for the count, not for a series: every request is in it once both workers flushed.
+    assert wait_for(lambda: _refused_count(gw, "404") >= not_found + 1000, timeout=30.0)
+    added = series() - before  # a series of an earlier test may still arrive; none may name a model
+    assert not [s for s in added if "no-such-model" in repr(s) or ("status", "404") in s[1]], added
+    assert "no-such-model" not in http_request(gw.admin_port, "GET", "/metrics")[2].decode()
 
 
 def test_label_values_are_bounded_in_length_and_characters() -> None:

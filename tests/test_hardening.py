@@ -185,6 +185,63 @@ def test_a_stream_the_client_cuts_is_logged_499(big) -> None:
     assert line["status"] == 499 and line["error"] == "client_disconnected"
 
 
+# (path, body without its model, the client's error shape)
+MODEL_ENDPOINTS = [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, "openai"),
+    ("/v1/embeddings", {"input": "hi"}, "openai"),
+    ("/tokenize", {"prompt": "hi"}, "openai"),
+    ("/cohere/v2/rerank", {"query": "q", "documents": ["d"]}, "openai"),
+    ("/v1/messages", {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}, "anthropic"),
+    ("/anthropic/v1/messages", {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}, "anthropic"),
+]
+
+
+def _assert_invalid_model(status: int, body: bytes, shape: str) -> None:
+    assert status == 400, body[:300]
+    answer = json.loads(body)
+    if shape == "openai":
+        assert_openai_error(answer, "invalid_model")
+    else:
+        assert answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error", answer
+    assert "limit is 256" in body.decode(), body[:300]
+
+
+@pytest.mark.parametrize("path,body,shape", MODEL_ENDPOINTS)
+def test_megabyte_model_names_are_refused_before_any_backend(big, path: str, body: dict, shape: str) -> None:
+    gw, mock = big["gw"], big["mock"]
+    mock.clear()
+    status, _, answer = gw.post(path, {**body, "model": "m" * MB}, timeout=60)
+    _assert_invalid_model(status, answer, shape)
+    assert mock.requests() == []
+
+
+def test_model_names_over_the_limit_are_refused_through_the_sdks(big) -> None:
+    import openai
+
+    gw, mock = big["gw"], big["mock"]
+    mock.clear()
+    with pytest.raises(openai.BadRequestError) as info:
+        gw.client().chat.completions.create(model="m" * MB, messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "invalid_model"
+    client = anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw.port}", api_key="k", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="m" * 257, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert mock.requests() == []
+    # 256 characters is a model name like any other
+    answer = gw.client().chat.completions.create(model="m" * 256, messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices and mock.chat_requests()[-1]["headers"]["x-ai-eg-model"] == "m" * 256
+
+
+def test_a_model_header_over_the_limit_is_refused(big) -> None:
+    """Without a model in the body, the x-ai-eg-model header names it: the same limit applies."""
+    gw, mock = big["gw"], big["mock"]
+    mock.clear()
+    status, _, body = gw.post("/v1/chat/completions", {"messages": []}, {"x-ai-eg-model": "h" * 257})
+    _assert_invalid_model(status, body, "openai")
+    assert mock.requests() == []
+
+
 # -- client keys, failover and Azure paths --
 
 
