@@ -316,6 +316,11 @@ class GatewayApp:
             return None
 
     async def _receive_body(self, scope: Any, proto: Any, limit: int, client: str) -> bytes | None:
+        """The body, read whole (Content-Length: ProtocolClosed if the client leaves before the end)
+        or chunk by chunk up to `limit`. Granian's body iterator ends with one empty chunk; when the
+        client leaves mid-upload it yields an empty chunk for the error first, then that last one:
+        an empty chunk followed by another is a cut upload (or request trailers, which no LLM API
+        client sends), reported as ProtocolClosed like the Content-Length case."""
         length = scope.headers.get("content-length")
         if length is not None:
             if length.isdigit() and int(length) > limit:
@@ -325,7 +330,11 @@ class GatewayApp:
             return await proto()
         parts: list[bytes] = []
         size = 0
+        ended = False
         async for chunk in proto:
+            if ended:
+                raise ProtocolClosed("the request body ended before its last chunk")
+            ended = not chunk
             size += len(chunk)
             if size > limit:
                 error_response(proto, 413, f"The request body is over the {limit}-byte limit.", "request_too_large",

@@ -62,6 +62,7 @@ def gw(tmp_path_factory) -> Iterator[Gateway]:
     access = folder / "access.log"
     g = Gateway("--config", str(write_config(folder / "c.yaml", config)), "--access-log", str(access), workers=1)
     g.access_log = access  # type: ignore[attr-defined]
+    g.mock = mock  # type: ignore[attr-defined]
     yield g
     g.stop()
     mock.stop()
@@ -248,6 +249,35 @@ def test_clients_that_disconnect_mid_upload_log_one_info_line_each(gw: Gateway) 
     assert_clean_log(gw)
     lines = wait_for(lambda: (x := access_lines(gw)[access_before:]) and len(x) >= 100 and x, timeout=10)
     assert [(x["status"], x["error"]) for x in lines] == [(499, "client_disconnected")] * 100
+
+
+
+# Where a chunked upload is cut: inside a chunk's data, between chunks, inside a chunk-size line.
+CHUNKED_CUTS = [b"3c\r\n{\"model\": \"m\", \"messages\": [", b"2\r\n{\"\r\n", b"2\r\n{\"\r\n1"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+@pytest.mark.parametrize("cut", CHUNKED_CUTS)
+def test_a_chunked_upload_cut_midway_is_logged_499(gw: Gateway, path: str, cut: bytes) -> None:
+    gw.mock.clear()  # type: ignore[attr-defined]
+    log_before = gw.proc.output().count("closed the connection before")
+    access_before = settled_lines(gw)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + cut)
+        time.sleep(0.2)  # the head and the first bytes are in before the client leaves
+    lines = wait_for(lambda: access_lines(gw)[access_before:], timeout=30)
+    assert [(x["path"], x["status"], x["error"]) for x in lines] == [(path, 499, "client_disconnected")], lines
+    assert gw.proc.output().count("closed the connection before") == log_before + 1
+    assert_clean_log(gw)
+    assert gw.mock.requests() == []  # type: ignore[attr-defined]
+
+
+def test_a_whole_chunked_upload_is_served(gw: Gateway) -> None:
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:]))
+    status, _, answer = raw(gw.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+    assert status == 200, answer[:300]
 
 
 # -- fuzzing -----------------------------------------------------------------------------------
