@@ -153,6 +153,11 @@ class Table(msgspec.Struct, frozen=True):
     listener: ListenerLimits = msgspec.field(default_factory=ListenerLimits)
 
 
+def credential_headers(table: Table) -> frozenset[str]:
+    """The client headers that carry a key to a credentialOverride backend, lower case."""
+    return frozenset(b.credential_override[0].lower() for b in table.backends if b.credential_override is not None)
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Table)
 

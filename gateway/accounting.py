@@ -22,7 +22,7 @@ import msgspec
 
 from core.usage import Usage
 from gateway import metrics
-from gateway.worker_env import ACCESS_LOG_ENV, HEADER_LABELS_ENV
+from gateway.worker_env import ACCESS_LOG_ENV, HEADER_LABELS_ENV, credential_labels
 
 log = logging.getLogger("modelyard.accounting")
 
@@ -142,6 +142,12 @@ class Accountant:
         self.models = _Bounded(set())
         self._series: dict[tuple[Any, ...], tuple[tuple[str, ...], ...]] = {}
         self.header_values = [_Bounded(set()) for _ in header_labels]
+        self.withheld: frozenset[str] = frozenset()  # header labels that carry client keys: left empty
+
+    def withhold(self, carrying: frozenset[str]) -> None:
+        """Leave empty the labels of headers that carry client keys in this table (the control process
+        logs which)."""
+        self.withheld = frozenset(credential_labels(self.header_labels, carrying))
 
     def known_models(self, models: set[str]) -> None:
         self.models = _Bounded(models)
@@ -150,8 +156,9 @@ class Accountant:
     def header_label_values(self, headers: Any) -> tuple[str, ...]:
         if not self.header_labels:
             return ()
-        return tuple(bound(headers.get(name) or "") for (name, _), bound in zip(self.header_labels,
-                                                                                 self.header_values))
+        withheld = self.withheld
+        return tuple("" if name in withheld else bound(headers.get(name) or "")
+                     for (name, _), bound in zip(self.header_labels, self.header_values))
 
     def record(self, o: Outcome) -> None:
         o.ended = time.perf_counter()

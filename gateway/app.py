@@ -21,7 +21,7 @@ from granian.rsgi import ProtocolClosed
 
 from core.shm import TableSegment
 from core.sniff import SniffError, check_model_name, sniff
-from core.table import MODEL_HEADER, decode_table_in_steps
+from core.table import MODEL_HEADER, credential_headers, decode_table_in_steps
 from gateway import metrics, worker_registry
 from core.router import RuleRuntime
 from gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_env
@@ -141,6 +141,7 @@ class GatewayApp:
         gc.freeze()
         if self.accountant is not None:
             self.accountant.known_models(set(state.model_list))
+            self.accountant.withhold(credential_headers(table))
         worker_registry.report(table.generation)
 
     async def _watch_table(self) -> None:

@@ -21,9 +21,10 @@ from config.compiler import CompileOptions
 from config.watcher import ConfigWatcher
 from core.health import HEALTH_ENV, HealthBoard
 from core.shm import TableSegment
-from core.table import ListenerLimits
+from core.table import ListenerLimits, Table, credential_headers
 from gateway import token_service
 from gateway.token_service import TOKENS_SOCKET_ENV
+from gateway.worker_env import credential_labels
 
 
 @dataclass
@@ -84,6 +85,7 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
 
     log = logging.getLogger("modelyard.config")
     started_with: list[ListenerLimits] = []
+    withheld: list[str] = []  # the --metrics-header headers last found to carry client keys
 
     def on_reload(ok: bool, generation: int) -> None:
         metrics.CONFIG_RELOADS.labels("ok" if ok else "error").inc()
@@ -96,6 +98,7 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
         elif table.listener != started_with[0]:
             log.warning("ClientTrafficPolicy connectionLimit, requestReceivedTimeout and idleTimeout apply at start: "
                         "the changed values take effect when the gateway restarts")
+        _warn_of_credential_labels(opts.header_labels, table, withheld, log)
 
     segment = TableSegment.attach(opts.table_path, writable=True)
     health_path = os.environ.get(HEALTH_ENV)
@@ -117,6 +120,18 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
         return 1
     asyncio.run(_serve(watcher, opts, port))
     return 0
+
+
+def _warn_of_credential_labels(header_labels: list[tuple[str, str]], table: Table, withheld: list[str],
+                               log: logging.Logger) -> None:
+    """Say once per change which --metrics-header labels the workers leave empty because a
+    credentialOverride now reads client keys from their header."""
+    now = credential_labels(header_labels, credential_headers(table))
+    if now != withheld:
+        withheld[:] = now
+        if now:
+            log.warning("--metrics-header %s: a BackendSecurityPolicy credentialOverride reads client keys from "
+                        "this header, so its metric label is left empty", ", ".join(now))
 
 
 async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:

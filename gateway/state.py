@@ -24,7 +24,7 @@ import msgspec
 from core.costs import CostCompileError, CostProgram
 from core.health import HEALTH_ENV, HealthBoard
 from core.router import SLICE, Router, RuleRuntime
-from core.table import Backend, BackendRef, RouteInfo, Table
+from core.table import Backend, BackendRef, RouteInfo, Table, credential_headers
 from core.wire import (
     header_name_problem, header_value_problem, host_problem, is_ip, owned_header_problem, path_problem, text_problem,
 )
@@ -314,8 +314,7 @@ class GenerationState:
         self.backends = [BackendRuntime(b, table.resolve, pools) for b in table.backends]
         yield
         # Keyed by the BackendRef object the router picks: identity lookups, no hashing of fields.
-        overrides = frozenset(b.credential_override[0].lower() for b in table.backends
-                              if b.credential_override is not None)
+        overrides = credential_headers(table)
         self.refs = {}
         for k, rule in enumerate(self.router.rules):
             for ref in rule.rule.refs:

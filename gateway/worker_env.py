@@ -24,6 +24,12 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-k
                                 "x-aigw-api-key", "x-aigw-anthropic-api-key", "x-aigw-azure-api-key"})
 
 
+def credential_labels(header_labels: list[tuple[str, str]], carrying: frozenset[str]) -> list[str]:
+    """The --metrics-header headers that carry client keys in the current table (a BackendSecurityPolicy
+    credentialOverride names any header): refused as labels, like CREDENTIAL_HEADERS, per reload."""
+    return [header for header, _ in header_labels if header in carrying]
+
+
 def header_label_arg(text: str) -> tuple[str, str]:
     """`--metrics-header x-tenant-id[=tenant]`: a request header and the metric label it becomes."""
     header, _, label = text.partition("=")

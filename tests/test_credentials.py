@@ -84,3 +84,38 @@ def test_bring_your_own_key_with_nothing_configured(setup) -> None:
     assert gw.chat("bk")[0] == 401
     assert gw.chat("bk", headers={"x-aigw-api-key": "mine"})[0] == 200
     assert last_headers(mock)["authorization"] == "Bearer mine"
+
+
+def test_a_header_that_carries_client_keys_never_becomes_a_metric_label(tmp_path) -> None:
+    """`--metrics-header x-team-key` is accepted at start, but a credentialOverride reads client keys
+    from that header: the label stays empty (said once in the log), and no key reaches /metrics."""
+    import openai
+
+    from tests.support import http_request, wait_for
+
+    mock = Mock("labelled")
+    text = (keyed_backend("strict", mock.port, "{fromRequestHeaders: {header: x-team-key, fallbackToConfigured: false}}")
+            + route("r", "st", backend="strict"))
+    gw = Gateway("--config", str(write_config(tmp_path / "r.yaml", text)), "--metrics-header", "x-team-key=tenant")
+    secret = "sk-team-secret-4f1c9e"
+    try:
+        client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0,
+                               default_headers={"x-team-key": secret})
+        for _ in range(4):  # both workers
+            client.chat.completions.create(model="st", messages=[{"role": "user", "content": "hi"}])
+        assert mock.chat_requests()[-1]["headers"]["authorization"] == f"Bearer {secret}"
+
+        def scrape() -> str:
+            return http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+
+        counted = 'gen_ai_server_request_duration_seconds_count{'
+        line = wait_for(lambda: next((x for x in scrape().splitlines() if x.startswith(counted)
+                                      and 'gen_ai_request_model="st"' in x and x.endswith(" 4.0")), None), timeout=30)
+        assert line and 'tenant=""' in line, scrape()[-3000:]
+        assert secret not in scrape()
+        assert secret not in http_request(gw.port, "GET", "/metrics")[2].decode()  # the workers serve none
+        assert secret not in gw.proc.output()
+        assert gw.proc.output().count("--metrics-header x-team-key: a BackendSecurityPolicy credentialOverride") == 1
+    finally:
+        gw.stop()
+        mock.stop()
