@@ -280,3 +280,16 @@ def test_client_traffic_policy_connection_limit_and_timeouts(tmp_path: Path) -> 
     assert "at least 1" in fields["spec.connection.connectionLimit.value"]
     assert "invalid duration" in fields["spec.timeout.http.requestReceivedTimeout"]
     assert "invalid duration" in fields["spec.timeout.http.idleTimeout"]
+
+
+def test_a_rule_for_a_model_name_over_the_limit_is_a_warning(tmp_path: Path) -> None:
+    long_name = "m" * 257
+    diags, _ = _load(tmp_path, _route(f"""\
+        - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {long_name}}}]}}]
+          backendRefs: [{{name: be}}]
+        - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {'m' * 256}}}]}}]
+          backendRefs: [{{name: be}}]
+        """))
+    assert not diags.errors
+    (warning,) = [w for w in diags.warnings if "never matches" in w.message]
+    assert "257 characters" in warning.message and warning.field.endswith(".value")
