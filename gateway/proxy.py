@@ -20,6 +20,7 @@ import msgspec
 from core.router import RuleRuntime
 from core.sniff import Sniffed, rewrite_body, wants_usage, with_usage_requested
 from core.table import MODEL_HEADER, RetryPolicy
+from core.wire import HEADER_ENCODING, header_value_problem
 from gateway import metrics
 from gateway.accounting import Outcome
 from gateway.http1 import Connection, UpstreamError
@@ -56,8 +57,8 @@ class Upstream:
 
 
 def _safe_value(value: str) -> bool:
-    """A header value that cannot split the head and is Latin-1 text, as HTTP/1.1 allows."""
-    return value.isascii() and value.isprintable() or all(" " <= c <= "\xff" and c != "\x7f" for c in value)
+    """A client's header value the head may carry: the rule configured values follow (core/wire.py)."""
+    return header_value_problem(value, None) is None
 
 
 def _client_lines(headers: Any, remove: frozenset[str]) -> bytes:
@@ -67,10 +68,10 @@ def _client_lines(headers: Any, remove: frozenset[str]) -> bytes:
         remove = remove | {t.strip().lower() for t in hop.split(",")}
     lines = "".join([f"{k}: {v}\r\n" for k, v in headers.items() if k not in _REQUEST_STRIP and k not in remove])
     try:
-        return lines.encode("latin-1")
+        return lines.encode(HEADER_ENCODING)
     except UnicodeEncodeError:  # text HTTP/1.1 cannot carry: that header stays behind
         return "".join([f"{k}: {v}\r\n" for k, v in headers.items() if k not in _REQUEST_STRIP and k not in remove
-                        and _safe_value(v)]).encode("latin-1")
+                        and _safe_value(v)]).encode(HEADER_ENCODING)
 
 
 def _query(query: str) -> bytes:
@@ -88,7 +89,8 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, mode
         client_header, upstream_header, template, fallback = ref.override
         value = headers.get(client_header)
         if value and _safe_value(value):
-            credentials = ref.mutation_lines + f"{upstream_header}: {template.format(value)}\r\n".encode("latin-1")
+            line = f"{upstream_header}: {template.format(value)}\r\n"
+            credentials = ref.mutation_lines + line.encode(HEADER_ENCODING)
         elif not (fallback and ref.auth_lines):
             return None
     query = scope.query_string
