@@ -22,6 +22,7 @@ from config.backends import BackendResolver, Objects, backend_from_url
 from config.diagnostics import Diagnostics
 from config.loader import Resource
 from config.traffic import backend_header_scope, backend_traffic_policy, outlier_policy, retry_policy
+from config.wire_checks import check_object_names, checked_mutations, header_name_ok, model_override, valid_hostnames
 from core.costs import CostCompileError, CostProgram
 from core.regex import RegexError, compile_full
 from core.table import (
@@ -30,9 +31,6 @@ from core.table import (
 )
 from core.sniff import MAX_MODEL_NAME
 from core.units import parse_duration, parse_quantity
-from core.wire import (
-    header_name_problem, header_value_problem, host_problem, object_name_problem, owned_header_problem, text_problem,
-)
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_BODY_LIMIT = 50 * 1024 * 1024
@@ -73,13 +71,9 @@ def compile_table(resources: list[Resource], diags: Diagnostics, options: Compil
     routes: list[RouteInfo] = []
     summary: list[str] = []
 
-    for r in resources:
-        for field, value, is_namespace in (("metadata.name", r.name, False), ("metadata.namespace", r.namespace, True)):
-            problem = object_name_problem(value, is_namespace) if value or not is_namespace else None
-            if problem:  # a cluster-scoped kind has no namespace
-                diags.error(problem, file=r.file, obj=r.ref, field=field)
+    check_object_names(resources, diags)
     for sb in objs.all("AIServiceBackend"):  # each reported once, however many routes use it
-        _mutations(sb.spec, "spec", diags, {"file": sb.file, "obj": sb.ref})
+        checked_mutations(sb.spec, "spec", diags, {"file": sb.file, "obj": sb.ref})
     for route in objs.all("AIGatewayRoute"):
         info, lines = _compile_route(route, objs, len(routes), backends, rules, entries, models, diags, options)
         routes.append(info)
@@ -154,11 +148,7 @@ def _compile_route(route: Resource, objs: Objects, route_index: int, backends: B
         diags.error(f"input schema {schema} is not supported; clients speak OpenAI (or Anthropic on its endpoint)",
                     field="spec.schema.name", **where)
     hostnames = spec.get("hostnames") or []
-    for k, h in enumerate(hostnames):  # they become a regex: only host names may go in
-        problem = host_problem(h.removeprefix("*."))
-        if problem:
-            diags.error(problem, field=f"spec.hostnames[{k}]", **where)
-    host_conds = _hostname_conds([h for h in hostnames if not host_problem(h.removeprefix("*."))])
+    host_conds = _hostname_conds(valid_hostnames(hostnames, diags, where))
     created_default = _created_default(route, options)
     described: list[str] = []
     for i, rule_spec in enumerate(spec.get("rules") or []):
@@ -225,7 +215,7 @@ def _header_refs(route: Resource, scope: int, rules: list[Rule], backends: Backe
             continue
         ns, _, name = backend.name.partition("/")
         sb = backends.objs.get("AIServiceBackend", ns, name)
-        h_set, h_remove, b_set, b_remove = _mutations(sb.spec if sb else None, "spec", Diagnostics(), {})
+        h_set, h_remove, b_set, b_remove = checked_mutations(sb.spec if sb else None, "spec", Diagnostics(), {})
         out.append(BackendRef(index, 1, 0, None, backends.timeouts.get(index, DEFAULT_TIMEOUT),
                               tuple(h_set.items()), tuple(sorted(h_remove)), tuple(b_set.items()),
                               tuple(sorted(b_remove))))
@@ -246,9 +236,7 @@ def _match_conds(headers: list[dict[str, Any]], path: str, diags: Diagnostics,
         name = h["name"].lower()
         kind = REGEX if h.get("type") == "RegularExpression" else EXACT
         value = h["value"]
-        problem = header_name_problem(name)
-        if problem:
-            diags.error(problem, field=f"{path}[{k}].name", **where)
+        if not header_name_ok(name, f"{path}[{k}].name", diags, where):
             continue
         if kind == REGEX:
             try:
@@ -293,61 +281,6 @@ def _checked_duration(text: str, path: str, diags: Diagnostics, where: dict[str,
         return DEFAULT_TIMEOUT
 
 
-MAX_MUTATIONS = 16  # items per set/remove list, as Gateway API's HTTPHeaderFilter and the AI Gateway's CRDs allow
-
-
-def _mutations(spec: dict[str, Any] | None, path: str, diags: Diagnostics,
-               where: dict[str, str]) -> tuple[dict[str, str], set[str], dict[str, bytes], set[str]]:
-    """The header and body edits of a backendRef or AIServiceBackend; invalid ones are reported and left out."""
-    headers = (spec or {}).get("headerMutation") or {}
-    body = (spec or {}).get("bodyMutation") or {}
-    for kind in ("headerMutation", "bodyMutation"):
-        for op in ("set", "remove"):
-            items = ((spec or {}).get(kind) or {}).get(op) or []
-            if len(items) > MAX_MUTATIONS:
-                diags.error(f"{len(items)} entries, over the limit of {MAX_MUTATIONS}", field=f"{path}.{kind}.{op}",
-                            **where)
-    h_set: dict[str, str] = {}
-    for k, h in enumerate(headers.get("set") or []):
-        name = h["name"].lower()
-        problem = header_name_problem(h["name"]) or owned_header_problem(name)
-        value_problem = header_value_problem(h["value"])
-        if problem:
-            diags.error(problem, field=f"{path}.headerMutation.set[{k}].name", **where)
-        elif value_problem:
-            diags.error(f"header {name}: {value_problem}", field=f"{path}.headerMutation.set[{k}].value", **where)
-        elif name in h_set:
-            diags.error(f"header {name} is set twice", field=f"{path}.headerMutation.set[{k}].name", **where)
-        else:
-            h_set[name] = h["value"]
-    h_remove: set[str] = set()
-    for k, name in enumerate(headers.get("remove") or []):
-        problem = header_name_problem(name) or owned_header_problem(name)
-        if problem:
-            diags.error(problem, field=f"{path}.headerMutation.remove[{k}]", **where)
-        else:
-            h_remove.add(name.lower())
-    b_set: dict[str, bytes] = {}
-    for k, f in enumerate(body.get("set") or []):
-        problem = text_problem(f["path"])
-        if problem:
-            diags.error(f"body field name {problem}", field=f"{path}.bodyMutation.set[{k}].path", **where)
-            continue
-        try:
-            b_set[f["path"]] = msgspec.json.encode(msgspec.json.decode(f["value"]))
-        except msgspec.DecodeError:
-            diags.error(f"value {f['value']!r} is not valid JSON (a string needs quotes: '\"text\"')",
-                        field=f"{path}.bodyMutation.set[{k}].value", **where)
-    b_remove: set[str] = set()
-    for k, name in enumerate(body.get("remove") or []):
-        problem = text_problem(name)
-        if problem:
-            diags.error(f"body field name {problem}", field=f"{path}.bodyMutation.remove[{k}]", **where)
-        else:
-            b_remove.add(name)
-    return h_set, h_remove, b_set, b_remove
-
-
 def _backend_ref(route: Resource, ref: dict[str, Any], path: str, rule_timeout: float | None,
                  backends: BackendResolver, diags: Diagnostics) -> BackendRef:
     where = {"file": route.file, "obj": route.ref}
@@ -364,19 +297,14 @@ def _backend_ref(route: Resource, ref: dict[str, Any], path: str, rule_timeout: 
         index = backends.placeholder(f"{kind}:{ns}/{ref['name']}", 501, "backend_kind_not_supported", msg)
     sb = backends.objs.get("AIServiceBackend", ns, ref["name"]) if kind == "AIServiceBackend" else None
     # The AIServiceBackend's own edits were reported once already (compile_table).
-    bh_set, bh_remove, bb_set, bb_remove = _mutations(sb.spec if sb else None, "spec", Diagnostics(), {})
-    rh_set, rh_remove, rb_set, rb_remove = _mutations(ref, path, diags, where)
+    bh_set, bh_remove, bb_set, bb_remove = checked_mutations(sb.spec if sb else None, "spec", Diagnostics(), {})
+    rh_set, rh_remove, rb_set, rb_remove = checked_mutations(ref, path, diags, where)
     timeout = rule_timeout if rule_timeout is not None else backends.timeouts.get(index, DEFAULT_TIMEOUT)
     weight = ref.get("weight", 1)
     priority = ref.get("priority", 0)
     if weight < 0 or priority < 0:
         diags.error("weight and priority must not be negative", field=path, **where)
-    # The override becomes the body's model and, for Azure OpenAI, a path segment.
-    override = ref.get("modelNameOverride") or None
-    problem = text_problem(override) if override is not None else None
-    if problem:
-        diags.error(f"modelNameOverride {problem}", field=f"{path}.modelNameOverride", **where)
-        override = None
+    override = model_override(ref, path, diags, where)
     return BackendRef(
         backend=index,
         weight=weight,

@@ -12,7 +12,8 @@ from core.sniff import rewrite_body
 from gateway.accounting import Outcome
 from gateway.client_window import ClientWindow
 from gateway.http1 import HIGH_WATER, UpstreamError
-from gateway.proxy import Upstream, attempt, pump, relay_sized, response_headers
+from gateway.proxy import Upstream, attempt
+from gateway.relay import pump, relay_sized, response_headers
 from gateway.state import BackendRuntime, GenerationState
 
 _UNSERVED = frozenset({404, 405, 501})

@@ -1,40 +1,34 @@
-"""Forwarding one request upstream and streaming the answer back.
+"""Forwarding one request upstream: choosing the backend, trying it, failing over.
 
 The request head is assembled from parts prepared once per table generation
 (request line, Host, the backendRef's header edits and credentials) plus the
 client's headers that may pass; the body goes upstream as the client sent it
-unless a model override or a body mutation asks for a rewrite. The answer is
-relayed as the upstream sent it: whole when it has a length and is not an
-event stream, otherwise chunk by chunk as bytes arrive.
+unless a model override or a body mutation asks for a rewrite. Once an attempt
+has an answer to give, gateway/relay.py relays it to the client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
-from core.errors import anthropic_error, openai_error, sse_error_event
 from core.router import RuleRuntime
 from core.sniff import Sniffed, rewrite_body, wants_usage, with_usage_requested
-from core.usage import StreamUsage, Usage, first_event_model, from_body
 from core.table import MODEL_HEADER, RetryPolicy
+from core.wire import HEADER_ENCODING, header_value_problem
 from gateway import metrics
-from gateway.accounting import MAX_KEPT, Outcome
-from gateway.client_window import ClientWindow
+from gateway.accounting import Outcome
 from gateway.http1 import Connection, UpstreamError
+from gateway.relay import (  # noqa: F401  (JSON_HEADERS, error_body: imported from here by gateway/app.py)
+    BACKEND_HEADER, EVENT_STREAM, JSON_HEADERS, IdleWatch, error_body, fail, relay_answer,
+)
 from gateway.state import UNSUPPORTED, GenerationState, Pools, RefRuntime, RouteRuntime, Target
 from gateway.translators import TranslationError
-from gateway.translators.anthropic_openai import anthropic_error_event
-from gateway.stream_trackers import AnthropicStreamUsage, Translated, anthropic_usage
-
-JSON_HEADERS = [("content-type", "application/json")]
-BACKEND_HEADER = "x-ai-gateway-backend"
 
 # Never forwarded upstream: hop-by-hop headers, those the gateway sets itself, and the
 # client's own credentials (a BackendSecurityPolicy decides what goes upstream).
@@ -43,18 +37,9 @@ _REQUEST_STRIP = frozenset({
     "transfer-encoding", "te", "trailer", "upgrade", "expect", "authorization", "x-api-key", "api-key",
     BACKEND_HEADER, MODEL_HEADER,  # the model header upstream is the body's model, set by the gateway
 })
-_RESPONSE_STRIP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-    b"content-length", BACKEND_HEADER.encode(),
-})
-_EVENT_STREAM = b"text/event-stream"
 _MODEL_LINE = MODEL_HEADER.encode("ascii") + b": %s\r\n"
 # Model names go upstream in x-ai-eg-model as they are where they are plain printable ASCII.
 _MODEL_SAFE = "".join(chr(c) for c in range(0x21, 0x7f) if chr(c) != "%") + " "
-MAX_TRANSLATED_BODY = 64 << 20  # bytes of a whole answer decoded to translate it; over it: 502
-CLIENT_CLOSED = 499  # the status logged and counted for an answer the client did not wait for
-_HEAD_KEPT, _TAIL_KEPT = 4096, 65536  # bytes of a large relayed answer searched for its model and usage
-_MODEL_FIELD = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
 DOT_SEGMENTS = frozenset({"", ".", ".."})  # never a path segment built from a client's model
 
 
@@ -72,8 +57,8 @@ class Upstream:
 
 
 def _safe_value(value: str) -> bool:
-    """A header value that cannot split the head and is Latin-1 text, as HTTP/1.1 allows."""
-    return value.isascii() and value.isprintable() or all(" " <= c <= "\xff" and c != "\x7f" for c in value)
+    """A client's header value the head may carry: the rule configured values follow (core/wire.py)."""
+    return header_value_problem(value, None) is None
 
 
 def _client_lines(headers: Any, remove: frozenset[str]) -> bytes:
@@ -83,10 +68,10 @@ def _client_lines(headers: Any, remove: frozenset[str]) -> bytes:
         remove = remove | {t.strip().lower() for t in hop.split(",")}
     lines = "".join([f"{k}: {v}\r\n" for k, v in headers.items() if k not in _REQUEST_STRIP and k not in remove])
     try:
-        return lines.encode("latin-1")
+        return lines.encode(HEADER_ENCODING)
     except UnicodeEncodeError:  # text HTTP/1.1 cannot carry: that header stays behind
         return "".join([f"{k}: {v}\r\n" for k, v in headers.items() if k not in _REQUEST_STRIP and k not in remove
-                        and _safe_value(v)]).encode("latin-1")
+                        and _safe_value(v)]).encode(HEADER_ENCODING)
 
 
 def _query(query: str) -> bytes:
@@ -104,7 +89,8 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, mode
         client_header, upstream_header, template, fallback = ref.override
         value = headers.get(client_header)
         if value and _safe_value(value):
-            credentials = ref.mutation_lines + f"{upstream_header}: {template.format(value)}\r\n".encode("latin-1")
+            line = f"{upstream_header}: {template.format(value)}\r\n"
+            credentials = ref.mutation_lines + line.encode(HEADER_ENCODING)
         elif not (fallback and ref.auth_lines):
             return None
     query = scope.query_string
@@ -118,29 +104,6 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, mode
     return b"".join((
         *path, target.head, lines, model_line, credentials, b"content-length: %d\r\n\r\n" % length,
     ))
-
-
-def response_headers(raw: list[tuple[bytes, bytes]], backend: str) -> list[tuple[str, str]]:
-    """The upstream's headers the client gets, and the backend that served it."""
-    out = []
-    for name, value in raw:
-        lname = name.lower()
-        if lname not in _RESPONSE_STRIP:
-            out.append((lname.decode("latin-1"), value.decode("latin-1")))
-    out.append((BACKEND_HEADER, backend))
-    return out
-
-
-def error_body(client: str, status: int, message: str, code: str) -> bytes:
-    """An error in the shape the client's API uses."""
-    return anthropic_error(status, message) if client == "anthropic" else openai_error(status, message, code)
-
-
-def _fail(proto: Any, status: int, message: str, code: str, backend: str, client: str = "openai") -> int:
-    headers = [*JSON_HEADERS, (BACKEND_HEADER, backend)] if backend else JSON_HEADERS
-    proto.response_bytes(status, headers, error_body(client, status, message, code))
-    return status
-
 
 def _describe(error: UpstreamError, where: str, ref: RefRuntime) -> tuple[int, str, str]:
     kind = error.kind
@@ -234,7 +197,7 @@ def _streams(conn: Connection) -> bool:
     sized = False
     for name, value in conn.headers:
         lname = name.lower()
-        if lname == b"content-type" and value.startswith(_EVENT_STREAM):
+        if lname == b"content-type" and value.startswith(EVENT_STREAM):
             return True
         if lname == b"content-length":
             sized = True
@@ -267,7 +230,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     pick = state.choose_fixed(fixed, suffix, tried, now) if fixed is not None else (
         state.choose(rule, suffix, tried, now) if rule is not None else None)
     if pick is None:  # every backend of the rule lacks this operation (e.g. embeddings on Anthropic)
-        o.status = _fail(proto, 501, f"No backend of this route can serve {suffix.lstrip('/')}.",
+        o.status = fail(proto, 501, f"No backend of this route can serve {suffix.lstrip('/')}.",
                          "operation_not_supported", "", client)
         return
     ref, target = pick
@@ -283,7 +246,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
                                     ref.ref.body_remove) if ref.rewrite else passthrough_body
         elif translator is UNSUPPORTED:
             o.backend = ref.backend.name
-            o.status = _fail(proto, 501, f"Backend {ref.backend.name} speaks {ref.backend.backend.schema}, which "
+            o.status = fail(proto, 501, f"Backend {ref.backend.name} speaks {ref.backend.backend.schema}, which "
                              f"{'Anthropic' if client == 'anthropic' else 'OpenAI'} clients cannot reach yet.",
                              "schema_not_supported", ref.backend.name, client)
             return
@@ -296,19 +259,19 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
                     body_out = rewrite_body(body_out, None, ref.ref.body_set, ref.ref.body_remove)
             except TranslationError as e:
                 o.backend, o.error = ref.backend.name, "untranslatable_request"
-                o.status = _fail(proto, 400, f"The request cannot be sent to {ref.backend.name}: {e}",
+                o.status = fail(proto, 400, f"The request cannot be sent to {ref.backend.name}: {e}",
                                  "untranslatable_request", ref.backend.name, client)
                 return
         if target.tail is not None and model in DOT_SEGMENTS:  # Azure: the model is a path segment
             o.backend, o.error = ref.backend.name, "invalid_model"
-            o.status = _fail(proto, 400, f"The model name {model!r} cannot name a deployment of "
+            o.status = fail(proto, 400, f"The model name {model!r} cannot name a deployment of "
                              f"{ref.backend.name}.", "invalid_model", ref.backend.name, client)
             return
         head = _request_head(scope, ref, target, len(body_out), model, o.model)
         if head is None:
             header = ref.override[0]  # type: ignore[index]
             o.backend, o.error = ref.backend.name, "missing_credentials"
-            o.status = _fail(proto, 401, f"Backend {ref.backend.name} needs your API key in the {header} header.",
+            o.status = fail(proto, 401, f"Backend {ref.backend.name} needs your API key in the {header} header.",
                              "missing_credentials", ref.backend.name, client)
             return
         # Until the first response byte an attempt is bounded by the rule's deadline, the
@@ -367,7 +330,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
         else:
             status, message, code = _describe(error, target.where, ref)
         o.error = code
-        o.status = _fail(proto, status, message, code, name, client)
+        o.status = fail(proto, status, message, code, name, client)
         return
     assert conn is not None
     translator = ref.backend.translators[client]
@@ -377,231 +340,11 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
         # The rule's timeout bounds the whole exchange, up to the last byte, as Envoy's route timeout does.
         handles.append(loop.call_at(deadline, conn.timed_out, "timeout"))
     if result.streaming and idle:
-        handles.append(_IdleWatch(loop, conn, idle))
+        handles.append(IdleWatch(loop, conn, idle))
     try:
-        await _relay(conn, proto, name, target.where, ref, result, idle, o, strip,
-                     translator, wants_usage(sniffed), scope)
+        await relay_answer(conn, proto, name, target.where, ref, result.streaming, result.first, idle, o, strip,
+                           translator, wants_usage(sniffed), scope)
     finally:
         for h in handles:
             h.cancel()
         conn.release()
-
-
-class _IdleWatch:
-    """Ends a stream whose upstream has sent nothing for `idle` seconds: one timer, re-armed
-    from the connection's last receive time instead of per chunk."""
-
-    __slots__ = ("loop", "conn", "idle", "handle")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, conn: Connection, idle: float):
-        self.loop, self.conn, self.idle = loop, conn, idle
-        self.handle = loop.call_at(loop.time() + idle, self._check)
-
-    def _check(self) -> None:
-        conn = self.conn
-        # Paused: the upstream sent more than the client has taken yet (backpressure), so
-        # the silence is the client's, not the upstream's.
-        due = (self.loop.time() if conn.paused else conn.received_at) + self.idle
-        if self.loop.time() >= due:
-            self.conn.timed_out("idle")
-        else:
-            self.handle = self.loop.call_at(due, self._check)
-
-    def cancel(self) -> None:
-        self.handle.cancel()
-
-
-async def _relay(conn: Connection, proto: Any, name: str, where: str, ref: RefRuntime, result: _Attempt,
-                 idle: float, o: Outcome, strip: bool, translator: Any, client_wants_usage: bool, scope: Any) -> None:
-    o.status = status = conn.status
-    headers = response_headers(conn.headers, name)
-    client = o.client
-    if not result.streaming:
-        try:
-            # A translated answer is decoded whole (up to MAX_TRANSLATED_BODY); one passed through
-            # is relayed as it arrives once it is over HIGH_WATER, in bounded memory.
-            if translator is None and not await conn.fill():
-                await relay_sized(conn, proto, status, headers, scope, o)
-                return
-            data = await conn.read_all(MAX_TRANSLATED_BODY)
-        except UpstreamError as e:
-            if e.kind == "timeout":
-                o.error = "upstream_timeout"
-                o.status = _fail(proto, 504, f"{where} did not finish its answer within {ref.timeout:g}s.",
-                                 "upstream_timeout", name, client)
-            elif e.kind == "too_large":
-                o.error = "upstream_too_large"
-                o.status = _fail(proto, 502, f"{where} answered with over {MAX_TRANSLATED_BODY >> 20} MiB, more "
-                                 "than the gateway translates between APIs.", "upstream_too_large", name, client)
-            else:
-                o.error = "upstream_reset"
-                o.status = _fail(proto, 502, f"{where} broke off its answer ({e.detail}).", "upstream_reset", name,
-                                 client)
-            return
-        if translator is not None:
-            if status < 300:
-                data, o.usage, o.response_model = translator.response(data)
-            else:
-                o.status, data = translator.error(status, data)
-            proto.response_bytes(o.status, [*JSON_HEADERS, (BACKEND_HEADER, name)], data)
-            return
-        proto.response_bytes(status, headers, data)
-        if status < 300:
-            o.usage, o.response_model = from_body(data) if client == "openai" else anthropic_usage(data)
-            if o.usage is None and len(data) <= MAX_KEPT:
-                o.answer = [data]
-        return
-    transport = proto.response_stream(status, headers)
-    tracker: Any = None
-    if status < 300:
-        if translator is not None:
-            tracker = Translated(translator.stream(client_wants_usage))
-        elif client == "anthropic":
-            tracker = AnthropicStreamUsage()
-        else:
-            tracker = StreamUsage(strip)
-    kept: list[bytes] | None = [] if tracker is not None else None
-    try:
-        first = result.first
-        if first:
-            if kept is not None:
-                kept.append(first)
-            out = tracker.feed(first) if tracker is not None else first
-            if out:  # never an empty write: to chunked encoding that is the end of the body
-                await transport.send_bytes(out)
-                o.first_byte = time.perf_counter()
-        await pump(conn, transport, tracker, kept, o, ClientWindow(scope))
-    except UpstreamError as e:
-        if e.detail == "idle":
-            message, code = (f"{where} sent nothing for {idle:g}s (the rule's streamIdleTimeout).",
-                             "stream_idle_timeout")
-        elif e.kind == "timeout":
-            message, code = f"{where} did not finish within the rule's {ref.timeout:g}s timeout.", "upstream_timeout"
-        else:
-            message, code = f"{where} broke off the stream ({e.detail}).", "upstream_reset"
-        o.error = code
-        # The stored error's traceback holds the frames that hold the client's transport, and
-        # Granian ends the response only when the transport is released: drop it now.
-        e.__traceback__ = None
-        await _end_stream(transport, _is_sse(conn), message, code, client)
-    except Exception:  # the client went away: stop reading and drop the upstream connection
-        o.error, o.status = "client_disconnected", CLIENT_CLOSED
-        conn.abort()
-    if tracker is not None:
-        o.usage, o.response_model = tracker.usage, tracker.model
-        if o.usage is None:
-            o.answer = kept
-            if kept and client == "openai" and translator is None:
-                o.response_model = first_event_model(kept[0])  # the first event names it too
-
-
-def _is_sse(conn: Connection) -> bool:
-    return any(n.lower() == b"content-type" and v.startswith(_EVENT_STREAM) for n, v in conn.headers)
-
-
-async def pump(conn: Connection, transport: Any, tracker: StreamUsage | None, kept: list[bytes] | None,
-               o: Outcome | None, window: ClientWindow) -> None:
-    # Granian's send_bytes does not wait for the client: `window` stops the reading of the
-    # upstream while too much of what was sent is unacknowledged (see gateway/client_window.py).
-    send = transport.send_bytes
-    if tracker is None:
-        while (chunk := await conn.read_chunk()) is not None:
-            window.sent += len(chunk)
-            if window.sent > window.check_at:  # waited for before the send: after the last one, nobody waits
-                await window.wait()
-            await send(chunk)
-        return
-    size = 0
-    while (chunk := await conn.read_chunk()) is not None:
-        if kept is not None:  # for counting tokens, in case no usage comes
-            size += len(chunk)
-            if size <= MAX_KEPT:
-                kept.append(chunk)
-        out = tracker.feed(chunk)
-        if out:
-            window.sent += len(out)
-            if window.sent > window.check_at:
-                await window.wait()
-            await send(out)
-            if o is not None and o.first_byte is None:
-                o.first_byte = time.perf_counter()
-    rest = tracker.flush()
-    if rest:
-        await send(rest)
-
-
-async def relay_sized(conn: Connection, proto: Any, status: int, headers: list[tuple[str, str]], scope: Any,
-                      o: Outcome | None) -> None:
-    """A whole (not streamed) answer over HIGH_WATER, relayed as it arrives with its length, in
-    bounded memory; its usage block is read from the last bytes (it ends OpenAI's and
-    Anthropic's answers) and its model from the first."""
-    length = next((v.decode("latin-1") for n, v in conn.headers if n.lower() == b"content-length"), None)
-    transport = proto.response_stream(status, [*headers, ("content-length", length)] if length else headers)
-    window = ClientWindow(scope)
-    tail = _Tail()
-    try:
-        while (chunk := await conn.read_chunk()) is not None:
-            tail.feed(chunk)
-            window.sent += len(chunk)
-            if window.sent > window.check_at:
-                await window.wait()
-            await transport.send_bytes(chunk)
-    except UpstreamError as e:
-        # The length is promised and cannot be kept: the client sees a short body and a closed connection.
-        e.__traceback__ = None
-        if o is not None:
-            o.error = "upstream_timeout" if e.kind == "timeout" else "upstream_reset"
-        return
-    except Exception:  # the client went away
-        conn.abort()
-        if o is not None:
-            o.error, o.status = "client_disconnected", CLIENT_CLOSED
-        return
-    if o is not None and status < 300:
-        o.usage, o.response_model = tail.usage(o.client)
-
-
-def _last(matches: Any) -> Any:
-    found = None
-    for found in matches:
-        pass
-    return found
-
-
-class _Tail:
-    """The first and last bytes of a body relayed in pieces, for its model and usage block."""
-
-    __slots__ = ("head", "tail")
-
-    def __init__(self) -> None:
-        self.head = b""
-        self.tail = b""
-
-    def feed(self, chunk: bytes) -> None:
-        if not self.head:
-            self.head = chunk[:_HEAD_KEPT]
-        self.tail = chunk[-_TAIL_KEPT:] if len(chunk) >= _TAIL_KEPT else (self.tail + chunk)[-_TAIL_KEPT:]
-
-    def usage(self, client: str) -> tuple[Usage | None, str | None]:
-        at = self.tail.rfind(b'"usage"')
-        usage = None
-        if at != -1:  # `{` + `"usage": {...}, ...}`: the top-level object's last members
-            usage = (from_body if client == "openai" else anthropic_usage)(b"{" + self.tail[at:])[0]
-        found = _MODEL_FIELD.search(self.head) or _last(_MODEL_FIELD.finditer(self.tail))  # embeddings: at the end
-        model = None
-        if found:
-            try:
-                model = msgspec.json.decode(found.group(1))
-            except msgspec.DecodeError:
-                pass
-        return usage, model if isinstance(model, str) else None
-
-
-async def _end_stream(transport: Any, sse: bool, message: str, code: str, client: str = "openai") -> None:
-    # Headers are already out; an SSE client still gets a readable error event.
-    if sse:
-        try:
-            event = anthropic_error_event(message) if client == "anthropic" else sse_error_event(message, code)
-            await transport.send_bytes(event)
-        except Exception:
-            pass

@@ -26,7 +26,8 @@ from core.health import HEALTH_ENV, HealthBoard
 from core.router import SLICE, Router, RuleRuntime
 from core.table import Backend, BackendRef, RouteInfo, Table, credential_headers
 from core.wire import (
-    header_name_problem, header_value_problem, host_problem, is_ip, owned_header_problem, path_problem, text_problem,
+    HEADER_ENCODING, header_name_problem, header_value_problem, host_problem, is_ip, owned_header_problem, path_problem,
+    text_problem,
 )
 from gateway.accounting import PROVIDER_NAMES
 from gateway.http1 import Pool
@@ -207,10 +208,8 @@ class InvalidTable(ValueError):
 
 
 def valid_header(name: str, value: str) -> bool:
-    """A header the data plane may write: config validation's name and value checks, and a Latin-1
-    value (the head is written as Latin-1). Checked once per table."""
-    return (header_name_problem(name) is None and header_value_problem(value, None) is None
-            and all(c <= "\xff" for c in value))
+    """A header the data plane may write: config validation's name and value checks. Checked once per table."""
+    return header_name_problem(name) is None and header_value_problem(value, None) is None
 
 
 def _require(problem: str | None, what: str) -> None:
@@ -222,7 +221,7 @@ def _header_lines(headers: tuple[tuple[str, str], ...], what: str) -> bytes:
     for name, value in headers:
         problem = header_name_problem(name) or owned_header_problem(name) or header_value_problem(value, None)
         _require(problem, f"{what}, header {name!r}")
-    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode("utf-8")
+    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode(HEADER_ENCODING)
 
 
 class RefRuntime:

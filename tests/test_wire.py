@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,7 @@ spec:
               - {name: content-length, value: "5"}
               - {name: "x-a:b", value: v}
               - {name: x-ok, value: "v\\r\\nhost: evil"}
+              - {name: x-price, value: "5 €"}
             remove: [Host, proxy-authorization, transfer-encoding]
           bodyMutation: {set: [{path: "a\\nb", value: "1"}]}
     - matches: [{headers: [{type: RegularExpression, name: x-ai-eg-model, value: '(?<=a)b'}]}]
@@ -110,6 +112,7 @@ EXPECTED = [
     ("AIGatewayRoute/ns/r", "spec.rules[0].backendRefs[0].headerMutation.set[0].name", "content-length is hop-by-hop"),
     ("AIGatewayRoute/ns/r", "spec.rules[0].backendRefs[0].headerMutation.set[1].name", "not a valid HTTP header name"),
     ("AIGatewayRoute/ns/r", "spec.rules[0].backendRefs[0].headerMutation.set[2].value", "line break"),
+    ("AIGatewayRoute/ns/r", "spec.rules[0].backendRefs[0].headerMutation.set[3].value", "beyond Latin-1"),
     ("AIGatewayRoute/ns/r", "spec.rules[0].backendRefs[0].headerMutation.remove[0]", "host is hop-by-hop"),
     ("AIGatewayRoute/ns/r", "spec.rules[0].backendRefs[0].headerMutation.remove[1]", "proxy-authorization"),
     ("AIGatewayRoute/ns/r", "spec.rules[0].backendRefs[0].headerMutation.remove[2]", "transfer-encoding"),
@@ -214,6 +217,52 @@ def test_a_block_scalar_secret_becomes_a_clean_authorization_header(gateway) -> 
     assert mock.chat_requests()[-1]["headers"]["authorization"] == "Bearer sk-block-scalar"
 
 
+def _raw_upstream(heads: list[bytes]) -> socket.socket:
+    """A one-answer-per-connection HTTP/1.1 upstream that keeps each request head as its bytes."""
+    answer = b'{"id": "c", "object": "chat.completion", "model": "m", "choices": []}'
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed by the test
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length and (chunk := conn.recv(65536)):
+                    body += chunk
+                if head:
+                    heads.append(head)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(answer), answer))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_a_latin1_header_value_reaches_the_upstream_as_its_own_octets(tmp_path: Path) -> None:
+    """The one rule for header values: Latin-1 text, each character written as its one octet
+    (a non-Latin-1 value such as "€" never gets here: check refuses it, see EXPECTED)."""
+    heads: list[bytes] = []
+    server = _raw_upstream(heads)
+    config = route("r", "m", backend="raw") + "\n---\n" + openai_backend(
+        "raw", "127.0.0.1", server.getsockname()[1], extra='headerMutation: {set: [{name: x-team, value: "Müller"}]}\n')
+    gw = Gateway("--config", str(write_config(tmp_path / "c.yaml", config)), workers=1)
+    try:
+        status, _, _ = gw.chat("m")
+    finally:
+        gw.stop()
+        server.close()
+    assert status == 200
+    assert b"\r\nx-team: M\xfcller\r\n" in heads[-1], heads
+
+
 def test_a_backtracking_pattern_answers_promptly(gateway) -> None:
     gw, _ = gateway
     body = {"messages": [{"role": "user", "content": "hi"}]}
@@ -303,6 +352,7 @@ def test_what_the_checks_accept_is_written_as_one_header_line_and_a_clean_path(n
         line = _header_lines(((name, value),), "test")
         head, _, rest = line.partition(b": ")
         assert rest.endswith(b"\r\n") and not any(c in rest[:-2] for c in b"\r\n\0") and b":" not in head
+        assert rest[:-2] == bytes(ord(c) for c in value)  # each character is its one octet (Latin-1)
     else:  # the worker refuses what the watcher would have rejected
         with pytest.raises(InvalidTable):
             _header_lines(((name, value),), "test")
