@@ -22,11 +22,11 @@ MAX_HEADER_VALUE = 4096  # Gateway API HTTPHeader value maxLength
 GATEWAY_OWNED = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
 })
-# How the data plane turns a header's text into octets: each character up to U+00FF is the one
-# octet of that value (RFC 9110 5.5: visible ASCII and obs-text), as Granian decodes what clients
-# send; header_value_problem refuses anything beyond, so encoding never fails or guesses.
-HEADER_ENCODING = "latin-1"
-_BEYOND_LATIN1 = re.compile(r"[^\x00-\xff]")
+# How the data plane turns a configured header value into octets: UTF-8, as Envoy writes the
+# (UTF-8) strings of its configuration, so "Müller" reaches an upstream as the same bytes through
+# either gateway. Clients' values are ASCII by the time they arrive: Granian drops header values
+# with other octets, so they pass through unchanged.
+HEADER_ENCODING = "utf-8"
 # Control characters (C0 and DEL, tab included) and UTF-16 surrogates, which cannot be encoded.
 _CONTROL_OR_SURROGATE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 # RFC 3986 path characters: unreserved, percent-encoded, sub-delims, ":" "@" and "/".
@@ -65,9 +65,6 @@ def header_value_problem(value: str, limit: int | None = MAX_HEADER_VALUE) -> st
         return "the value contains a line break (CR or LF) or NUL, which would split the request's headers"
     if _CONTROL_OR_SURROGATE.search(value.replace("\t", "")):
         return "the value contains a control character or an unpaired surrogate"
-    if _BEYOND_LATIN1.search(value):  # not quoted: the value may be a Secret's
-        return ("the value has characters beyond Latin-1 (such as € or CJK text); header values are octets, "
-                "written as Latin-1 (RFC 9110 5.5): use ASCII, or percent-encode the text")
     if limit is not None and len(value) > limit:
         return f"the value is {len(value)} characters long, over the limit of {limit}"
     return None
