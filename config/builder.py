@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -100,6 +101,10 @@ class Builder:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     def start(self) -> None:
+        if threading.active_count() > 1:
+            log.warning("config reloads parse in a thread: the control process has threads already, "
+                        "so it cannot fork a builder safely")
+            return
         pool = concurrent.futures.ProcessPoolExecutor(1, multiprocessing.get_context("fork"), _builder_init)
         pool.submit(int).result()  # forks now, while this process is single-threaded
         self._pool = pool

@@ -115,8 +115,8 @@ def test_requests_keep_flowing_during_a_10000_rule_reload(tmp_path: Path, mock: 
             time.sleep(0.6)
             baseline = prober.longest_between(start, time.monotonic())
             # A reload that publishes: one model renamed, so the worker builds the whole table again.
-            # The control process answers /config only once it has compiled and published (its loop
-            # is busy until then), so the window starts about when the worker starts building.
+            # /config shows the new generation once the control process has published it, so the
+            # window starts about when the worker starts building.
             generation = gw.config(60)["generation"]
             tmp = tmp_path / ".models.yaml.tmp"
             tmp.write_text(base.replace("value: model-0}", f"value: model-0-r{round_}}}", 1))
