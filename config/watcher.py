@@ -64,7 +64,13 @@ class ConfigWatcher:
         """reload(), with the reading, parsing and compiling away from the event loop, so that the
         admin port answers meanwhile (a 10,000-rule file takes seconds)."""
         self.last_attempt_at = time.time()
-        return self._apply(await self.builder.build(self.paths, self.options, set(self._unknown_kinds)))
+        try:
+            built = await self.builder.build(self.paths, self.options, set(self._unknown_kinds))
+        except Exception:  # a bug in loading or compiling must not stop the watcher; the table in use stays
+            log.exception("reloading the configuration failed; still serving generation %d", self.generation)
+            self.on_reload(False, self.generation)
+            return False
+        return self._apply(built)
 
     def _apply(self, built: Build) -> bool:
         """Report what a build found; publish its table when it compiled and differs."""
