@@ -49,7 +49,8 @@ class Bad:
 
 
 BAD = [
-    Bad("kind", KIND, "unknown kind AIGatewayRoutes in API group aigateway.envoyproxy.io (did you mean AIGatewayRoute?)"),
+    Bad("kind", KIND,
+        "unknown kind AIGatewayRoutes in API group aigateway.envoyproxy.io (did you mean AIGatewayRoute?)"),
     Bad("version", VERSION, "unknown version v1beta2 of API group aigateway.envoyproxy.io (did you mean v1beta1?)"),
     Bad("laughs", _laughs(), "once YAML aliases are expanded"),
     Bad("recursive", RECURSIVE, "recursive YAML alias"),

@@ -238,3 +238,25 @@ def test_a_change_during_a_long_reload_wins(tmp_path: Path, mock: Mock) -> None:
     finally:
         code = gw.stop()
     assert code == 0, gw.proc.output()
+
+
+def test_the_builder_process_and_its_thread_fallback_build_the_same_table(tmp_path: Path) -> None:
+    import asyncio
+
+    from config.builder import Builder, build
+    from config.compiler import CompileOptions
+
+    (tmp_path / "models.yaml").write_text(models_config(9, 20))
+    paths, options = [str(tmp_path)], CompileOptions()
+    expected = build(paths, options, set())
+    in_process, in_thread = Builder(), Builder()
+    forks = threading.active_count() == 1  # with other threads running it must not fork
+    in_process.start()
+    assert (in_process._pool is not None) == forks
+    try:
+        for builder in (in_process, in_thread):
+            built = asyncio.run(builder.build(paths, options, set()))
+            assert encode_table(built.compiled.table) == encode_table(expected.compiled.table)
+            assert (built.compiled.summary, built.fingerprint) == (expected.compiled.summary, expected.fingerprint)
+    finally:
+        in_process.close()
