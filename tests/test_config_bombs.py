@@ -6,7 +6,6 @@ Each case is a file (or links) added to a folder that otherwise holds a good con
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
