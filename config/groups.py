@@ -48,5 +48,6 @@ def api_problem(kind: str, api_version: str) -> str | None:
         hint = f" (it is in {elsewhere[0]})" if elsewhere else did_you_mean(kind, kinds)
         return f"unknown kind {kind} in API group {group}{hint}"
     if version not in versions:
-        return f"unknown version {version} of API group {group} (known: {', '.join(versions)})"
+        hint = did_you_mean(version, versions)
+        return f"unknown version {version} of API group {group}{hint}; known versions: {', '.join(versions)}"
     return None

@@ -87,10 +87,10 @@ def expand_paths(paths: Iterable[str], diags: Diagnostics) -> list[str]:
             for root, dirs, names in os.walk(path, followlinks=True):
                 st = os.stat(root)
                 if (st.st_dev, st.st_ino) in seen_dirs:
+                    # Only a symbolic link (here or above) or a path given twice leads back to a folder.
                     dirs[:] = []
-                    if os.path.islink(root):
-                        diags.warning(f"a link to {os.path.realpath(root)}, which is read already; not followed",
-                                      file=root)
+                    diags.warning(f"leads to {os.path.realpath(root)}, which is read already; not followed",
+                                  file=root)
                     continue
                 seen_dirs.add((st.st_dev, st.st_ino))
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))

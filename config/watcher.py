@@ -19,9 +19,10 @@ from pathlib import Path
 import msgspec
 import watchfiles
 
-from config.compiler import CompileOptions, compile_table, with_health_slots
+from config.builder import Build, Builder, Fingerprint, build, fingerprint
+from config.compiler import CompileOptions, with_health_slots
 from config.diagnostics import Diagnostic, Diagnostics
-from config.loader import YAML_SUFFIXES, LoadResult, expand_paths, load_paths
+from config.loader import YAML_SUFFIXES
 from core.health import HealthBoard
 from core.shm import TableSegment
 from core.table import Table, encode_table
@@ -29,17 +30,6 @@ from core.table import Table, encode_table
 log = logging.getLogger("modelyard.config")
 
 POLL_INTERVAL = 1.0
-
-
-def fingerprint(paths: Sequence[str]) -> tuple[tuple[str, int, int, int], ...]:
-    out = []
-    for f in expand_paths(paths, Diagnostics()):
-        try:
-            st = os.stat(f)
-        except OSError:
-            continue
-        out.append((f, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(out)
 
 
 class ConfigWatcher:
@@ -62,16 +52,31 @@ class ConfigWatcher:
         self._unknown_kinds: set[str] = set()
         self._reported: set[str] = set()
         self._payload = b""
-        self._fingerprint: tuple[tuple[str, int, int, int], ...] = ()
+        self._fingerprint: Fingerprint = ()
+        self.builder = Builder()  # reloads while running; start() it to build in a process of its own
 
     def reload(self) -> bool:
         """Load and compile everything; publish when it compiled and differs. True when it compiled."""
         self.last_attempt_at = time.time()
-        self._fingerprint = fingerprint(self.paths)
-        diags = Diagnostics()
-        result = load_paths(self.paths, diags, self._unknown_kinds) if self.paths else LoadResult()
-        self.options.mtimes = {f: _mtime(f) for f in result.files}
-        compiled = compile_table(result.resources, diags, self.options)
+        return self._apply(build(self.paths, self.options, self._unknown_kinds))
+
+    async def reload_in_background(self) -> bool:
+        """reload(), with the reading, parsing and compiling away from the event loop, so that the
+        admin port answers meanwhile (a 10,000-rule file takes seconds)."""
+        self.last_attempt_at = time.time()
+        try:
+            built = await self.builder.build(self.paths, self.options, set(self._unknown_kinds))
+        except Exception:  # a bug in loading or compiling must not stop the watcher; the table in use stays
+            log.exception("reloading the configuration failed; still serving generation %d", self.generation)
+            self.on_reload(False, self.generation)
+            return False
+        return self._apply(built)
+
+    def _apply(self, built: Build) -> bool:
+        """Report what a build found; publish its table when it compiled and differs."""
+        self._fingerprint = built.fingerprint
+        self._unknown_kinds = built.unknown_kinds
+        diags, compiled = built.diags, built.compiled
         self._report(diags)
         if diags.errors:
             self.errors = diags.errors
@@ -130,10 +135,12 @@ class ConfigWatcher:
                 # timestamps, tools that preserve them). Publishing is skipped when the
                 # compiled table is unchanged, so a spurious event costs one compile.
                 if notified or self.changed():
-                    self.reload()
+                    # One reload at a time; a change during it wakes the next, which reads the files afresh.
+                    await self.reload_in_background()
         finally:
             for t in tasks:
                 t.cancel()
+            self.builder.close()
 
     def _watch_sets(self) -> list[tuple[list[str], bool]]:
         dirs = [p for p in self.paths if Path(p).is_dir()]
@@ -159,10 +166,3 @@ class ConfigWatcher:
             except Exception as e:  # the poll loop still notices changes
                 log.warning("file watching stopped (%s); falling back to polling", e)
                 return
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0

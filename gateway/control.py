@@ -118,6 +118,7 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
         port = listen_port
     if not ok or port is None:
         return 1
+    watcher.builder.start()  # reloads parse in a process of their own; forked before any thread exists
     asyncio.run(_serve(watcher, opts, port))
     return 0
 
