@@ -8,7 +8,7 @@ a small multiple of its input.
 Cuts fall where byte-level BPE pre-tokenizers (Qwen's built-ins, GPT-2/4o-style, Llama 3) always
 split: before a space that follows a non-space character (the space starts the next word's token)
 or after a line break that a non-space character follows. There the slices' counts add up to the
-whole text's exactly. Where a slice finds no such place within SLICE_CHARS more characters (a
+whole text's exactly. Where no such place is within SLICE_CHARS characters either side (a
 very long line without spaces: CJK prose, base64) it is cut as it is, and the count may differ by
 about one token at that cut. SentencePiece-style tokenizers (Metaspace) that mark a word's start
 may also count one token more at a cut after a line break.
@@ -31,10 +31,15 @@ _CUT = re.compile(r"(?<=\S)(?= \S)|(?<=\n)(?=\S)")
 
 
 def slices(text: str, size: int = SLICE_CHARS) -> Iterator[str]:
-    """`text` in pieces of at least `size` characters (the last may be shorter), cut as the module doc says."""
+    """`text` in pieces of `size` to 2 x `size` characters (fewer for the last, or before a place where
+    no cut could be found), cut as the module doc says."""
     start, n = 0, len(text)
     while n - start > size:
         found = _CUT.search(text, start + size, min(n, start + 2 * size))
+        if found is None and n - start <= 2 * size:
+            break  # the rest is short enough as it is
+        if found is None:  # the last place before, else a plain cut
+            found = next(reversed([m for m in _CUT.finditer(text, start + 1, start + size)]), None)
         cut = found.start() if found is not None else start + size
         yield text[start:cut]
         start = cut

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-count-bytes", type=_positive, default=DEFAULT_MAX_COUNT_BYTES, metavar="BYTES",
                      help="largest request body that /tokenize and /v1/messages/count_tokens count in the gateway "
                           "(413 over it; passed through to a backend that serves them, as is); also the characters "
-                          "a usage estimate counts before extrapolating the rest (default %(default)s, 8 MiB)")
+                          "a usage estimate counts before extrapolating the rest (default %(default)s = 4 MiB, about a "
+                          "million tokens of English)")
     run.add_argument("--max-connections", type=_positive, metavar="N",
                      help="concurrent client connections per instance, idle keep-alives and streams alike (default: "
                           "a ClientTrafficPolicy's connection.connectionLimit.value, else 16384; set at start)")

@@ -21,6 +21,7 @@ from core.tokenizer import TOKENIZERS_ENV, counter_env_value
 FD_ENV = "MODELYARD_TOKENS_FD"  # the inherited listening socket
 PARENT_ENV = "MODELYARD_TOKENS_PARENT"  # the control process's pid: without it, the child exits
 LOG_LEVEL_ENV = "MODELYARD_TOKENS_LOG_LEVEL"
+RECYCLE_RSS_ENV = "MODELYARD_TOKENS_RECYCLE_RSS"  # bytes; overrides token_service.RECYCLE_RSS (tests)
 RECYCLED = 75  # the child's exit status after recycling itself
 MIN_BACKOFF, MAX_BACKOFF = 0.2, 10.0  # seconds before restarting a child that died
 STABLE = 30.0  # seconds a child must live for its death to reset the backoff
@@ -112,13 +113,14 @@ def main() -> int:
 
     setproctitle.setproctitle(TITLE)
     from core.tokenizer import counter_from_env
-    from gateway.token_service import serve
+    from gateway.token_service import RECYCLE_RSS, serve
 
     level = os.environ.get(LOG_LEVEL_ENV, "info").upper()  # not gateway.control's helper: it imports aiohttp
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     listener = socket.socket(fileno=int(os.environ[FD_ENV]))
-    asyncio.run(serve(listener, counter_from_env()))
+    recycle_rss = int(os.environ.get(RECYCLE_RSS_ENV) or RECYCLE_RSS)
+    asyncio.run(serve(listener, counter_from_env(), recycle_rss=recycle_rss))
     log.info("tokens process %d: RSS over its bound; exiting after its calls in flight", os.getpid())
     return RECYCLED
 

@@ -14,7 +14,7 @@ BODY_TIMEOUT_ENV = "MODELYARD_BODY_TIMEOUT"  # seconds a request body may take t
 
 
 MAX_COUNT_BYTES_ENV = "MODELYARD_MAX_COUNT_BYTES"  # request bytes the gateway's own token counting accepts
-DEFAULT_MAX_COUNT_BYTES = 8 << 20
+DEFAULT_MAX_COUNT_BYTES = 4 << 20  # about a million tokens of English: the largest context windows
 
 
 def max_count_bytes() -> int:
