@@ -236,6 +236,7 @@ def test_a_killed_tokens_process_comes_back_without_500s(gw: Gateway) -> None:
         with ThreadPoolExecutor(len(requests)) as pool:
             running = [pool.submit(gw.post, path, raw=body, timeout=120) for path, body in requests]
             time.sleep(0.5)
+            assert not all(f.done() for f in running)  # the kill comes mid-load
             os.kill(old, signal.SIGKILL)
             answers = [f.result() for f in running]
     finally:
@@ -263,3 +264,17 @@ def test_the_tokens_process_recycles_past_its_rss_bound() -> None:
         assert "recycled itself" in g.proc.output()
     finally:
         assert g.stop() == 0, g.proc.output()
+
+
+def test_the_tokens_process_dies_with_the_control_process(gw: Gateway) -> None:
+    control, tokens = control_and_tokens(gw)
+    assert tokens is not None
+    os.kill(control, signal.SIGKILL)  # no chance to stop its child: PDEATHSIG does
+    assert wait_for(lambda: not titled([tokens], TITLE), timeout=10), "the tokens process outlived its parent"
+    # The supervisor starts a new control process, which starts a new tokens process on a new socket.
+    assert wait_for(lambda: titled(children(gw.proc.pid), "modelyard control") not in ([], [control]), timeout=15)
+    hello = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+    # Until the new control process has compiled the config and bound the socket, counting answers 503.
+    answered = wait_for(lambda: (a := gw.post("/v1/messages/count_tokens", hello, timeout=60))[0] != 503 and a,
+                        timeout=15, interval=0.2)
+    assert answered and answered[0] == 200 and json.loads(answered[2])["input_tokens"] == 9, answered
