@@ -229,7 +229,7 @@ def test_ten_maximum_size_counts_leave_the_control_process_small(gw: Gateway) ->
 def test_a_killed_tokens_process_comes_back_without_500s(gw: Gateway) -> None:
     text = realistic_text(1 << 20)
     requests = [(path, exact_body(path, text, (1 << 20) + 1000)) for path in ("/tokenize", *COUNT_PATHS) * 2]
-    _, old = control_and_tokens(gw)
+    old = wait_for(lambda: control_and_tokens(gw)[1], timeout=15)
     assert old is not None
     poller = HealthPoller(gw.admin_port)
     try:
@@ -267,8 +267,9 @@ def test_the_tokens_process_recycles_past_its_rss_bound() -> None:
 
 
 def test_the_tokens_process_dies_with_the_control_process(gw: Gateway) -> None:
-    control, tokens = control_and_tokens(gw)
+    tokens = wait_for(lambda: control_and_tokens(gw)[1], timeout=15)  # titled once its imports are done
     assert tokens is not None
+    control = control_and_tokens(gw)[0]
     os.kill(control, signal.SIGKILL)  # no chance to stop its child: PDEATHSIG does
     assert wait_for(lambda: not titled([tokens], TITLE), timeout=10), "the tokens process outlived its parent"
     # The supervisor starts a new control process, which starts a new tokens process on a new socket.
