@@ -25,6 +25,7 @@ from gateway.token_service import RECYCLE_RSS
 from gateway.worker_env import DEFAULT_MAX_COUNT_BYTES
 from tests.conftest import Gateway
 from tests.support import REPO, free_port, http_request, wait_for
+from tests.test_lifecycle import _running, children, title
 
 CAP = DEFAULT_MAX_COUNT_BYTES
 CONTROL_RSS_BOUND = 256 << 20  # README, "Limits and hardening": the control process after counting load
@@ -68,27 +69,8 @@ def vm(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def titled(pids: list[int], title: str) -> list[int]:
-    found = []
-    for pid in pids:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if cmdline == title and state not in ("Z", "X"):
-            found.append(pid)
-    return found
+def titled(pids: list[int], name: str) -> list[int]:
+    return [pid for pid in pids if title(pid) == name and _running(pid)]
 
 
 def control_and_tokens(gw: Gateway) -> tuple[int, int | None]:
