@@ -1,4 +1,6 @@
-"""The control process: the config watcher and the admin server on one event loop.
+"""The control process: the config watcher and the admin server on one event loop, and the
+tokens process (gateway.token_process) it keeps running as a child, so that counting's memory
+and crashes stay out of this process.
 
 It is the only process that reads configuration files. It publishes compiled
 tables into the shared segment and reports its first load to the supervisor,
