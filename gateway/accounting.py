@@ -22,7 +22,7 @@ import msgspec
 
 from core.usage import Usage
 from gateway import metrics
-from gateway.worker_env import ACCESS_LOG_ENV, HEADER_LABELS_ENV, credential_labels
+from gateway.worker_env import ACCESS_LOG_ENV, HEADER_LABELS_ENV, credential_labels, max_count_bytes
 
 log = logging.getLogger("modelyard.accounting")
 
@@ -343,14 +343,16 @@ def answer_text(data: bytes, stream: bool) -> str:
 
 
 def count_usage(counter: Any, model: str, request_body: bytes, answer: bytes, stream: bool,
-                operation: str) -> Usage:
-    """Tokens counted with the model's tokenizer when the backend reported none."""
+                operation: str, budget: int | None = None) -> Usage:
+    """Tokens counted with the model's tokenizer when the backend reported none; past `budget`
+    characters of the request (of the answer), the rest is extrapolated from those counted."""
     try:
         request = msgspec.json.decode(request_body)
     except (msgspec.DecodeError, RecursionError):
         request = {}
-    inp = counter.count_request(model, request) if isinstance(request, dict) else 0
-    out = counter.count_text(model, answer_text(answer, stream)) if answer and operation != "embeddings" else 0
+    inp = counter.count_request(model, request, budget) if isinstance(request, dict) else 0
+    del request
+    out = counter.count_text(model, answer_text(answer, stream), budget) if answer and operation != "embeddings" else 0
     return Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + out, estimated=True)
 
 
@@ -369,7 +371,7 @@ class LocalCounting:
         return token_endpoints.count_tokens(self.counter, body)
 
     def estimate(self, model: str, request: bytes, answer: bytes, stream: bool, operation: str) -> Usage:
-        return count_usage(self.counter, model, request, answer, stream, operation)
+        return count_usage(self.counter, model, request, answer, stream, operation, max_count_bytes())
 
 
 def accountant_from_env(loop: asyncio.AbstractEventLoop) -> Accountant:

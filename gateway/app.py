@@ -25,9 +25,9 @@ from core.table import MODEL_HEADER, credential_headers, decode_table_in_steps
 from gateway import metrics, worker_registry
 from core.router import RuleRuntime
 from gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_env
-from gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize
+from gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize, may_pass_through
 from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
-from gateway.worker_env import body_timeout
+from gateway.worker_env import body_timeout, max_count_bytes
 from gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")
@@ -78,6 +78,7 @@ class GatewayApp:
         self.board = None
         self.accountant: Accountant | None = None
         self.body_timeout = body_timeout()
+        self.max_count_bytes = max_count_bytes()
         self.live: set[Outcome] = set()  # requests in flight, counted for the drain log line
         self.streams = 0
         self.load = memoryview(bytearray(16)).cast("q")
@@ -244,9 +245,14 @@ class GatewayApp:
 
     async def _count(self, scope: Any, proto: Any, path: str, o: Outcome) -> None:
         """vLLM's /tokenize and Anthropic's /v1/messages/count_tokens: a backend that serves /tokenize
-        answers it; otherwise the gateway's tokenizer does, in a thread (the first use loads it)."""
+        answers it; otherwise the gateway's tokenizer does, in a thread (the first use loads it), on at
+        most --max-count-bytes: the body is read past that only when a backend may answer instead."""
         state = self.state
-        body = await self._read_body(scope, proto, state.body_limit if state is not None else 1 << 20, o.client, o)
+        cap = self.max_count_bytes
+        limit = min(cap, state.body_limit) if state is not None else cap
+        if state is not None and may_pass_through(state, path):
+            limit = state.body_limit
+        body = await self._read_body(scope, proto, limit, o.client, o)
         if body is None:
             if not o.status:
                 o.status, o.error = 413, "request_too_large"
@@ -261,6 +267,10 @@ class GatewayApp:
             forward = forward_tokenize if path == "/tokenize" else forward_count_tokens
             if await forward(self.upstream, state, scope, proto, body, o):
                 return
+        if len(body) > cap:
+            client_error(o, proto, 413, f"The request body is {len(body)} bytes; the gateway counts tokens in at "
+                         f"most {cap} (--max-count-bytes).", "request_too_large")
+            return
         assert self.accountant is not None
         counting = self.accountant.counting
         answer = counting.tokenize if path == "/tokenize" else counting.count_tokens

@@ -96,6 +96,8 @@ MOCK_EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gateway.worker_env import DEFAULT_MAX_COUNT_BYTES
+
     parser = argparse.ArgumentParser(
         prog="modelyard", description="An AI gateway for Envoy AI Gateway resources.",
         epilog="Run `modelyard COMMAND --help` for a command's options and examples.")
@@ -137,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tokenizer", action="append", default=[], type=_tokenizer_arg, metavar="PATTERN=PATH",
                      help="count tokens for models matching PATTERN (a glob) with this tokenizer.json or model "
                           "folder, when a backend reports no usage (repeatable; default: a Qwen tokenizer)")
+    run.add_argument("--max-count-bytes", type=_positive, default=DEFAULT_MAX_COUNT_BYTES, metavar="BYTES",
+                     help="largest request body that /tokenize and /v1/messages/count_tokens count in the gateway "
+                          "(413 over it; passed through to a backend that serves them, as is); also the characters "
+                          "a usage estimate counts before extrapolating the rest (default %(default)s = 4 MiB, about a "
+                          "million tokens of English)")
     run.add_argument("--max-connections", type=_positive, metavar="N",
                      help="concurrent client connections per instance, idle keep-alives and streams alike (default: "
                           "a ClientTrafficPolicy's connection.connectionLimit.value, else 16384; set at start)")
@@ -222,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         retries=max(0, args.retries), allow_backend_header=args.allow_backend_header,
         access_log=args.access_log, header_labels=list(args.metrics_header), tokenizers=list(args.tokenizer),
-        log_level=args.log_level, backend_source=source if backend else "",
+        max_count_bytes=args.max_count_bytes, log_level=args.log_level, backend_source=source if backend else "",
     )
     return run(opts)
 

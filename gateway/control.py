@@ -1,4 +1,6 @@
-"""The control process: the config watcher and the admin server on one event loop.
+"""The control process: the config watcher and the admin server on one event loop, and the
+tokens process (gateway.token_process) it keeps running as a child, so that counting's memory
+and crashes stay out of this process.
 
 It is the only process that reads configuration files. It publishes compiled
 tables into the shared segment and reports its first load to the supervisor,
@@ -22,9 +24,9 @@ from config.watcher import ConfigWatcher
 from core.health import HEALTH_ENV, HealthBoard
 from core.shm import TableSegment
 from core.table import ListenerLimits, Table, credential_headers
-from gateway import token_service
+from gateway.token_process import TokenProcess
 from gateway.token_service import TOKENS_SOCKET_ENV
-from gateway.worker_env import credential_labels
+from gateway.worker_env import DEFAULT_MAX_COUNT_BYTES, credential_labels
 
 
 @dataclass
@@ -48,6 +50,7 @@ class RunOptions:
     access_log: str = "-"  # "-" stdout, "off", or a file
     header_labels: list[tuple[str, str]] = field(default_factory=list)  # (request header, metric label)
     tokenizers: list[tuple[str, str]] = field(default_factory=list)  # (model pattern, tokenizer.json)
+    max_count_bytes: int = DEFAULT_MAX_COUNT_BYTES  # request bytes the gateway's own token counting takes
     table_path: str = ""
     log_level: str = "info"
     backend_source: str = ""  # where --backend came from, for the start-up banner
@@ -148,9 +151,9 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     watch = asyncio.create_task(watcher.run())
     tokens = None
     socket_path = os.environ.get(TOKENS_SOCKET_ENV)
-    if socket_path:
-        from core.tokenizer import TokenCounter
-        tokens = await token_service.serve(socket_path, TokenCounter(opts.tokenizers))
+    if socket_path:  # counting runs in a child: a tokenizer crash or OOM leaves the admin port and watcher
+        tokens = TokenProcess(socket_path, opts.tokenizers, opts.log_level)
+        tokens.start()
     parent = os.getppid()
     try:
         while not stop.is_set():
@@ -162,5 +165,5 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     finally:
         watch.cancel()
         if tokens is not None:
-            tokens.close()
+            await tokens.stop()
         await runner.cleanup()

@@ -40,6 +40,14 @@ async def forward_count_tokens(upstream: Upstream, state: GenerationState, scope
     return await _forward_plain(upstream, state, scope, proto, body, o, path)
 
 
+def may_pass_through(state: GenerationState, path: str) -> bool:
+    """Whether some backend of this table may answer a /tokenize (`path`) or count_tokens itself: only
+    then is the body read past what the gateway's own counting takes (--max-count-bytes)."""
+    if path == "/tokenize":
+        return any(b.provider == "openai" and not b.tokenize_unserved for b in state.backends)
+    return any(b.backend.schema == "Anthropic" for b in state.backends)
+
+
 async def forward_rerank(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
                          o: Outcome) -> bool:
     """Cohere's rerank, as it is, to the Cohere backend the model routes to; False for other backends."""

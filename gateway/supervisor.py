@@ -25,7 +25,7 @@ from typing import Any
 from core.health import HEALTH_ENV, HealthBoard
 from core.tokenizer import TOKENIZERS_ENV, counter_env_value
 from gateway.token_service import TOKENS_SOCKET_ENV
-from gateway.worker_env import ACCESS_LOG_ENV, BODY_TIMEOUT_ENV, HEADER_LABELS_ENV
+from gateway.worker_env import ACCESS_LOG_ENV, BODY_TIMEOUT_ENV, HEADER_LABELS_ENV, MAX_COUNT_BYTES_ENV
 from core.shm import TableSegment, default_dir
 from core.table import ListenerLimits
 from gateway.control import FirstLoad, RunOptions, control_main, setup_logging
@@ -127,7 +127,8 @@ def run(opts: RunOptions) -> int:
     os.environ[ACCESS_LOG_ENV] = opts.access_log
     os.environ[HEADER_LABELS_ENV] = json.dumps(opts.header_labels)
     os.environ[TOKENIZERS_ENV] = counter_env_value(opts.tokenizers)
-    os.environ[TOKENS_SOCKET_ENV] = os.path.join(run_dir, "tokens.sock")  # served by the control process
+    os.environ[TOKENS_SOCKET_ENV] = os.path.join(run_dir, "tokens.sock")  # served by the control's tokens process
+    os.environ[MAX_COUNT_BYTES_ENV] = str(opts.max_count_bytes)
     opts.table_path = segment.path
     control = ControlProcess(opts)
     try:

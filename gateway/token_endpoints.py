@@ -17,7 +17,8 @@ Errors: OpenAI's shape on /tokenize (what vLLM answers), Anthropic's on count_to
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from array import array
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -101,14 +102,29 @@ def tokenize(counter: TokenCounter, body: bytes, max_model_len: int | None = Non
     except _BadRequest as e:
         return 400, openai_error(400, str(e), "invalid_request", e.param)
     try:
-        ids = counter.tokenize(model, text, add_special_tokens=add_special)
+        ids = counter.token_ids(model, text, add_special_tokens=add_special)
         tok = counter.tokenizer_for(model)
     except TokenizerError as e:
         return 500, openai_error(500, f"The tokenizer for this model is unavailable: {e}", "tokenizer_unavailable")
-    answer: dict[str, Any] = {"count": len(ids), "max_model_len": max_model_len, "tokens": ids}
+    head = _encode({"count": len(ids), "max_model_len": max_model_len})[:-1]
+    parts = [head, b',"tokens":', _json_list(ids, None)]
     if want_strs:
-        answer["token_strs"] = [tok.id_to_token(i) for i in ids]
-    return 200, _encode(answer)
+        parts += [b',"token_strs":', _json_list(ids, tok.id_to_token)]
+    parts.append(b"}")
+    return 200, b"".join(parts)
+
+
+_LIST_CHUNK = 1 << 16  # ids turned into Python objects at a time
+
+
+def _json_list(ids: array, convert: Callable[[int], Any] | None) -> bytes:
+    """A JSON array of the ids (or of convert(id)), built in chunks: a list of 2 million Python ints
+    or strings at once would cost ten times the answer."""
+    out = []
+    for i in range(0, len(ids), _LIST_CHUNK):
+        chunk = ids[i:i + _LIST_CHUNK].tolist()
+        out.append(_encode(chunk if convert is None else [convert(t) for t in chunk])[1:-1])
+    return b"[" + b",".join(out) + b"]"
 
 
 # --- Anthropic /v1/messages/count_tokens ---------------------------------------------------------------------

@@ -13,6 +13,18 @@ HEADER_LABELS_ENV = "MODELYARD_HEADER_LABELS"  # JSON [[header, label], ...]
 BODY_TIMEOUT_ENV = "MODELYARD_BODY_TIMEOUT"  # seconds a request body may take to arrive; 0 = no limit
 
 
+MAX_COUNT_BYTES_ENV = "MODELYARD_MAX_COUNT_BYTES"  # request bytes the gateway's own token counting accepts
+DEFAULT_MAX_COUNT_BYTES = 4 << 20  # about a million tokens of English: the largest context windows
+
+
+def max_count_bytes() -> int:
+    """The --max-count-bytes cap: the largest body /tokenize and count_tokens count here (413 over it),
+    and the characters a usage estimate encodes before it extrapolates."""
+    import os
+    value = int(os.environ.get(MAX_COUNT_BYTES_ENV) or 0)
+    return value if value > 0 else DEFAULT_MAX_COUNT_BYTES
+
+
 def body_timeout() -> float | None:
     import os
     value = float(os.environ.get(BODY_TIMEOUT_ENV) or 0)

@@ -605,11 +605,15 @@ def test_control_process_yields_the_cpu_to_the_workers(gw: Gateway) -> None:
     # stall requests, so it runs niced, every thread of it, and the workers do not.
     control = control_pid(gw)
     assert control is not None
-    # A /tokenize no backend serves is answered by the control process's token service threads.
+    # A /tokenize no backend serves is answered by the token service's threads in the control's child.
     status, _, _ = http_request(gw.port, "POST", "/tokenize", {"model": "alpha", "prompt": "hi"})
     assert status == 200
-    threads = [int(t) for t in os.listdir(f"/proc/{control}/task")]
-    assert len(threads) > 1 and {_nice(control, t) for t in threads} == {CONTROL_NICE}
+    tokens = [p for p in children(control) if title(p) == "modelyard tokens"]
+    assert len(tokens) == 1, tokens
+    for pid in (control, tokens[0]):
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert {_nice(pid, t) for t in threads} == {CONTROL_NICE}
+    assert len(os.listdir(f"/proc/{tokens[0]}/task")) > 1
     workers = [w["pid"] for w in gw.config()["workers"]]
     assert workers and all(_nice(w) == 0 for w in workers)
 
