@@ -130,7 +130,10 @@ def test_requests_keep_flowing_during_a_10000_rule_reload(tmp_path: Path, mock: 
             _replace(conf, base.replace("value: model-0}", f"value: model-0-r{round_}}}", 1))
             assert wait_for(lambda: _generation(gw) > generation, timeout=60)
             start = time.monotonic()
-            assert wait_for(lambda: gw.in_sync(60), timeout=60)
+            # The worker serves the new table once the renamed model answers: a small request to
+            # the worker, where /config's 10,000 models would take CPU from it during the window.
+            renamed = f"model-0-r{round_}"
+            assert wait_for(lambda: gw.chat(renamed)[0] == 200, timeout=60)
             time.sleep(0.3)
             reload = prober.longest_between(start, time.monotonic())
             results.append((baseline, reload, decode))
