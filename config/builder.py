@@ -120,6 +120,10 @@ class Builder:
         return await loop.run_in_executor(None, build, paths, options, unknown_kinds)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # Ended here rather than left to the executor's exit hook, which held the control
+            # process's exit for seconds; a build under way is abandoned (stopping, or broken).
+            for proc in list((pool._processes or {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)

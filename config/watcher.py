@@ -140,7 +140,6 @@ class ConfigWatcher:
         finally:
             for t in tasks:
                 t.cancel()
-            self.builder.close()
 
     def _watch_sets(self) -> list[tuple[list[str], bool]]:
         dirs = [p for p in self.paths if Path(p).is_dir()]

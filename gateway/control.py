@@ -164,6 +164,7 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
                     break
     finally:
         watch.cancel()
+        watcher.builder.close()  # started here, ended here: with no files to watch, run() returned at once
         if tokens is not None:
             await tokens.stop()
         await runner.cleanup()

@@ -408,9 +408,9 @@ def test_a_client_that_reads_nothing_holds_bounded_memory(stalled) -> None:
 
 def test_the_data_plane_writes_no_header_that_could_split_the_head() -> None:
     from gateway.state import InvalidTable, _header_lines, valid_header
-    assert valid_header("x-team", "a b\tc é")
+    assert valid_header("x-team", "a b\tc é") and valid_header("x-a", "\u2603")  # text, written as UTF-8
     for name, value in (("x-a", "v\r\nx-evil: 1"), ("x-a", "v\0"), ("x a", "v"), ("x-a:", "v"), ("", "v"),
-                        ("x-a", "\u2603"), ("x-\u00e9", "v")):
+                        ("x-\u00e9", "v")):
         assert not valid_header(name, value), (name, value)
     assert _header_lines((("x-ok", "1"),), "test") == b"x-ok: 1\r\n"
     with pytest.raises(InvalidTable):  # the worker keeps its previous table rather than write it
