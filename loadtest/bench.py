@@ -12,7 +12,7 @@ shared nrp-models-config example (credentials from a Secret, metrics), and with
 1, 2, 4 and 8 workers where the machine has the cores.
 
 Results go to a folder (results.json, report.md, PNG plots). `--quick` makes
-every measurement last about a second: CI uses it to check that every target
+every measurement last about half a second: CI uses it to check that every target
 answers correctly and the report is produced.
 """
 
@@ -43,7 +43,7 @@ STREAM_CHUNKS = 20  # tokens per response: 20 content chunks per stream
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="loadtest/results/latest", metavar="DIR",
                         help="where the report goes (default %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="about a second per measurement, for CI (default: off)")
+    parser.add_argument("--quick", action="store_true", help="about half a second per measurement, for CI (default: off)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of each throughput run (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="connections for the throughput runs (default 32)")
     parser.add_argument("--moderate-rps", type=float, default=500.0,
@@ -147,8 +147,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.quick = args.quick
-        self.seconds = 1.0 if args.quick else args.seconds
-        self.probe_n = 100 if args.quick else args.probe_requests
+        self.seconds = 0.5 if args.quick else args.seconds
+        self.probe_n = 50 if args.quick else args.probe_requests
         self.repeat = 1 if args.quick else max(1, getattr(args, "repeat", 1))
         self.work = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
         self.cores = _cores()

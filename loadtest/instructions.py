@@ -73,7 +73,8 @@ def count(name: str, gateway_args: list[str], model: str, requests: int, cores: 
     out_dir = work / f"callgrind-{name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     port, admin = free_port(), free_port()
-    argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={out_dir}/callgrind.%p",
+    argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--trace-children-skip-by-arg=*token_process*",
+            f"--callgrind-out-file={out_dir}/callgrind.%p",
             sys.executable, "-m", "gateway", "run", "--host", "127.0.0.1", "--port", str(port),
             "--admin-port", str(admin), "--workers", "1", "--log-level", "warning", *gateway_args]
     svc = Service(f"callgrind-{name}", argv, cores, work / f"callgrind-{name}.log")
@@ -84,7 +85,7 @@ def count(name: str, gateway_args: list[str], model: str, requests: int, cores: 
         result: dict[str, Any] = {"requests": requests}
         for kind, stream in (("chat", False), ("stream", True)):
             body = loadgen.chat_body(model, stream)
-            warm = loadgen.probe(url, body, model, requests=50, warmup=0)
+            warm = loadgen.probe(url, body, model, requests=min(50, requests), warmup=0)
             if warm.failures:
                 raise RuntimeError(f"{name} under valgrind answered wrongly: {warm.failures[0]}")
             per_window: list[float] = []

@@ -120,7 +120,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "# Modelyard benchmark", "",
         f"{results['started']} on {m['cpu'] or 'an unnamed CPU'}, {m['cores']} cores, Linux {m['kernel']}. "
         f"Proxy pinned to core(s) {results['proxy_cores']}; mock and load generator on {results['load_cores']}. "
-        f"Load generator: {results['load_tool']}.{' Quick mode: about a second per measurement, not for comparison.' if results['quick'] else ''}",
+        f"Load generator: {results['load_tool']}.{' Quick mode: about half a second per measurement, not for comparison.' if results['quick'] else ''}",
         "", f"Command: `{results['command']}`", "",
         f"The run went through every target {results.get('repeat', 1)} time(s), in rounds. Each figure is the "
         "median over the rounds; failed requests are summed over all of them.", "",
