@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,3 +121,35 @@ def wait_for(pred, timeout: float = 5.0, interval: float = 0.05) -> Any:
         if time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+class HealthPoller:
+    """/healthz on an admin port every `every` seconds from a thread until closed: each poll's
+    latency kept, and each that failed or did not answer 200 within `timeout` as a failure."""
+
+    def __init__(self, port: int, every: float = 0.1, timeout: float = 10.0):
+        self.port, self.every, self.timeout = port, every, timeout
+        self.answers = 0
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            try:
+                status = http_request(self.port, "GET", "/healthz", timeout=self.timeout)[0]
+                if status == 200:
+                    self.answers += 1
+                else:
+                    self.failures.append(f"status {status}")
+            except OSError as e:
+                self.failures.append(repr(e))
+            self.latencies.append(time.monotonic() - start)
+            self._stop.wait(self.every)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 5)

@@ -31,7 +31,7 @@ from config.loader import Resource
 from core.table import decode_table, encode_table
 from loadtest.targets import models_config
 from tests.conftest import Gateway, Mock
-from tests.support import http_request, wait_for
+from tests.support import HealthPoller, http_request, wait_for
 
 RULES = 10_000
 ROUNDS = 3  # a round passes unless noise or a stall slowed it; the fix shows in any one round
@@ -156,34 +156,6 @@ def _ms(results: list[tuple[float, float, float]]) -> str:
     return "; ".join(" / ".join(f"{x * 1000:.0f} ms" for x in r) for r in results)
 
 
-class HealthPoller:
-    """/healthz every POLL_EVERY seconds from a thread, each answer's latency (or error) kept."""
-
-    def __init__(self, admin_port: int):
-        self.port = admin_port
-        self.latencies: list[float] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            start = time.monotonic()
-            try:
-                status, _, _ = http_request(self.port, "GET", "/healthz", timeout=POLL_TIMEOUT)
-                if status != 200:
-                    self.failures.append(f"status {status}")
-            except OSError as e:
-                self.failures.append(repr(e))
-            self.latencies.append(time.monotonic() - start)
-            self._stop.wait(POLL_EVERY)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 def _replace(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -204,7 +176,7 @@ def test_healthz_answers_during_a_10000_rule_reload(tmp_path: Path, mock: Mock) 
     poller = None
     try:
         generation = _generation(gw)
-        poller = HealthPoller(gw.admin_port)
+        poller = HealthPoller(gw.admin_port, POLL_EVERY, POLL_TIMEOUT)
         time.sleep(0.3)
         _replace(conf, models_config(mock.port, RULES))
         assert wait_for(lambda: _generation(gw) > generation, timeout=120), gw.proc.output()

@@ -10,7 +10,6 @@ import os
 import random
 import select
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from gateway.token_process import RECYCLE_RSS_ENV, TITLE
 from gateway.token_service import RECYCLE_RSS
 from gateway.worker_env import DEFAULT_MAX_COUNT_BYTES
 from tests.conftest import Gateway
-from tests.support import REPO, free_port, http_request, wait_for
+from tests.support import REPO, HealthPoller, free_port, wait_for
 from tests.test_lifecycle import _running, children, title
 
 CAP = DEFAULT_MAX_COUNT_BYTES
@@ -79,34 +78,6 @@ def control_and_tokens(gw: Gateway) -> tuple[int, int | None]:
     tokens = titled(children(control[0]), TITLE)
     assert len(tokens) <= 1, tokens
     return control[0], tokens[0] if tokens else None
-
-
-class HealthPoller:
-    """Polls /healthz on the admin port until stopped; every poll must answer 200."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.answers = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status = http_request(self.port, "GET", "/healthz", timeout=10)[0]
-                if status == 200:
-                    self.answers += 1
-                else:
-                    self.failures.append(f"status {status}")
-            except OSError as e:
-                self.failures.append(repr(e))
-            self._stop.wait(0.1)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +159,7 @@ def test_ten_maximum_size_counts_leave_the_control_process_small(gw: Gateway) ->
         with ThreadPoolExecutor(len(requests)) as pool:
             answers = list(pool.map(lambda r: gw.post(r[0], raw=r[1], timeout=120), requests))
     finally:
-        poller.stop()
+        poller.close()
     assert [a[0] for a in answers] == [200] * len(requests), [a[2][:200] for a in answers if a[0] != 200]
     counts = {json.loads(a[2])["count"] for (path, _), a in zip(requests, answers) if path == "/tokenize"}
     inputs = {json.loads(a[2])["input_tokens"] for (path, _), a in zip(requests, answers) if path != "/tokenize"}
@@ -222,7 +193,7 @@ def test_a_killed_tokens_process_comes_back_without_500s(gw: Gateway) -> None:
             os.kill(old, signal.SIGKILL)
             answers = [f.result() for f in running]
     finally:
-        poller.stop()
+        poller.close()
     assert not poller.failures and poller.answers > 0, poller.failures
     for status, _, data in answers:  # answered, or at most a clean 503 for a call the kill cut short
         assert status == 200 or (status == 503 and b"tokenizer_unavailable" in data), (status, data[:300])
