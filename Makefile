@@ -32,7 +32,7 @@ tools:
 
 demo: $(PY)
 	$(PY) -m pip install --quiet -e .
-	$(PY) -m gateway demo --port $(PORT)
+	$(PY) -m modelyard.gateway demo --port $(PORT)
 
 test: install
 	$(PY) -m pytest -q

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from config.diagnostics import Diagnostics, did_you_mean
-from config.loader import Resource
-from core.table import TLS, Backend, Endpoint
-from core.wire import (
+from modelyard.config.diagnostics import Diagnostics, did_you_mean
+from modelyard.config.loader import Resource
+from modelyard.core.table import TLS, Backend, Endpoint
+from modelyard.core.wire import (
     header_name_problem, header_value_problem, host_problem, is_ip, path_problem, port_problem, token_problem,
 )
 
@@ -165,7 +165,7 @@ class BackendResolver:
             version = DEFAULT_AZURE_API_VERSION
         backend = Backend(key, schema, version, prefix, endpoints, tls, auth, error, override)
         if timeout is not None:
-            from core.units import parse_duration
+            from modelyard.core.units import parse_duration
             try:
                 self.timeouts[len(self.backends)] = parse_duration(timeout)
             except ValueError as e:

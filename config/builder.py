@@ -25,10 +25,10 @@ from typing import Any
 
 import setproctitle
 
-from config.compiler import CompileOptions, Compiled, compile_table
-from config.diagnostics import Diagnostics
-from config.loader import LoadResult, expand_paths, load_paths
-from core.table import decode_table, encode_table
+from modelyard.config.compiler import CompileOptions, Compiled, compile_table
+from modelyard.config.diagnostics import Diagnostics
+from modelyard.config.loader import LoadResult, expand_paths, load_paths
+from modelyard.core.table import decode_table, encode_table
 
 log = logging.getLogger("modelyard.config")
 

@@ -18,19 +18,19 @@ from typing import Any
 
 import msgspec
 
-from config.backends import BackendResolver, Objects, backend_from_url
-from config.diagnostics import Diagnostics
-from config.loader import Resource
-from config.traffic import backend_header_scope, backend_traffic_policy, outlier_policy, retry_policy
-from config.wire_checks import check_object_names, checked_mutations, header_name_ok, model_override, valid_hostnames
-from core.costs import CostCompileError, CostProgram
-from core.regex import RegexError, compile_full
-from core.table import (
+from modelyard.config.backends import BackendResolver, Objects, backend_from_url
+from modelyard.config.diagnostics import Diagnostics
+from modelyard.config.loader import Resource
+from modelyard.config.traffic import backend_header_scope, backend_traffic_policy, outlier_policy, retry_policy
+from modelyard.config.wire_checks import check_object_names, checked_mutations, header_name_ok, model_override, valid_hostnames
+from modelyard.core.costs import CostCompileError, CostProgram
+from modelyard.core.regex import RegexError, compile_full
+from modelyard.core.table import (
     BACKEND_HEADER_NAMESPACE, BACKEND_HEADER_OFF, EXACT, MODEL_HEADER, REGEX, BackendRef, HeaderCond, MatchEntry,
     ListenerLimits, ModelInfo, RetryPolicy, RouteInfo, Rule, Table,
 )
-from core.sniff import MAX_MODEL_NAME
-from core.units import parse_duration, parse_quantity
+from modelyard.core.sniff import MAX_MODEL_NAME
+from modelyard.core.units import parse_duration, parse_quantity
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_BODY_LIMIT = 50 * 1024 * 1024

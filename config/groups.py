@@ -8,8 +8,8 @@ error, as the Kubernetes API server would reject it.
 
 from __future__ import annotations
 
-from config.diagnostics import did_you_mean
-from config.kinds import AI_GROUP, EG_GROUP, GW_GROUP
+from modelyard.config.diagnostics import did_you_mean
+from modelyard.config.kinds import AI_GROUP, EG_GROUP, GW_GROUP
 
 GW_KINDS = ("Gateway", "GatewayClass", "HTTPRoute", "GRPCRoute", "ReferenceGrant", "BackendTLSPolicy", "TCPRoute",
             "TLSRoute", "UDPRoute", "BackendLBPolicy", "ListenerSet")

@@ -9,7 +9,7 @@ limit, connection limit and HTTP timeouts) are accepted as they are and not vali
 
 from __future__ import annotations
 
-from config.schema import ANY, BOOL, INT, INT_OR_STR, STR, Enum, List, Map, Obj, obj
+from modelyard.config.schema import ANY, BOOL, INT, INT_OR_STR, STR, Enum, List, Map, Obj, obj
 
 AI_GROUP = "aigateway.envoyproxy.io"
 EG_GROUP = "gateway.envoyproxy.io"

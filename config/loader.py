@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
-from config.diagnostics import Diagnostics
-from config.groups import CLUSTER_SCOPED, GROUPS, api_problem, did_you_mean
-from config.kinds import KINDS
-from config.schema import PRUNED, deprecated_fields, is_unknown_field, prune, validate
+from modelyard.config.diagnostics import Diagnostics
+from modelyard.config.groups import CLUSTER_SCOPED, GROUPS, api_problem, did_you_mean
+from modelyard.config.kinds import KINDS
+from modelyard.config.schema import PRUNED, deprecated_fields, is_unknown_field, prune, validate
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 8 * 1024 * 1024  # per file; 10,000 rules take about 1.2 MB

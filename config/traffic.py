@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.backends import Objects
-from config.diagnostics import Diagnostics
-from config.loader import Resource
-from core.table import (
+from modelyard.config.backends import Objects
+from modelyard.config.diagnostics import Diagnostics
+from modelyard.config.loader import Resource
+from modelyard.core.table import (
     BACKEND_HEADER_NAMESPACE, BACKEND_HEADER_OFF, BACKEND_HEADER_RULES, OutlierPolicy, RetryPolicy,
 )
-from core.units import parse_duration
+from modelyard.core.units import parse_duration
 
 RETRIES_ANNOTATION = "modelyard.io/retries"
 BACKEND_HEADER_ANNOTATION = "modelyard.io/backend-header"

@@ -19,13 +19,13 @@ from pathlib import Path
 import msgspec
 import watchfiles
 
-from config.builder import Build, Builder, Fingerprint, build, fingerprint
-from config.compiler import CompileOptions, with_health_slots
-from config.diagnostics import Diagnostic, Diagnostics
-from config.loader import YAML_SUFFIXES
-from core.health import HealthBoard
-from core.shm import TableSegment
-from core.table import Table, encode_table
+from modelyard.config.builder import Build, Builder, Fingerprint, build, fingerprint
+from modelyard.config.compiler import CompileOptions, with_health_slots
+from modelyard.config.diagnostics import Diagnostic, Diagnostics
+from modelyard.config.loader import YAML_SUFFIXES
+from modelyard.core.health import HealthBoard
+from modelyard.core.shm import TableSegment
+from modelyard.core.table import Table, encode_table
 
 log = logging.getLogger("modelyard.config")
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import msgspec
 
-from config.diagnostics import Diagnostics
-from config.loader import Resource
-from core.wire import (
+from modelyard.config.diagnostics import Diagnostics
+from modelyard.config.loader import Resource
+from modelyard.core.wire import (
     header_name_problem, header_value_problem, host_problem, object_name_problem, owned_header_problem, text_problem,
 )
 

@@ -32,7 +32,7 @@ import logging
 import re
 from typing import Any
 
-from core.usage import Usage
+from modelyard.core.usage import Usage
 
 log = logging.getLogger("modelyard.costs")
 

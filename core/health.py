@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from core.table import OutlierPolicy
+from modelyard.core.table import OutlierPolicy
 
 HEALTH_ENV = "MODELYARD_HEALTH"  # the board's path, for the watcher and the workers
 MAGIC = b"MYARDHB1"

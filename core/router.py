@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from itertools import accumulate
 from typing import Any, Protocol
 
-from core.regex import compile_full
-from core.table import EXACT, MODEL_HEADER, Backend, BackendRef, Rule, Table
+from modelyard.core.regex import compile_full
+from modelyard.core.table import EXACT, MODEL_HEADER, Backend, BackendRef, Rule, Table
 
 _END = 1 << 62
 SLICE = 200  # items built between pauses: a few milliseconds of work

@@ -32,8 +32,8 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from core import token_slices
-from core.tokenizer_build import BUILTINS, TokenizerError, builtin_tokenizer
+from modelyard.core import token_slices
+from modelyard.core.tokenizer_build import BUILTINS, TokenizerError, builtin_tokenizer
 
 __all__ = [
     "BUILTIN_PREFIX", "DEFAULT_TOKENIZER", "MESSAGE_OVERHEAD", "REPLY_OVERHEAD", "TOKENIZERS_ENV",

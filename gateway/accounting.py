@@ -20,9 +20,9 @@ from typing import Any
 
 import msgspec
 
-from core.usage import Usage
-from gateway import metrics
-from gateway.worker_env import ACCESS_LOG_ENV, HEADER_LABELS_ENV, credential_labels, max_count_bytes
+from modelyard.core.usage import Usage
+from modelyard.core import metrics, token_endpoints, token_estimate
+from modelyard.core.settings import ACCESS_LOG_ENV, HEADER_LABELS_ENV, credential_labels, max_count_bytes
 
 log = logging.getLogger("modelyard.accounting")
 
@@ -303,59 +303,6 @@ def access_line(o: Outcome, costs: dict[str, int]) -> bytes:
     ))
 
 
-class _Delta(msgspec.Struct):
-    content: object = None
-
-
-class _Message(msgspec.Struct):
-    content: object = None
-
-
-class _Choice(msgspec.Struct):
-    delta: _Delta | None = None
-    message: _Message | None = None
-    text: object = None
-
-
-class _Choices(msgspec.Struct):
-    choices: list[_Choice] = []
-
-
-_choices = msgspec.json.Decoder(_Choices)
-
-
-def answer_text(data: bytes, stream: bool) -> str:
-    """The generated text of an OpenAI answer: a whole body, or the events of a stream."""
-    parts: list[str] = []
-    payloads = [data] if not stream else [
-        line[5:].strip() for line in data.splitlines() if line.startswith(b"data:") and line[5:].strip() != b"[DONE]"
-    ]
-    for payload in payloads:
-        try:
-            answer = _choices.decode(payload)
-        except msgspec.DecodeError:
-            continue
-        for c in answer.choices:
-            for value in (c.delta.content if c.delta else None, c.message.content if c.message else None, c.text):
-                if isinstance(value, str):
-                    parts.append(value)
-    return "".join(parts)
-
-
-def count_usage(counter: Any, model: str, request_body: bytes, answer: bytes, stream: bool,
-                operation: str, budget: int | None = None) -> Usage:
-    """Tokens counted with the model's tokenizer when the backend reported none; past `budget`
-    characters of the request (of the answer), the rest is extrapolated from those counted."""
-    try:
-        request = msgspec.json.decode(request_body)
-    except (msgspec.DecodeError, RecursionError):
-        request = {}
-    inp = counter.count_request(model, request, budget) if isinstance(request, dict) else 0
-    del request
-    out = counter.count_text(model, answer_text(answer, stream), budget) if answer and operation != "embeddings" else 0
-    return Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + out, estimated=True)
-
-
 class LocalCounting:
     """Counting in this process (where no token service runs, e.g. a gateway built in a test)."""
 
@@ -363,26 +310,25 @@ class LocalCounting:
         self.counter = counter
 
     def tokenize(self, body: bytes) -> tuple[int, bytes]:
-        from gateway import token_endpoints
         return token_endpoints.tokenize(self.counter, body)
 
     def count_tokens(self, body: bytes) -> tuple[int, bytes]:
-        from gateway import token_endpoints
         return token_endpoints.count_tokens(self.counter, body)
 
     def estimate(self, model: str, request: bytes, answer: bytes, stream: bool, operation: str) -> Usage:
-        return count_usage(self.counter, model, request, answer, stream, operation, max_count_bytes())
+        return token_estimate.count_usage(self.counter, model, request, answer, stream, operation, max_count_bytes())
 
 
 def accountant_from_env(loop: asyncio.AbstractEventLoop) -> Accountant:
-    from gateway.token_service import TOKENS_SOCKET_ENV, RemoteCounter
+    from modelyard.core.token_frames import TOKENS_SOCKET_ENV
+    from modelyard.gateway.token_client import RemoteCounter
 
     labels = [tuple(pair) for pair in msgspec.json.decode(os.environ.get(HEADER_LABELS_ENV) or "[]")]
     socket_path = os.environ.get(TOKENS_SOCKET_ENV)
     if socket_path:
         counting: Any = RemoteCounter(socket_path)
     else:
-        from core.tokenizer import counter_from_env
+        from modelyard.core.tokenizer import counter_from_env
         counting = LocalCounting(counter_from_env())
     accountant = Accountant(os.environ.get(ACCESS_LOG_ENV, "-"), labels, counting)  # type: ignore[arg-type]
     accountant.loop = loop

@@ -19,16 +19,17 @@ from typing import Any
 
 from granian.rsgi import ProtocolClosed
 
-from core.shm import TableSegment
-from core.sniff import SniffError, check_model_name, sniff
-from core.table import MODEL_HEADER, credential_headers, decode_table_in_steps
-from gateway import metrics, worker_registry
-from core.router import RuleRuntime
-from gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_env
-from gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize, may_pass_through
-from gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
-from gateway.worker_env import body_timeout, max_count_bytes
-from gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
+from modelyard.core.shm import TableSegment
+from modelyard.core.sniff import SniffError, check_model_name, sniff
+from modelyard.core.table import MODEL_HEADER, credential_headers, decode_table_in_steps
+from modelyard.core import metrics
+from modelyard.core import worker_registry
+from modelyard.core.router import RuleRuntime
+from modelyard.gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_env
+from modelyard.gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize, may_pass_through
+from modelyard.gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
+from modelyard.core.settings import body_timeout, max_count_bytes
+from modelyard.gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")
 CLOSE_HEADERS = [*JSON_HEADERS, ("connection", "close")]

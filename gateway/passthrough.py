@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from core.sniff import rewrite_body
-from gateway.accounting import Outcome
-from gateway.client_window import ClientWindow
-from gateway.http1 import HIGH_WATER, UpstreamError
-from gateway.proxy import Upstream, attempt
-from gateway.relay import pump, relay_sized, response_headers
-from gateway.state import BackendRuntime, GenerationState
+from modelyard.core.sniff import rewrite_body
+from modelyard.gateway.accounting import Outcome
+from modelyard.gateway.client_window import ClientWindow
+from modelyard.gateway.http1 import HIGH_WATER, UpstreamError
+from modelyard.gateway.proxy import Upstream, attempt
+from modelyard.gateway.relay import pump, relay_sized, response_headers
+from modelyard.gateway.state import BackendRuntime, GenerationState
 
 _UNSERVED = frozenset({404, 405, 501})
 

@@ -17,18 +17,18 @@ from urllib.parse import quote
 
 import msgspec
 
-from core.router import RuleRuntime
-from core.sniff import Sniffed, rewrite_body, wants_usage, with_usage_requested
-from core.table import MODEL_HEADER, RetryPolicy
-from core.wire import HEADER_ENCODING, header_value_problem
-from gateway import metrics
-from gateway.accounting import Outcome
-from gateway.http1 import Connection, UpstreamError
-from gateway.relay import (  # noqa: F401  (JSON_HEADERS, error_body: imported from here by gateway/app.py)
+from modelyard.core.router import RuleRuntime
+from modelyard.core.sniff import Sniffed, rewrite_body, wants_usage, with_usage_requested
+from modelyard.core.table import MODEL_HEADER, RetryPolicy
+from modelyard.core.wire import HEADER_ENCODING, header_value_problem
+from modelyard.core import metrics
+from modelyard.gateway.accounting import Outcome
+from modelyard.gateway.http1 import Connection, UpstreamError
+from modelyard.gateway.relay import (  # noqa: F401  (JSON_HEADERS, error_body: imported from here by gateway/app.py)
     BACKEND_HEADER, EVENT_STREAM, JSON_HEADERS, IdleWatch, error_body, fail, relay_answer,
 )
-from gateway.state import UNSUPPORTED, GenerationState, Pools, RefRuntime, RouteRuntime, Target
-from gateway.translators import TranslationError
+from modelyard.gateway.state import UNSUPPORTED, GenerationState, Pools, RefRuntime, RouteRuntime, Target
+from modelyard.gateway.translators import TranslationError
 
 # Never forwarded upstream: hop-by-hop headers, those the gateway sets itself, and the
 # client's own credentials (a BackendSecurityPolicy decides what goes upstream).

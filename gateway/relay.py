@@ -17,14 +17,14 @@ from typing import Any
 
 import msgspec
 
-from core.errors import anthropic_error, openai_error, sse_error_event
-from core.usage import StreamUsage, Usage, first_event_model, from_body
-from gateway.accounting import MAX_KEPT, Outcome
-from gateway.client_window import ClientWindow
-from gateway.http1 import Connection, UpstreamError
-from gateway.state import RefRuntime
-from gateway.stream_trackers import AnthropicStreamUsage, Translated, anthropic_usage
-from gateway.translators.anthropic_openai import anthropic_error_event
+from modelyard.core.errors import anthropic_error, openai_error, sse_error_event
+from modelyard.core.usage import StreamUsage, Usage, first_event_model, from_body
+from modelyard.gateway.accounting import MAX_KEPT, Outcome
+from modelyard.gateway.client_window import ClientWindow
+from modelyard.gateway.http1 import Connection, UpstreamError
+from modelyard.gateway.state import RefRuntime
+from modelyard.gateway.stream_trackers import AnthropicStreamUsage, Translated, anthropic_usage
+from modelyard.gateway.translators.anthropic_openai import anthropic_error_event
 
 JSON_HEADERS = [("content-type", "application/json")]
 BACKEND_HEADER = "x-ai-gateway-backend"

@@ -21,17 +21,17 @@ from typing import Union
 
 import msgspec
 
-from core.costs import CostCompileError, CostProgram
-from core.health import HEALTH_ENV, HealthBoard
-from core.router import SLICE, Router, RuleRuntime
-from core.table import Backend, BackendRef, RouteInfo, Table, credential_headers
-from core.wire import (
+from modelyard.core.costs import CostCompileError, CostProgram
+from modelyard.core.health import HEALTH_ENV, HealthBoard
+from modelyard.core.router import SLICE, Router, RuleRuntime
+from modelyard.core.table import Backend, BackendRef, RouteInfo, Table, credential_headers
+from modelyard.core.wire import (
     HEADER_ENCODING, header_name_problem, header_value_problem, host_problem, is_ip, owned_header_problem, path_problem,
     text_problem,
 )
-from gateway.accounting import PROVIDER_NAMES
-from gateway.http1 import Pool
-from gateway.translators import translator_for
+from modelyard.gateway.accounting import PROVIDER_NAMES
+from modelyard.gateway.http1 import Pool
+from modelyard.gateway.translators import translator_for
 
 log = logging.getLogger("modelyard.worker")
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.usage import Usage
-from gateway.translators.common import loads_object
-from gateway.translators.openai_anthropic import AnthropicStreamToOpenAI as ANTHROPIC_TO_OPENAI_STREAM
-from gateway.translators.openai_anthropic import usage_of as anthropic_usage_of
+from modelyard.core.usage import Usage
+from modelyard.gateway.translators.common import loads_object
+from modelyard.gateway.translators.openai_anthropic import AnthropicStreamToOpenAI as ANTHROPIC_TO_OPENAI_STREAM
+from modelyard.gateway.translators.openai_anthropic import usage_of as anthropic_usage_of
 
 
 class Translated:

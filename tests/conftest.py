@@ -16,6 +16,16 @@ import trustme
 
 from tests.support import Proc, free_port, http_request, modelyard, wait_http
 
+_KINDS = ("unit", "integration", "bench")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the folder it lives in (tests/unit, tests/integration, tests/bench)."""
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in _KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+
 
 class Mock:
     def __init__(self, name: str, *extra: str, port: int | None = None):

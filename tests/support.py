@@ -75,7 +75,7 @@ class Proc:
 
 
 def modelyard(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
+    return [sys.executable, "-m", "modelyard.gateway", *args]
 
 
 def http_request(

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import ANTHROPIC_ERROR_TYPES, anthropic_error
-from core.usage import Usage
+from modelyard.core.errors import ANTHROPIC_ERROR_TYPES, anthropic_error
+from modelyard.core.usage import Usage
 
 from .common import (
     SSEParser,

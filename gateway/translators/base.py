@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from core.usage import Usage
+from modelyard.core.usage import Usage
 
 from . import anthropic_openai, openai_anthropic
 from .common import TranslationError

@@ -35,8 +35,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from core.errors import openai_error, sse_error_event
-from core.usage import Usage
+from modelyard.core.errors import openai_error, sse_error_event
+from modelyard.core.usage import Usage
 
 from .common import (
     SSEParser,

@@ -1,0 +1,312 @@
+"""The supervisor behind `modelyard run`: segment, control process, then Granian workers.
+
+Order matters: the shared segment and the metrics directory exist before any
+child starts; the control process must compile the configuration before a
+worker is spawned; the listening port is checked first, since Granian binds
+with SO_REUSEPORT and would otherwise quietly share a port another server holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import resource
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from modelyard.core.health import HEALTH_ENV, HealthBoard
+from modelyard.core.tokenizer import TOKENIZERS_ENV, counter_env_value
+from modelyard.core.token_frames import TOKENS_SOCKET_ENV
+from modelyard.core.settings import ACCESS_LOG_ENV, BODY_TIMEOUT_ENV, HEADER_LABELS_ENV, MAX_COUNT_BYTES_ENV
+from modelyard.core.shm import TableSegment, default_dir
+from modelyard.core.table import ListenerLimits
+from modelyard.config.control import FirstLoad, RunOptions, control_main, setup_logging
+from modelyard.core import worker_registry
+from modelyard.core.worker_registry import WORKERS_DIR_ENV
+
+DEFAULT_PORT = 1975
+log = logging.getLogger("modelyard.supervisor")
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether `port` can be bound exclusively (no SO_REUSEPORT, so any holder makes it fail)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def require_port(host: str, port: int, what: str) -> None:
+    if not port_free(host, port):
+        raise StartupError(f"{what} port {port} on {host} is already in use; stop the other server "
+                           f"or choose another port with --{'admin-port' if what == 'admin' else 'port'}")
+
+
+class ControlProcess:
+    """Runs control_main in a child, and starts it again if it dies while the gateway runs."""
+
+    def __init__(self, opts: RunOptions):
+        self.opts = opts
+        self.ctx = multiprocessing.get_context("fork")
+        self.proc: multiprocessing.process.BaseProcess | None = None
+        self.port: int | None = None
+        self.stopping = threading.Event()
+
+    def first_load(self) -> FirstLoad:
+        parent, child = self.ctx.Pipe()
+        self.proc = self.ctx.Process(target=_control_entry, args=(self.opts, child), name="modelyard-control")
+        self.proc.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(120):
+            raise StartupError("the config watcher did not report within 120 s")
+        try:
+            return parent.recv()
+        except EOFError:
+            raise StartupError("the config watcher exited before loading the configuration") from None
+
+    def confirm(self, port: int) -> None:
+        self.port = port
+        self._conn.send(port)
+        self._conn.close()
+        threading.Thread(target=self._keep_alive, daemon=True, name="control-monitor").start()
+
+    def _keep_alive(self) -> None:
+        while not self.stopping.is_set():
+            assert self.proc is not None
+            self.proc.join(0.5)
+            if self.proc.exitcode is None or self.stopping.is_set():
+                continue
+            time.sleep(0.5)
+            if self.stopping.is_set():
+                return
+            print(f"modelyard: config watcher exited ({self.proc.exitcode}); restarting it", file=sys.stderr)
+            self.proc = self.ctx.Process(target=_control_entry, args=(self.opts, None, self.port),
+                                         name="modelyard-control")
+            self.proc.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(10)
+            if self.proc.is_alive():
+                self.proc.kill()
+
+
+def _control_entry(opts: RunOptions, conn, port: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    sys.exit(control_main(opts, conn, port))
+
+
+def run(opts: RunOptions) -> int:
+    setup_logging(opts.log_level)
+    run_dir = tempfile.mkdtemp(prefix="modelyard-run-", dir=default_dir())
+    for sub, env in (("metrics", "PROMETHEUS_MULTIPROC_DIR"), ("workers", WORKERS_DIR_ENV)):
+        os.mkdir(os.path.join(run_dir, sub))
+        os.environ[env] = os.path.join(run_dir, sub)
+    segment = TableSegment.create()
+    os.environ["MODELYARD_TABLE"] = segment.path
+    os.environ[HEALTH_ENV] = HealthBoard.create(run_dir).path  # removed with the run directory
+    # What the workers account and log, set before they are forked.
+    os.environ[ACCESS_LOG_ENV] = opts.access_log
+    os.environ[HEADER_LABELS_ENV] = json.dumps(opts.header_labels)
+    os.environ[TOKENIZERS_ENV] = counter_env_value(opts.tokenizers)
+    os.environ[TOKENS_SOCKET_ENV] = os.path.join(run_dir, "tokens.sock")  # served by the control's tokens process
+    os.environ[MAX_COUNT_BYTES_ENV] = str(opts.max_count_bytes)
+    opts.table_path = segment.path
+    control = ControlProcess(opts)
+    try:
+        require_port(opts.admin_host, opts.admin_port, "admin")
+        first = control.first_load()
+        for w in first.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if not first.ok:
+            for e in first.errors:
+                print(f"error: {e}", file=sys.stderr)
+            raise StartupError(f"the configuration has {len(first.errors)} error(s); nothing was started")
+        port = opts.port or first.listen_port or DEFAULT_PORT
+        require_port(opts.host, port, "listener")
+        control.confirm(port)
+        listener_settings(opts, first.listener or ListenerLimits())
+        os.environ[BODY_TIMEOUT_ENV] = str(opts.body_timeout)  # read by the workers, forked later
+        assert opts.max_connections is not None
+        raise_open_files(opts.max_connections, opts.workers)
+        _banner(opts, first, port)
+        return _serve_workers(opts, port, control)
+    except StartupError as e:
+        print(f"modelyard: {e}", file=sys.stderr)
+        return 1
+    finally:
+        control.stop()
+        segment.close()
+        segment.unlink()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+DEFAULT_MAX_CONNECTIONS = 16384
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_BODY_TIMEOUT = 60.0
+NO_TIMEOUT = 86400.0  # Granian's head timeout cannot be switched off; a zero duration means a day
+
+
+def listener_settings(opts: RunOptions, limits: ListenerLimits) -> None:
+    """Fill in what the flags left out: from the ClientTrafficPolicy (with Envoy Gateway's meaning:
+    requestReceivedTimeout bounds receiving the whole request, idleTimeout a connection without a
+    request; Granian has one timer for a request head and for idle keep-alive gaps, so it gets the
+    smaller), else the defaults."""
+    if opts.max_connections is None:
+        opts.max_connections = limits.connection_limit or DEFAULT_MAX_CONNECTIONS
+    if opts.header_timeout is None:
+        found = [t for t in (limits.request_received_timeout, limits.idle_timeout) if t is not None]
+        opts.header_timeout = min(found) if found else DEFAULT_HEADER_TIMEOUT
+    if opts.body_timeout is None:
+        received = limits.request_received_timeout
+        opts.body_timeout = DEFAULT_BODY_TIMEOUT if received is None else received
+    if opts.header_timeout == 0:
+        opts.header_timeout = NO_TIMEOUT
+
+
+def raise_open_files(max_connections: int, workers: int) -> int:
+    """Raise the open-file soft limit to the hard limit (workers inherit it); warn when even that is
+    below what --max-connections needs: a worker holds a file per client connection, one more
+    upstream per stream, and a few of its own. Returns the soft limit in force."""
+    wanted = 2 * -(-max_connections // workers) + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard or hard == resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        print(f"warning: the open-file limit is {soft}; a worker may need {wanted} files for "
+              f"{max_connections} client connections and their upstream connections: raise it (ulimit -Hn) "
+              f"or lower --max-connections", file=sys.stderr)
+    return soft
+
+
+def connection_limits(max_connections: int, workers: int) -> tuple[int, int]:
+    """Granian's listen backlog (the kernel caps it at net.core.somaxconn) and per-worker
+    backpressure: the connections each worker serves at once, idle keep-alives included."""
+    return max_connections, -(-max_connections // workers)
+
+
+def _banner(opts: RunOptions, first: FirstLoad, port: int) -> None:
+    sources = ", ".join(opts.config) if opts.config else "no files"
+    print(f"modelyard: loaded {sources} (routing table generation {first.generation})")
+    if opts.backend:
+        print(f"modelyard: default backend {opts.backend} ({opts.backend_source})")
+    for line in first.summary:
+        print(f"  {line}")
+    print(f"modelyard: listening on {_url(opts.host, port)} ({opts.workers} worker{'s' if opts.workers != 1 else ''}); "
+          f"admin on {_url(opts.admin_host, opts.admin_port)} (/healthz /readyz /metrics /config)", flush=True)
+
+
+def _url(host: str, port: int) -> str:
+    """What is really bound: 0.0.0.0 means every interface, and says so."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    class _Server(Server):  # type: ignore[misc, valid-type]
+        def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:
+            worker = super()._spawn_worker(idx, target, callback_loader)
+            start = worker.start
+
+            def masked_start() -> None:
+                # Fork with SIGINT/SIGTERM blocked: a stop signal that reaches a starting worker
+                # after Granian gave it loop signal handlers but before its loop runs would be
+                # lost, and the worker then "refused to gracefully stop". The child unblocks once
+                # its loop runs (_MaskedApp), so a pending signal reaches the loop's handlers.
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+                try:
+                    start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+            worker.start = masked_start
+            return worker
+
+        def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
+            # Workers never run this copy: they are forked with the stop signals blocked.
+            control.stopping.set()  # shutting down: a control process that exits now stays down
+            super().signal_handler_interrupt(*args, **kwargs)
+
+        def shutdown(self, exit_code: int = 0) -> None:
+            requests, streams = worker_registry.load(os.environ[WORKERS_DIR_ENV])
+            log.info("draining: %d request(s) in flight, %d of them streams; up to %gs", requests, streams,
+                     opts.grace)
+            started = time.monotonic()
+            try:
+                super().shutdown(exit_code)
+            finally:
+                log.info("drained and stopped in %.1fs", time.monotonic() - started)
+
+    assert opts.max_connections is not None and opts.header_timeout is not None
+    backlog, backpressure = connection_limits(opts.max_connections, opts.workers)
+    server = _Server(
+        "modelyard.gateway.app:app",
+        address=opts.host,
+        port=port,
+        interface=Interfaces.RSGI,
+        workers=opts.workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        backlog=backlog,
+        backpressure=backpressure,
+        # The head timeout also closes idle keep-alive connections and ones that never send a byte
+        # (Granian 2 has no separate idle timeout).
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, int(opts.header_timeout * 1000)), keep_alive=True),
+        websockets=False,
+        log_level=LogLevels.warning,
+        respawn_failed_workers=True,
+        respawn_interval=0.5,
+        workers_kill_timeout=max(1, int(opts.grace)),
+        process_name="modelyard",
+    )
+    server.serve(target_loader=_load_app, wrap_loader=False)
+    return 0
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class _MaskedApp:
+    """The worker's app, unblocking the stop signals (blocked at fork) once its event loop runs:
+    uvloop listens for the signals it was given only while running, so one that arrives between
+    Granian's add_signal_handler and the loop's start would be dispatched to a no-op and lost."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.__rsgi__ = app.__rsgi__
+        self.__rsgi_del__ = app.__rsgi_del__
+
+    def __rsgi_init__(self, loop: Any) -> None:
+        loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        self.app.__rsgi_init__(loop)
+
+
+def _load_app() -> _MaskedApp:
+    from modelyard.gateway.app import app
+    return _MaskedApp(app)

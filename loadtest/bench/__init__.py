@@ -1,0 +1,1 @@
+"""The benchmark harness: targets, load generators, instruction counts, reports and the dashboard."""

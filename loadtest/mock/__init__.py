@@ -1,0 +1,1 @@
+"""The mock backends shipped with the gateway: OpenAI-compatible, Anthropic and Azure OpenAI wire formats."""
