@@ -48,3 +48,26 @@ def anthropic_error(status: int, message: str) -> bytes:
     """The body Anthropic returns for an error: {"type": "error", "error": {"type", "message"}}."""
     etype = ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return _encode({"type": "error", "error": {"type": etype, "message": message}})
+
+
+class GatewayError(Exception):
+    """An error the gateway answers itself, raised where it is found and answered once, at the top,
+    in the shape of the API the client speaks (error_body). `backend` names the backend it concerns
+    (sent in the x-ai-gateway-backend header); `headers` are extra response headers."""
+
+    def __init__(self, status: int, code: str, message: str, backend: str = "",
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(status, code, message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.backend = backend
+        self.headers = headers
+
+    def body(self, client: str) -> bytes:
+        return error_body(client, self.status, self.message, self.code)
+
+
+def error_body(client: str, status: int, message: str, code: str) -> bytes:
+    """An error in the shape the client's API ("openai" or "anthropic") uses."""
+    return anthropic_error(status, message) if client == "anthropic" else openai_error(status, message, code)

@@ -1,6 +1,6 @@
 """What each request used and cost: GenAI metrics, costs and the access log, after the answer is out.
 
-The proxy fills an Outcome as the request goes; `Accountant.record` runs when
+The proxy fills an Exchange as the request goes; `Accountant.record` runs when
 the response is complete. Usage the backend reported is used as it is. When it
 reported none, the tokens are counted with the tokenizer in a thread, off the
 event loop, and the result comes back to the loop to be recorded, marked as
@@ -41,8 +41,9 @@ MAX_KEPT = 1 << 20  # bytes of a usage-less answer kept for counting its tokens
 MAX_LOGGED = 256  # characters of a client-sent method, path or model name logged (the app bounds method and path)
 
 
-class Outcome:
-    """One request as the accountant sees it."""
+class Exchange:
+    """One request and its answer, filled in as it goes (by the router, the proxy, the relay) and
+    recorded by the accountant when it ends; its field names are the access log's."""
 
     __slots__ = ("client", "started", "method", "path", "route", "rule", "backend", "provider", "operation", "model",
                  "request_model", "response_model", "status", "stream", "first_byte", "ended", "usage", "retries", "error",
@@ -160,7 +161,7 @@ class Accountant:
         return tuple("" if name in withheld else bound(headers.get(name) or "")
                      for (name, _), bound in zip(self.header_labels, self.header_values))
 
-    def record(self, o: Outcome) -> None:
+    def record(self, o: Exchange) -> None:
         o.ended = time.perf_counter()
         metrics.observe(o.route, o.backend, o.status, o.ended - o.started)
         if not o.backend or o.operation not in GENAI_OPERATIONS:
@@ -176,14 +177,14 @@ class Accountant:
             return
         self._finish(o)
 
-    def _estimate(self, o: Outcome) -> None:
+    def _estimate(self, o: Exchange) -> None:
         try:
             o.usage = self.counting.estimate(o.request_model or o.model, o.request_body, b"".join(o.answer or ()),
                                              o.stream, o.operation)
         except Exception:
             log.exception("could not count the tokens of a request to %s", o.backend)
 
-    def _finish(self, o: Outcome) -> None:
+    def _finish(self, o: Exchange) -> None:
         try:
             self._account(o)
         except Exception:
@@ -199,7 +200,7 @@ class Accountant:
         series = self._series[key] = (labels, (*labels, "input"), (*labels, "output"))
         return series
 
-    def _account(self, o: Outcome) -> None:
+    def _account(self, o: Exchange) -> None:
         usage = o.usage
         costs: dict[str, int] = {}
         if o.costs is not None and usage is not None:
@@ -234,7 +235,7 @@ class Accountant:
             self.log.add(access_line(o, costs) + b"\n")
 
 
-def _error_type(o: Outcome) -> str:
+def _error_type(o: Exchange) -> str:
     if o.status < 400:
         return ""
     return o.error or str(o.status)
@@ -289,7 +290,7 @@ def _clip(name: str | None) -> str | None:
     return name if name is None or len(name) <= MAX_LABEL_LEN else f"{name[:MAX_LABEL_LEN]}...(+{len(name) - MAX_LABEL_LEN})"
 
 
-def access_line(o: Outcome, costs: dict[str, int]) -> bytes:
+def access_line(o: Exchange, costs: dict[str, int]) -> bytes:
     """One access-log record: what was asked, where it went, what it used; never a prompt or a key."""
     u = o.usage
     return _encode(_AccessRecord(

@@ -13,62 +13,46 @@ import gc
 import logging
 import os
 import time
-import traceback
 from collections.abc import Iterator
 from typing import Any
 
 from granian.rsgi import ProtocolClosed
 
+from modelyard.core.errors import GatewayError
 from modelyard.core.shm import TableSegment
 from modelyard.core.sniff import SniffError, check_model_name, sniff
 from modelyard.core.table import MODEL_HEADER, credential_headers, decode_table_in_steps
 from modelyard.core import metrics
 from modelyard.core import worker_registry
 from modelyard.core.router import RuleRuntime
-from modelyard.gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_env
-from modelyard.gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize, may_pass_through
-from modelyard.gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
 from modelyard.core.settings import body_timeout, max_count_bytes
-from modelyard.gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
+from modelyard.gateway.accounting import MAX_LOGGED, Accountant, Exchange, accountant_from_env
+from modelyard.gateway.admission import Admission, admission_for
+from modelyard.gateway.errors import BACKEND_HEADER, JSON_HEADERS, answer_error, internal_error
+from modelyard.gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize, may_pass_through
+from modelyard.gateway.proxy import Forwarding, Upstream, forward
+from modelyard.gateway.routes import Route, build_routes, client_of, refusal
+from modelyard.gateway.state import GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")
-CLOSE_HEADERS = [*JSON_HEADERS, ("connection", "close")]
 
 POLL_INTERVAL = 0.1
-TOKEN_ENDPOINTS = ("/tokenize", "/v1/messages/count_tokens", "/anthropic/v1/messages/count_tokens")
-MODELS_ENDPOINTS = ("/v1/models", "/anthropic/v1/models")
-RERANK = "/cohere/v2/rerank"
-MAX_FRAMES = 12  # of an unexpected error's stack, logged
 FLUSH_TICKS = 5  # metrics reach the shared files every half second
+NOT_READY = "No configuration is loaded yet."
 
 
-def error_response(proto: Any, status: int, message: str, code: str, client: str = "openai") -> int:
-    proto.response_bytes(status, JSON_HEADERS, error_body(client, status, message, code))
-    return status
-
-
-def client_error(o: Outcome, proto: Any, status: int, message: str, code: str) -> int:
-    """An error in the shape of the API the request came in on, noted for the access log."""
-    o.status, o.error = status, code
-    return error_response(proto, status, message, code, o.client)
-
-
-def malformed(scope: Any) -> tuple[str, str] | None:
-    """What makes a request unacceptable whatever its endpoint: (message, code), or None."""
+def malformed(scope: Any) -> GatewayError | None:
+    """What makes a request unacceptable whatever its endpoint, or None."""
     hosts = len(scope.headers.get_all("host"))
     if hosts != 1 and scope.http_version == "1.1":
         # RFC 9112 3.2: exactly one Host; with none or two, the target is ambiguous.
-        return (f"An HTTP/1.1 request needs exactly one Host header; this one has {hosts}.", "invalid_host")
+        return GatewayError(400, "invalid_host",
+                            f"An HTTP/1.1 request needs exactly one Host header; this one has {hosts}.")
     query = scope.query_string
     if query and not query.isascii():
-        return ("The query string has raw non-ASCII characters; percent-encode them (RFC 3986).", "invalid_query")
+        return GatewayError(400, "invalid_query",
+                            "The query string has raw non-ASCII characters; percent-encode them (RFC 3986).")
     return None
-
-
-def _where(e: BaseException) -> str:
-    """Where an exception was raised, as `file:line function` frames, innermost last."""
-    frames = traceback.extract_tb(e.__traceback__)[-MAX_FRAMES:]
-    return " > ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in frames)
 
 
 class GatewayApp:
@@ -80,10 +64,12 @@ class GatewayApp:
         self.accountant: Accountant | None = None
         self.body_timeout = body_timeout()
         self.max_count_bytes = max_count_bytes()
-        self.live: set[Outcome] = set()  # requests in flight, counted for the drain log line
+        self.live: set[Exchange] = set()  # requests in flight, counted for the drain log line
         self.streams = 0
         self.load = memoryview(bytearray(16)).cast("q")
         self.failed_generation = 0  # the last published generation this worker could not apply
+        self.routes: dict[str, Route] = build_routes(self)
+        self.admission: Admission | None = None  # None: no admission rules, the step is skipped
 
     # -- worker lifecycle (Granian RSGI hooks) -------------------------------------------------
 
@@ -137,6 +123,7 @@ class GatewayApp:
         finally:
             gc.enable()
         self.state = state
+        self.admission = admission_for(table)
         state.keep_pools(self.upstream.pools)
         # The table's objects live until the next reload: out of the collector's sight, a full
         # collection costs the same with 10 models or 10,000.
@@ -175,109 +162,59 @@ class GatewayApp:
             return
         path = scope.path
         method = scope.method
-        suffix = OPERATIONS.get(path)
-        o = Outcome(time.perf_counter(), OPERATION_NAMES[suffix] if suffix is not None else "")
-        o.method, o.path = method, path
+        route = self.routes.get(path)
+        exchange = (Exchange(time.perf_counter(), route.operation, route.client) if route is not None
+                    else Exchange(time.perf_counter(), "", client_of(path)))
+        exchange.method, exchange.path = method, path
         try:
-            if suffix is not None and method == "POST":  # the hot path, without a detour
-                await self._proxy(scope, proto, suffix, o)
-            else:
-                await self._dispatch(scope, proto, o, suffix)
+            try:
+                if route is None or method != route.method:
+                    raise self._refused(scope, exchange, route)
+                problem = malformed(scope)
+                if problem is not None:
+                    raise problem
+                await route.handler(scope, proto, exchange, route)
+            except GatewayError as e:  # raised where it was found, answered here
+                answer_error(proto, exchange, e)
         except ProtocolClosed:  # the client went away, typically mid-upload: not a failure of ours
-            o.error = "client_disconnected"
-            o.status = o.status or 499
-            log.info("client %s closed the connection before %s %r was answered", scope.client, o.method, o.path)
+            exchange.error = "client_disconnected"
+            exchange.status = exchange.status or 499
+            log.info("client %s closed the connection before %s %r was answered", scope.client, exchange.method,
+                     exchange.path)
         except Exception as e:
-            self._unexpected(proto, o, e)
+            internal_error(proto, exchange, e)
         finally:
             assert self.accountant is not None
-            self.accountant.record(o)
+            self.accountant.record(exchange)
 
-    async def _dispatch(self, scope: Any, proto: Any, o: Outcome, suffix: str | None) -> None:
-        """Every request but an OpenAI POST to a proxied endpoint."""
-        method = o.method = o.method[:MAX_LOGGED]
-        path = o.path = o.path[:MAX_LOGGED]  # bounded here: the hot path's is one of a few known ones
-        if suffix is None:
-            suffix = ANTHROPIC_OPERATIONS.get(path)
-            if suffix is not None or path.startswith("/anthropic/") or path.endswith("/count_tokens"):
-                o.client = "anthropic"
-            if suffix is not None:
-                o.operation = OPERATION_NAMES[suffix]
-                if method == "POST":
-                    await self._proxy(scope, proto, suffix, o)
-                    return
-        problem = malformed(scope)
-        if problem is not None:
-            client_error(o, proto, 400, *problem)
-            return
-        if suffix is not None:
-            pass  # a proxied endpoint, with another method: 405
-        elif path in MODELS_ENDPOINTS:
-            o.operation = "models"
-            if method == "GET":
-                self._models(proto, o)
-                return
-        elif path in TOKEN_ENDPOINTS:
-            o.operation = "tokenize" if path == "/tokenize" else "count_tokens"
-            if method == "POST":
-                await self._count(scope, proto, path, o)
-                return
-        elif path == RERANK:
-            o.operation = "rerank"
-            if method == "POST":
-                await self._rerank(scope, proto, o)
-                return
-        else:
-            client_error(o, proto, 404, f"Unknown endpoint {path!r}. This gateway serves /v1/chat/completions, "
-                         "/v1/completions, /v1/embeddings, /v1/models, /v1/messages, /v1/messages/count_tokens, "
-                         "/tokenize and /cohere/v2/rerank.", "unknown_endpoint")
-            return
-        client_error(o, proto, 405, f"Method {method!r} is not allowed on {path}.", "method_not_allowed")
+    def _refused(self, scope: Any, exchange: Exchange, route: Route | None) -> GatewayError:
+        """Why a request outside the route table is refused: malformed (400), else 404 or 405."""
+        method = exchange.method = exchange.method[:MAX_LOGGED]  # bounded: any method or path may come
+        path = exchange.path = exchange.path[:MAX_LOGGED]
+        return malformed(scope) or refusal(route, method, path)
 
-    def _unexpected(self, proto: Any, o: Outcome, e: Exception) -> None:
-        """A bug of ours, or a body nested deeper than a decoder after the sniff could follow:
-        logged once, as one line without the request or the exception's text (either may hold
-        what a client sent), and answered in the client's API shape unless an answer has begun."""
-        if isinstance(e, RecursionError) and o.status == 0:
-            client_error(o, proto, 400, "The request body is nested too deeply.", "invalid_json")
-            return
-        log.error("unexpected %s while serving %s %r, at %s", type(e).__name__, o.method, o.path, _where(e))
-        status = o.status
-        o.error = "internal_error"
-        if status == 0:
-            try:
-                client_error(o, proto, 500, "The gateway failed unexpectedly; the error is logged.", "internal_error")
-            except Exception:  # the response had started after all
-                o.status = 500
-
-    async def _count(self, scope: Any, proto: Any, path: str, o: Outcome) -> None:
+    async def _count(self, scope: Any, proto: Any, exchange: Exchange, route: Route) -> None:
         """vLLM's /tokenize and Anthropic's /v1/messages/count_tokens: a backend that serves /tokenize
         answers it; otherwise the gateway's tokenizer does, in a thread (the first use loads it), on at
         most --max-count-bytes: the body is read past that only when a backend may answer instead."""
+        path = route.path
         state = self.state
         cap = self.max_count_bytes
         limit = min(cap, state.body_limit) if state is not None else cap
         if state is not None and may_pass_through(state, path):
             limit = state.body_limit
-        body = await self._read_body(scope, proto, limit, o.client, o)
-        if body is None:
-            if not o.status:
-                o.status, o.error = 413, "request_too_large"
-            return
-        try:
-            model = sniff(body).model
-        except SniffError as e:
-            client_error(o, proto, 400, str(e), e.code)
-            return
+        body = await self._read_body(scope, proto, limit)
+        model = _sniffed_model(body)
         if state is not None and isinstance(model, str):  # without one, the default tokenizer answers here
-            o.model = model
+            exchange.model = model
+            if self.admission is not None:
+                await self.admission(scope, exchange)
             forward = forward_tokenize if path == "/tokenize" else forward_count_tokens
-            if await forward(self.upstream, state, scope, proto, body, o):
+            if await forward(self.upstream, state, scope, proto, body, exchange):
                 return
         if len(body) > cap:
-            client_error(o, proto, 413, f"The request body is {len(body)} bytes; the gateway counts tokens in at "
-                         f"most {cap} (--max-count-bytes).", "request_too_large")
-            return
+            raise GatewayError(413, "request_too_large", f"The request body is {len(body)} bytes; the gateway "
+                               f"counts tokens in at most {cap} (--max-count-bytes).")
         assert self.accountant is not None
         counting = self.accountant.counting
         answer = counting.tokenize if path == "/tokenize" else counting.count_tokens
@@ -285,55 +222,42 @@ class GatewayApp:
             status, data = await asyncio.get_running_loop().run_in_executor(None, answer, body)
         except Exception as e:  # the token service is restarting, or failed
             log.warning("token counting failed: %s", type(e).__name__)
-            status, o.error = 503, "tokenizer_unavailable"
-            data = error_body(o.client, 503, "Token counting is not available right now.", "tokenizer_unavailable")
-        o.status = status
+            raise GatewayError(503, "tokenizer_unavailable", "Token counting is not available right now.") from None
+        exchange.status = status
         proto.response_bytes(status, JSON_HEADERS, data)
 
-    async def _rerank(self, scope: Any, proto: Any, o: Outcome) -> None:
+    async def _rerank(self, scope: Any, proto: Any, exchange: Exchange, route: Route) -> None:
         state = self.state
-        body = await self._read_body(scope, proto, state.body_limit if state is not None else 1 << 20, o.client, o)
-        if body is None:
-            if not o.status:
-                o.status, o.error = 413, "request_too_large"
-            return
-        try:
-            model = sniff(body).model
-        except SniffError as e:
-            client_error(o, proto, 400, str(e), e.code)
-            return
+        body = await self._read_body(scope, proto, state.body_limit if state is not None else 1 << 20)
+        model = _sniffed_model(body)
         if not isinstance(model, str):
-            client_error(o, proto, 400, "The request body has no string 'model' field.", "missing_model")
-            return
-        o.model = model
-        if state is None or not await forward_rerank(self.upstream, state, scope, proto, body, o):
-            client_error(o, proto, 404, "No Cohere backend serves this model's rerank requests.", "model_not_found")
+            raise GatewayError(400, "missing_model", "The request body has no string 'model' field.")
+        exchange.model = model
+        if state is not None and self.admission is not None:
+            await self.admission(scope, exchange)
+        if state is None or not await forward_rerank(self.upstream, state, scope, proto, body, exchange):
+            raise GatewayError(404, "model_not_found", "No Cohere backend serves this model's rerank requests.")
 
-    def _models(self, proto: Any, o: Outcome) -> None:
+    async def _models(self, scope: Any, proto: Any, exchange: Exchange, route: Route) -> None:
         state = self.state
         if state is None:
-            client_error(o, proto, 503, "No configuration is loaded yet.", "not_ready")
-            return
-        o.status = 200
-        proto.response_bytes(200, JSON_HEADERS, state.anthropic_models_body if o.client == "anthropic"
+            raise GatewayError(503, "not_ready", NOT_READY)
+        exchange.status = 200
+        proto.response_bytes(200, JSON_HEADERS, state.anthropic_models_body if exchange.client == "anthropic"
                              else state.models_body)
 
-    async def _read_body(self, scope: Any, proto: Any, limit: int, client: str = "openai",
-                         o: Outcome | None = None) -> bytes | None:
-        """The request body, or None after answering 413 (over the limit) or 408 (too slow)."""
+    async def _read_body(self, scope: Any, proto: Any, limit: int) -> bytes:
+        """The request body; GatewayError 413 (over `limit`) or 408 (too slow) instead."""
         try:
             async with asyncio.timeout(self.body_timeout):
-                return await self._receive_body(scope, proto, limit, client)
+                return await self._receive_body(scope, proto, limit)
         except TimeoutError:
             # A client trickling its body would hold a connection (and its buffer) for ever.
             log.info("request body from %s not received within %gs; answered 408", scope.client, self.body_timeout)
-            if o is not None:
-                o.status = 408
-            proto.response_bytes(408, CLOSE_HEADERS, error_body(client, 408, "The request body did not arrive within "
-                                                               f"{self.body_timeout:g}s.", "request_timeout"))
-            return None
+            raise GatewayError(408, "request_timeout", f"The request body did not arrive within "
+                               f"{self.body_timeout:g}s.", headers=(("connection", "close"),)) from None
 
-    async def _receive_body(self, scope: Any, proto: Any, limit: int, client: str) -> bytes | None:
+    async def _receive_body(self, scope: Any, proto: Any, limit: int) -> bytes:
         """The body, read whole (Content-Length: ProtocolClosed if the client leaves before the end)
         or chunk by chunk up to `limit`. Granian's body iterator ends with one empty chunk; when the
         client leaves mid-upload it yields an empty chunk for the error first, then that last one:
@@ -342,9 +266,8 @@ class GatewayApp:
         length = scope.headers.get("content-length")
         if length is not None:
             if length.isdigit() and int(length) > limit:
-                error_response(proto, 413, f"The request body is {length} bytes; the limit is {limit}.",
-                               "request_too_large", client)
-                return None
+                raise GatewayError(413, "request_too_large", f"The request body is {length} bytes; the limit is "
+                                   f"{limit}.")
             return await proto()
         parts: list[bytes] = []
         size = 0
@@ -355,36 +278,27 @@ class GatewayApp:
             ended = not chunk
             size += len(chunk)
             if size > limit:
-                error_response(proto, 413, f"The request body is over the {limit}-byte limit.", "request_too_large",
-                               client)
-                return None
+                raise GatewayError(413, "request_too_large", f"The request body is over the {limit}-byte limit.")
             parts.append(chunk)
         return b"".join(parts)
 
-    async def _proxy(self, scope: Any, proto: Any, suffix: str, o: Outcome) -> None:
-        problem = malformed(scope)
-        if problem is not None:
-            client_error(o, proto, 400, *problem)
-            return
+    async def _proxy(self, scope: Any, proto: Any, exchange: Exchange, route: Route) -> None:
         state = self.state
         if state is None:
-            client_error(o, proto, 503, "No configuration is loaded yet.", "not_ready")
-            return
-        self.live.add(o)
+            raise GatewayError(503, "not_ready", NOT_READY)
+        self.live.add(exchange)
         self.load[0] = len(self.live)
         try:
-            await self._route(scope, proto, suffix, state, o)
-        finally:  # the top-level handler logs what failed and records the outcome
-            self.live.discard(o)
-            self.streams -= o.stream
+            await self._route(scope, proto, route.upstream, state, exchange)
+        finally:  # the top-level handler answers or logs what failed and records the exchange
+            self.live.discard(exchange)
+            self.streams -= exchange.stream
             self.load[0], self.load[1] = len(self.live), self.streams
 
-    async def _route(self, scope: Any, proto: Any, suffix: str, state: GenerationState, o: Outcome) -> None:
-        body = await self._read_body(scope, proto, state.body_limit, o.client, o)
-        if body is None:
-            if not o.status:
-                o.status, o.error = 413, "request_too_large"
-            return
+    async def _route(self, scope: Any, proto: Any, operation: str, state: GenerationState,
+                     exchange: Exchange) -> None:
+        """Match the request's model to a rule and backend, admit it, and forward it."""
+        body = await self._read_body(scope, proto, state.body_limit)
         headers = scope.headers
         try:
             sniffed = sniff(body)
@@ -394,15 +308,12 @@ class GatewayApp:
                 if model is not None:
                     check_model_name(model)  # the header's value goes upstream as it is
         except SniffError as e:
-            client_error(o, proto, 400, str(e), e.code)
-            return
+            raise GatewayError(400, e.code, str(e)) from None
         if model is None:
-            client_error(o, proto, 400, "The request body has no 'model' field.", "missing_model")
-            return
+            raise GatewayError(400, "missing_model", "The request body has no 'model' field.")
         if not isinstance(model, str):
-            client_error(o, proto, 400, "The 'model' field must be a string.", "invalid_model")
-            return
-        o.model = model
+            raise GatewayError(400, "invalid_model", "The 'model' field must be a string.")
+        exchange.model = model
         rule = state.router.match(model, headers)
         wanted = headers.get(BACKEND_HEADER) if state.header_routes else None
         fixed = None
@@ -414,34 +325,41 @@ class GatewayApp:
             if runtime is not None and runtime.by_header:
                 fixed = runtime.by_header.get(wanted)
                 if fixed is None:
-                    o.route = runtime.name
-                    client_error(
-                        o, proto, 400, f"Backend {wanted!r} may not be selected on route {runtime.name}; "
-                        f"allowed: {runtime.allowed}.", "backend_not_allowed")
-                    return
+                    exchange.route = runtime.name
+                    raise GatewayError(400, "backend_not_allowed", f"Backend {wanted!r} may not be selected on "
+                                       f"route {runtime.name}; allowed: {runtime.allowed}.")
                 if rule is not None:  # the rule's own reference keeps its model override and mutations
                     fixed = _rule_ref(state, rule, fixed)
         if fixed is None:
             if rule is None:
-                client_error(o, proto, 404, _no_route_message(model, state), "model_not_found")
-                return
-            o.route = rule.rule.route
+                raise GatewayError(404, "model_not_found", _no_route_message(model, state))
+            exchange.route = rule.rule.route
             if rule.error is not None:
-                err_status, code, message = rule.error
-                client_error(o, proto, err_status, message, code)
-                return
+                raise GatewayError(*rule.error)  # the table stores (status, code, message)
             runtime = state.routes[rule.rule.route_index]
         assert runtime is not None
-        o.route = runtime.name
-        o.rule = rule.rule.name if rule is not None else ""
-        o.costs = runtime.costs
-        o.request_body = body
-        o.labels = self.accountant.header_label_values(headers) if self.accountant is not None else ()
-        if sniffed.stream is True:  # as forward() sets it; counted for the drain log line until _proxy ends
-            o.stream = True
+        exchange.route = runtime.name
+        exchange.rule = rule.rule.name if rule is not None else ""
+        exchange.costs = runtime.costs
+        exchange.request_body = body
+        exchange.labels = self.accountant.header_label_values(headers) if self.accountant is not None else ()
+        if sniffed.stream is True:  # as Forwarding sets it; counted for the drain log line until _proxy ends
+            exchange.stream = True
             self.streams += 1
             self.load[1] = self.streams
-        await forward(self.upstream, scope, proto, body, suffix, state, runtime, rule, fixed, sniffed, o)
+        if self.admission is not None:
+            await self.admission(scope, exchange)
+        await forward(self.upstream, Forwarding(scope, proto, exchange, state, runtime, rule, fixed, sniffed,
+                                                operation, body))
+
+
+def _sniffed_model(body: bytes) -> Any:
+    """The body's model field, whatever its type (None without one); GatewayError 400 for a body
+    the sniff refuses."""
+    try:
+        return sniff(body).model
+    except SniffError as e:
+        raise GatewayError(400, e.code, str(e)) from None
 
 
 def _route_allowing(state: GenerationState, wanted: str) -> RouteRuntime | None:

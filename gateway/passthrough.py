@@ -1,7 +1,7 @@
 """Requests passed to a backend as they are, outside the chat path: vLLM's /tokenize, Anthropic's
-count_tokens and Cohere's rerank. Each goes to the backend the body's model (`o.model`, sniffed by
-the caller) routes to, when that backend has the endpoint; the caller answers locally (or with an
-error) when it does not.
+count_tokens and Cohere's rerank. Each goes to the backend the body's model (`exchange.model`,
+sniffed by the caller) routes to, when that backend has the endpoint; the caller answers locally
+(or with an error) when it does not.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from modelyard.core.sniff import rewrite_body
-from modelyard.gateway.accounting import Outcome
+from modelyard.gateway.accounting import Exchange
 from modelyard.gateway.client_window import ClientWindow
+from modelyard.gateway.errors import CLIENT_GONE
 from modelyard.gateway.http1 import HIGH_WATER, UpstreamError
 from modelyard.gateway.proxy import Upstream, attempt
 from modelyard.gateway.relay import pump, relay_sized, response_headers
@@ -20,24 +21,24 @@ _UNSERVED = frozenset({404, 405, 501})
 
 
 async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
-                           o: Outcome) -> bool:
+                           exchange: Exchange) -> bool:
     """Send vLLM's /tokenize to the backend the body's model routes to, at the server's root as
     vLLM serves it; True when the backend answered. A backend that does not serve it is
     remembered for the rest of the table generation and not asked again."""
     def path(backend: BackendRuntime) -> bytes | None:
         ok = backend.provider == "openai" and not backend.tokenize_unserved
         return b"/tokenize" if ok else None
-    return await _forward_plain(upstream, state, scope, proto, body, o, path)
+    return await _forward_plain(upstream, state, scope, proto, body, exchange, path)
 
 
 async def forward_count_tokens(upstream: Upstream, state: GenerationState, scope: Any, proto: Any,
-                               body: bytes, o: Outcome) -> bool:
+                               body: bytes, exchange: Exchange) -> bool:
     """Anthropic's count_tokens, to the Anthropic backend the model routes to; False for other backends."""
     def path(backend: BackendRuntime) -> bytes | None:
         if backend.backend.schema != "Anthropic":
             return None
         return f"{backend.backend.prefix}/v1/messages/count_tokens".encode("latin-1")
-    return await _forward_plain(upstream, state, scope, proto, body, o, path)
+    return await _forward_plain(upstream, state, scope, proto, body, exchange, path)
 
 
 def may_pass_through(state: GenerationState, path: str) -> bool:
@@ -49,17 +50,17 @@ def may_pass_through(state: GenerationState, path: str) -> bool:
 
 
 async def forward_rerank(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
-                         o: Outcome) -> bool:
+                         exchange: Exchange) -> bool:
     """Cohere's rerank, as it is, to the Cohere backend the model routes to; False for other backends."""
     def path(backend: BackendRuntime) -> bytes | None:
         return b"/v2/rerank" if backend.backend.schema == "Cohere" else None
-    return await _forward_plain(upstream, state, scope, proto, body, o, path)
+    return await _forward_plain(upstream, state, scope, proto, body, exchange, path)
 
 
 async def _forward_plain(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
-                         o: Outcome, path_of: Callable[[BackendRuntime], bytes | None]) -> bool:
-    """One request, as it is, to the backend `o.model` routes to at the path `path_of` gives."""
-    rule = state.router.match(o.model, scope.headers)
+                         exchange: Exchange, path_of: Callable[[BackendRuntime], bytes | None]) -> bool:
+    """One request, as it is, to the backend `exchange.model` routes to at the path `path_of` gives."""
+    rule = state.router.match(exchange.model, scope.headers)
     if rule is None or rule.error is not None:
         return False
     ref = state.pick(rule)
@@ -84,14 +85,14 @@ async def _forward_plain(upstream: Upstream, state: GenerationState, scope: Any,
         if status in _UNSERVED and path == b"/tokenize":
             backend.tokenize_unserved = True
             return False
-        o.status, o.route, o.backend = status, rule.rule.route, backend.name
+        exchange.status, exchange.route, exchange.backend = status, rule.rule.route, backend.name
         if result.streaming:  # no length: relayed as it comes, as the chat path does
             transport = proto.response_stream(status, headers)
             try:
                 if result.first:
                     await transport.send_bytes(result.first)
                 await pump(conn, transport, None, None, None, ClientWindow(scope))
-            except Exception:  # the upstream broke off or the client left: the response ends here
+            except (UpstreamError, *CLIENT_GONE):  # the upstream broke off or the client left: it ends here
                 conn.abort()
             return True
         if not await conn.fill():  # over HIGH_WATER: relayed with its length, in bounded memory

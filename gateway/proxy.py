@@ -1,4 +1,5 @@
-"""Forwarding one request upstream: choosing the backend, trying it, failing over.
+"""Forwarding one request upstream: choose a backend, prepare the request for it, attempt it,
+and fail over as the route's retry policy (gateway/retry.py) allows.
 
 The request head is assembled from parts prepared once per table generation
 (request line, Host, the backendRef's header edits and credentials) plus the
@@ -10,23 +11,22 @@ has an answer to give, gateway/relay.py relays it to the client.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
+from modelyard.core.errors import GatewayError
 from modelyard.core.router import RuleRuntime
 from modelyard.core.sniff import Sniffed, rewrite_body, wants_usage, with_usage_requested
-from modelyard.core.table import MODEL_HEADER, RetryPolicy
+from modelyard.core.table import MODEL_HEADER
 from modelyard.core.wire import HEADER_ENCODING, header_value_problem
 from modelyard.core import metrics
-from modelyard.gateway.accounting import Outcome
+from modelyard.gateway.accounting import Exchange
 from modelyard.gateway.http1 import Connection, UpstreamError
-from modelyard.gateway.relay import (  # noqa: F401  (JSON_HEADERS, error_body: imported from here by gateway/app.py)
-    BACKEND_HEADER, EVENT_STREAM, JSON_HEADERS, IdleWatch, error_body, fail, relay_answer,
-)
+from modelyard.gateway.relay import BACKEND_HEADER, EVENT_STREAM, IdleWatch, relay_answer
+from modelyard.gateway.retry import Retries, attempt_deadline, backoff_pause, retriable_status, retry_after
 from modelyard.gateway.state import UNSUPPORTED, GenerationState, Pools, RefRuntime, RouteRuntime, Target
 from modelyard.gateway.translators import TranslationError
 
@@ -105,40 +105,10 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, mode
         *path, target.head, lines, model_line, credentials, b"content-length: %d\r\n\r\n" % length,
     ))
 
-def _describe(error: UpstreamError, where: str, ref: RefRuntime) -> tuple[int, str, str]:
-    kind = error.kind
-    if kind == "timeout":
-        return 504, f"{where} did not answer within the rule's {ref.timeout:g}s timeout.", "upstream_timeout"
-    if kind == "tls":
-        return (502, f"TLS with {where} failed: {error.detail}. Check the BackendTLSPolicy's caCertificateRefs "
-                "and hostname.", "upstream_tls_error")
-    if kind == "unreachable":
-        return 502, f"Could not connect to {where}: {error.detail}.", "upstream_unreachable"
-    if kind == "invalid":
-        return 502, f"{where} sent a response the gateway does not relay: {error.detail}.", "upstream_invalid_response"
-    return 502, f"{where} closed the connection before answering ({error.detail}).", "upstream_reset"
-
-
-def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
-    for name, value in headers:
-        if name.lower() == b"retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None  # an HTTP date: no hint
-    return None
-
-
-def _retriable_status(status: int, retry: RetryPolicy) -> bool:
-    if status >= 500:
-        return retry.any_5xx or (retry.gateway_errors and status in (502, 503, 504)) or status in retry.statuses
-    return status in retry.statuses
-
-
 _OUTCOMES = {200: "200"}  # the common label value without formatting a number per request
 
 
-class _Attempt:
+class Attempt:
     """What one try ended with: a response to relay (conn, and its first body bytes when it
     streams), or a failure before any response byte (error)."""
 
@@ -152,7 +122,7 @@ class _Attempt:
         self.error = error
 
 
-async def attempt(target: Target, head: bytes, body: bytes, deadline: float | None) -> _Attempt:
+async def attempt(target: Target, head: bytes, body: bytes, deadline: float | None) -> Attempt:
     """One try, up to the response head, and for a stream up to its first body bytes: until then
     nothing has reached the client, so any failure can still be retried elsewhere. One
     coroutine and one timer for all of it: this runs for every request."""
@@ -175,21 +145,21 @@ async def attempt(target: Target, head: bytes, body: bytes, deadline: float | No
                 conn.send(head, body)
                 await conn.response()
             if not _streams(conn) or conn.status >= 400:
-                return _Attempt(conn)
+                return Attempt(conn)
             first = await conn.read_chunk()
     except UpstreamError as e:
         if conn is not None:
             conn.abort()
-        return _Attempt(error=e.with_traceback(None))
+        return Attempt(error=e.with_traceback(None))
     except TimeoutError:
         if conn is not None:
             conn.abort()
-        return _Attempt(error=UpstreamError("timeout", "no response"))
+        return Attempt(error=UpstreamError("timeout", "no response"))
     except BaseException:  # cancelled: the connection is in an unknown state
         if conn is not None:
             conn.abort()
         raise
-    return _Attempt(conn, first, True)
+    return Attempt(conn, first, True)
 
 
 def _streams(conn: Connection) -> bool:
@@ -204,146 +174,162 @@ def _streams(conn: Connection) -> bool:
     return not sized
 
 
-async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffix: str, state: GenerationState,
-                  route: RouteRuntime, rule: RuleRuntime | None, fixed: RefRuntime | None, sniffed: Sniffed,
-                  o: Outcome) -> None:
-    """Send the request upstream, failing over while nothing has reached the client, and relay
-    the answer; what happened goes into `o` for accounting."""
-    stream = o.stream = sniffed.stream is True
-    client = o.client
-    passthrough_body = body
-    forced = False
-    if client == "openai" and stream and suffix != "/embeddings" and not wants_usage(sniffed):
-        # Ask for the usage chunk, so tokens are counted exactly and at no cost; the client,
-        # who did not ask for it, does not get it.
-        passthrough_body = with_usage_requested(body, sniffed)
-        forced = True
-    request: dict[str, Any] | None = None  # the client's body decoded, once, if a translation needs it
-    loop = upstream.pools.loop
-    assert loop is not None
-    retry, outlier, board = route.retry, route.outlier, state.board
-    idle = rule.rule.stream_idle if stream and rule is not None else 0.0
-    tried: list[Target] = []
-    skip: frozenset[int] = frozenset()
-    per_priority: dict[int, int] = {}
-    now = time.monotonic()
-    pick = state.choose_fixed(fixed, suffix, tried, now) if fixed is not None else (
-        state.choose(rule, suffix, tried, now) if rule is not None else None)
-    if pick is None:  # every backend of the rule lacks this operation (e.g. embeddings on Anthropic)
-        o.status = fail(proto, 501, f"No backend of this route can serve {suffix.lstrip('/')}.",
-                         "operation_not_supported", "", client)
-        return
-    ref, target = pick
-    timeout = ref.timeout
-    started = loop.time()
-    deadline = started + timeout if timeout is not None else None
-    while True:
-        tried.append(target)
-        model = ref.ref.model_override or o.model
+class Forwarding:
+    """One proxied request on its way upstream, as the router matched it: what choosing,
+    preparing and relaying need, gathered once instead of passed along argument by argument."""
+
+    __slots__ = ("scope", "proto", "exchange", "state", "route", "rule", "fixed", "sniffed", "operation", "body",
+                 "passthrough", "forced", "decoded", "idle")
+
+    def __init__(self, scope: Any, proto: Any, exchange: Exchange, state: GenerationState, route: RouteRuntime,
+                 rule: RuleRuntime | None, fixed: RefRuntime | None, sniffed: Sniffed, operation: str, body: bytes):
+        self.scope, self.proto, self.exchange, self.state = scope, proto, exchange, state
+        self.route, self.rule, self.fixed, self.sniffed = route, rule, fixed, sniffed
+        self.operation = operation  # the upstream operation: "/chat/completions", "/messages", ...
+        self.body = body
+        stream = exchange.stream = sniffed.stream is True
+        self.passthrough = body  # what goes upstream untranslated (before a backendRef's rewrite)
+        self.forced = False  # the usage chunk was asked for on the client's behalf; it is not relayed
+        if exchange.client == "openai" and stream and operation != "/embeddings" and not wants_usage(sniffed):
+            # Ask for the usage chunk, so tokens are counted exactly and at no cost.
+            self.passthrough = with_usage_requested(body, sniffed)
+            self.forced = True
+        self.decoded: dict[str, Any] | None = None  # the client's body decoded, once, if a translation needs it
+        self.idle = rule.rule.stream_idle if stream and rule is not None else 0.0
+
+    def choose(self, tried: list[Target], now: float,
+               skip: frozenset[int] = frozenset()) -> tuple[RefRuntime, Target] | None:
+        """The backend and endpoint for the next attempt; None when nothing is left to try."""
+        if self.fixed is not None:  # picked by the client's header: only its endpoints are tried
+            return self.state.choose_fixed(self.fixed, self.operation, tried, now)
+        if self.rule is None:
+            return None
+        return self.state.choose(self.rule, self.operation, tried, now, skip)
+
+    def prepare(self, ref: RefRuntime, target: Target) -> tuple[bytes, bytes]:
+        """The body and head of an attempt at `target`: translated or rewritten as the backend
+        needs. Raises GatewayError for a request this backend cannot take."""
+        exchange = self.exchange
+        client = exchange.client
+        name = ref.backend.name
+        model = ref.ref.model_override or exchange.model
         translator = ref.backend.translators[client]
         if translator is None:  # the backend speaks the client's API: bytes through, edited at most
-            body_out = rewrite_body(passthrough_body, ref.ref.model_override, ref.ref.body_set,
-                                    ref.ref.body_remove) if ref.rewrite else passthrough_body
+            body = rewrite_body(self.passthrough, ref.ref.model_override, ref.ref.body_set,
+                                ref.ref.body_remove) if ref.rewrite else self.passthrough
         elif translator is UNSUPPORTED:
-            o.backend = ref.backend.name
-            o.status = fail(proto, 501, f"Backend {ref.backend.name} speaks {ref.backend.backend.schema}, which "
-                             f"{'Anthropic' if client == 'anthropic' else 'OpenAI'} clients cannot reach yet.",
-                             "schema_not_supported", ref.backend.name, client)
-            return
+            raise GatewayError(501, "schema_not_supported", f"Backend {name} speaks {ref.backend.backend.schema}, "
+                               f"which {'Anthropic' if client == 'anthropic' else 'OpenAI'} clients cannot reach yet.",
+                               name)
         else:
             try:
-                if request is None:
-                    request = msgspec.json.decode(body)
-                body_out = translator.request(dict(request), model)  # type: ignore[attr-defined]
+                if self.decoded is None:
+                    self.decoded = msgspec.json.decode(self.body)
+                body = translator.request(dict(self.decoded), model)  # type: ignore[attr-defined]
                 if ref.ref.body_set or ref.ref.body_remove:
-                    body_out = rewrite_body(body_out, None, ref.ref.body_set, ref.ref.body_remove)
+                    body = rewrite_body(body, None, ref.ref.body_set, ref.ref.body_remove)
             except TranslationError as e:
-                o.backend, o.error = ref.backend.name, "untranslatable_request"
-                o.status = fail(proto, 400, f"The request cannot be sent to {ref.backend.name}: {e}",
-                                 "untranslatable_request", ref.backend.name, client)
-                return
+                raise GatewayError(400, "untranslatable_request", f"The request cannot be sent to {name}: {e}",
+                                   name) from None
         if target.tail is not None and model in DOT_SEGMENTS:  # Azure: the model is a path segment
-            o.backend, o.error = ref.backend.name, "invalid_model"
-            o.status = fail(proto, 400, f"The model name {model!r} cannot name a deployment of "
-                             f"{ref.backend.name}.", "invalid_model", ref.backend.name, client)
-            return
-        head = _request_head(scope, ref, target, len(body_out), model, o.model)
+            raise GatewayError(400, "invalid_model", f"The model name {model!r} cannot name a deployment of {name}.",
+                               name)
+        # The one place an attempt's request head is built.
+        head = _request_head(self.scope, ref, target, len(body), model, exchange.model)
         if head is None:
-            header = ref.override[0]  # type: ignore[index]
-            o.backend, o.error = ref.backend.name, "missing_credentials"
-            o.status = fail(proto, 401, f"Backend {ref.backend.name} needs your API key in the {header} header.",
-                             "missing_credentials", ref.backend.name, client)
-            return
-        # Until the first response byte an attempt is bounded by the rule's deadline, the
-        # per-try timeout and, for a stream, the stream idle timeout.
-        limit = deadline
-        for span in (retry.per_try, idle):
-            if span:
-                t = loop.time() + span
-                limit = t if limit is None or t < limit else limit
-        result = await attempt(target, head, body_out, limit)
+            raise GatewayError(401, "missing_credentials", f"Backend {name} needs your API key in the "
+                               f"{ref.override[0]} header.", name)  # type: ignore[index]
+        return body, head
+
+
+def _failure(error: UpstreamError, where: str, timeout: float | None) -> GatewayError:
+    """The answer to an attempt that failed before any response byte."""
+    kind = error.kind
+    if kind == "timeout":
+        return GatewayError(504, "upstream_timeout", f"{where} did not answer within the rule's {timeout:g}s timeout.")
+    if kind == "tls":
+        return GatewayError(502, "upstream_tls_error", f"TLS with {where} failed: {error.detail}. Check the "
+                            "BackendTLSPolicy's caCertificateRefs and hostname.")
+    if kind == "unreachable":
+        return GatewayError(502, "upstream_unreachable", f"Could not connect to {where}: {error.detail}.")
+    if kind == "invalid":
+        return GatewayError(502, "upstream_invalid_response",
+                            f"{where} sent a response the gateway does not relay: {error.detail}.")
+    return GatewayError(502, "upstream_reset", f"{where} closed the connection before answering ({error.detail}).")
+
+
+async def forward(upstream: Upstream, fwd: Forwarding) -> None:
+    """Send the request upstream, failing over while nothing has reached the client, and relay
+    the answer; what happened goes into the exchange for accounting. Raises GatewayError when
+    the gateway answers instead of a backend."""
+    exchange = fwd.exchange
+    loop = upstream.pools.loop
+    assert loop is not None
+    route = fwd.route
+    policy, outlier, board = route.retry, route.outlier, fwd.state.board
+    tried: list[Target] = []
+    retries: Retries | None = None  # made at the first failure
+    pick = fwd.choose(tried, time.monotonic())
+    if pick is None:  # every backend of the rule lacks this operation (e.g. embeddings on Anthropic)
+        raise GatewayError(501, "operation_not_supported",
+                           f"No backend of this route can serve {fwd.operation.lstrip('/')}.")
+    ref, target = pick
+    timeout = ref.timeout
+    deadline = loop.time() + timeout if timeout is not None else None
+    while True:
+        tried.append(target)
+        body, head = fwd.prepare(ref, target)  # GatewayError: answered at the top, naming the backend
+        result = await attempt(target, head, body, attempt_deadline(loop.time(), deadline, policy.per_try, fwd.idle))
         conn, error = result.conn, result.error
         now = time.monotonic()
         status = conn.status if conn is not None else 0
         metrics.ATTEMPTS.inc((ref.backend.name, _OUTCOMES.get(status) or str(status) if error is None else error.kind))
         if error is not None:
-            retriable = retry.transport
+            retriable = policy.transport
             board.failure(target.health, 0, outlier, now)
         elif status >= 500 or status == 429:
-            retriable = _retriable_status(status, retry)
-            hint = _retry_after(conn.headers) if status == 429 else None  # type: ignore[union-attr]
+            retriable = retriable_status(status, policy)
+            hint = retry_after(conn.headers) if status == 429 else None  # type: ignore[union-attr]
             board.failure(target.health, status, outlier, now, hint)
         else:
             retriable = False
             board.success(target.health)
         nxt = None
-        if retriable and o.retries < retry.retries and (deadline is None or loop.time() < deadline):
-            if retry.per_priority and fixed is None:
-                p = ref.ref.priority
-                per_priority[p] = per_priority.get(p, 0) + 1
-                if per_priority[p] >= retry.per_priority:
-                    skip = skip | {p}
-            nxt = state.choose_fixed(fixed, suffix, tried, now) if fixed is not None else \
-                state.choose(rule, suffix, tried, now, skip)  # type: ignore[arg-type]
+        if retriable and exchange.retries < policy.retries and (deadline is None or loop.time() < deadline):
+            if retries is None:
+                retries = Retries(policy)
+            skip = retries.spend(ref.ref.priority) if fwd.fixed is None else retries.skip
+            nxt = fwd.choose(tried, now, skip)
         if nxt is None:
             break
-        o.retries += 1
-        reason = f"{status}" if error is None else error.kind
-        metrics.RETRIES.inc((route.name, ref.backend.name, reason))
+        exchange.retries += 1
+        metrics.RETRIES.inc((route.name, ref.backend.name, f"{status}" if error is None else error.kind))
         if conn is not None:
             conn.abort()  # its answer is not wanted; a fresh connection is cheaper than reading it
-        if retry.backoff:
-            pause = random.random() * min(retry.backoff * (2 ** (o.retries - 1)), retry.backoff_max or retry.backoff)
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - loop.time()))
-            await asyncio.sleep(pause)
+        if policy.backoff:
+            await asyncio.sleep(backoff_pause(policy, exchange.retries,
+                                              deadline - loop.time() if deadline is not None else None))
         ref, target = nxt
-    name = o.backend = ref.backend.name
-    o.provider = ref.backend.provider
-    o.request_model = ref.ref.model_override or o.model
+    name = exchange.backend = ref.backend.name
+    exchange.provider = ref.backend.provider
+    exchange.request_model = ref.ref.model_override or exchange.model
     if error is not None:
-        if error.kind == "timeout" and deadline is not None and loop.time() >= deadline:
-            status, message, code = _describe(error, target.where, ref)
-        elif error.kind == "timeout":
-            spans = [s for s in (retry.per_try, idle) if s]
-            status, message, code = 504, f"{target.where} sent nothing within {min(spans):g}s.", "upstream_timeout"
+        if error.kind == "timeout" and (deadline is None or loop.time() < deadline):
+            spans = [s for s in (policy.per_try, fwd.idle) if s]
+            failure = GatewayError(504, "upstream_timeout", f"{target.where} sent nothing within {min(spans):g}s.")
         else:
-            status, message, code = _describe(error, target.where, ref)
-        o.error = code
-        o.status = fail(proto, status, message, code, name, client)
-        return
+            failure = _failure(error, target.where, ref.timeout)
+        failure.backend = name
+        raise failure
     assert conn is not None
-    translator = ref.backend.translators[client]
-    strip = forced and translator is None
     handles = []
     if deadline is not None:
         # The rule's timeout bounds the whole exchange, up to the last byte, as Envoy's route timeout does.
         handles.append(loop.call_at(deadline, conn.timed_out, "timeout"))
-    if result.streaming and idle:
-        handles.append(IdleWatch(loop, conn, idle))
+    if result.streaming and fwd.idle:
+        handles.append(IdleWatch(loop, conn, fwd.idle))
     try:
-        await relay_answer(conn, proto, name, target.where, ref, result.streaming, result.first, idle, o, strip,
-                           translator, wants_usage(sniffed), scope)
+        await relay_answer(fwd, result, ref, target)
     finally:
         for h in handles:
             h.cancel()

@@ -13,21 +13,24 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from modelyard.core.errors import anthropic_error, openai_error, sse_error_event
+from modelyard.core.errors import GatewayError, sse_error_event
+from modelyard.core.sniff import wants_usage
 from modelyard.core.usage import StreamUsage, Usage, first_event_model, from_body
-from modelyard.gateway.accounting import MAX_KEPT, Outcome
+from modelyard.gateway.accounting import MAX_KEPT, Exchange
 from modelyard.gateway.client_window import ClientWindow
+from modelyard.gateway.errors import BACKEND_HEADER, CLIENT_GONE, INTERNAL_ERROR_MESSAGE, JSON_HEADERS, log_unexpected
 from modelyard.gateway.http1 import Connection, UpstreamError
-from modelyard.gateway.state import RefRuntime
+from modelyard.gateway.state import RefRuntime, Target
 from modelyard.gateway.stream_trackers import AnthropicStreamUsage, Translated, anthropic_usage
 from modelyard.gateway.translators.anthropic_openai import anthropic_error_event
 
-JSON_HEADERS = [("content-type", "application/json")]
-BACKEND_HEADER = "x-ai-gateway-backend"
+if TYPE_CHECKING:
+    from modelyard.gateway.proxy import Attempt, Forwarding
+
 _RESPONSE_STRIP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
     b"content-length", BACKEND_HEADER.encode(),
@@ -48,17 +51,6 @@ def response_headers(raw: list[tuple[bytes, bytes]], backend: str) -> list[tuple
             out.append((lname.decode("latin-1"), value.decode("latin-1")))
     out.append((BACKEND_HEADER, backend))
     return out
-
-
-def error_body(client: str, status: int, message: str, code: str) -> bytes:
-    """An error in the shape the client's API uses."""
-    return anthropic_error(status, message) if client == "anthropic" else openai_error(status, message, code)
-
-
-def fail(proto: Any, status: int, message: str, code: str, backend: str, client: str = "openai") -> int:
-    headers = [*JSON_HEADERS, (BACKEND_HEADER, backend)] if backend else JSON_HEADERS
-    proto.response_bytes(status, headers, error_body(client, status, message, code))
-    return status
 
 
 class IdleWatch:
@@ -85,59 +77,61 @@ class IdleWatch:
         self.handle.cancel()
 
 
-async def relay_answer(conn: Connection, proto: Any, name: str, where: str, ref: RefRuntime, streaming: bool,
-                       first: bytes | None, idle: float, o: Outcome, strip: bool, translator: Any,
-                       client_wants_usage: bool, scope: Any) -> None:
-    """The answer of `conn`, whose head is in, to the client; what it held goes into `o`.
-    `first` is a stream's first body bytes, read before the attempt was chosen."""
-    o.status = status = conn.status
+async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target: Target) -> None:
+    """The answer of `result.conn`, whose head is in, to the client; what it held goes into the
+    exchange. `result.first` is a stream's first body bytes, read before the attempt was chosen.
+    Raises GatewayError for a whole answer that cannot be relayed (nothing has been sent yet)."""
+    conn = result.conn
+    assert conn is not None
+    exchange = fwd.exchange
+    proto = fwd.proto
+    name = ref.backend.name
+    where = target.where
+    exchange.status = status = conn.status
     headers = response_headers(conn.headers, name)
-    client = o.client
-    if not streaming:
+    client = exchange.client
+    translator = ref.backend.translators[client]
+    if not result.streaming:
         try:
             # A translated answer is decoded whole (up to MAX_TRANSLATED_BODY); one passed through
             # is relayed as it arrives once it is over HIGH_WATER, in bounded memory.
             if translator is None and not await conn.fill():
-                await relay_sized(conn, proto, status, headers, scope, o)
+                await relay_sized(conn, proto, status, headers, fwd.scope, exchange)
                 return
             data = await conn.read_all(MAX_TRANSLATED_BODY)
         except UpstreamError as e:
             if e.kind == "timeout":
-                o.error = "upstream_timeout"
-                o.status = fail(proto, 504, f"{where} did not finish its answer within {ref.timeout:g}s.",
-                                 "upstream_timeout", name, client)
-            elif e.kind == "too_large":
-                o.error = "upstream_too_large"
-                o.status = fail(proto, 502, f"{where} answered with over {MAX_TRANSLATED_BODY >> 20} MiB, more "
-                                 "than the gateway translates between APIs.", "upstream_too_large", name, client)
-            else:
-                o.error = "upstream_reset"
-                o.status = fail(proto, 502, f"{where} broke off its answer ({e.detail}).", "upstream_reset", name,
-                                 client)
-            return
+                raise GatewayError(504, "upstream_timeout", f"{where} did not finish its answer within "
+                                   f"{ref.timeout:g}s.", name) from None
+            if e.kind == "too_large":
+                raise GatewayError(502, "upstream_too_large", f"{where} answered with over "
+                                   f"{MAX_TRANSLATED_BODY >> 20} MiB, more than the gateway translates between "
+                                   "APIs.", name) from None
+            raise GatewayError(502, "upstream_reset", f"{where} broke off its answer ({e.detail}).", name) from None
         if translator is not None:
             if status < 300:
-                data, o.usage, o.response_model = translator.response(data)
+                data, exchange.usage, exchange.response_model = translator.response(data)
             else:
-                o.status, data = translator.error(status, data)
-            proto.response_bytes(o.status, [*JSON_HEADERS, (BACKEND_HEADER, name)], data)
+                exchange.status, data = translator.error(status, data)
+            proto.response_bytes(exchange.status, [*JSON_HEADERS, (BACKEND_HEADER, name)], data)
             return
         proto.response_bytes(status, headers, data)
         if status < 300:
-            o.usage, o.response_model = from_body(data) if client == "openai" else anthropic_usage(data)
-            if o.usage is None and len(data) <= MAX_KEPT:
-                o.answer = [data]
+            exchange.usage, exchange.response_model = from_body(data) if client == "openai" else anthropic_usage(data)
+            if exchange.usage is None and len(data) <= MAX_KEPT:
+                exchange.answer = [data]
         return
     transport = proto.response_stream(status, headers)
     tracker: Any = None
     if status < 300:
         if translator is not None:
-            tracker = Translated(translator.stream(client_wants_usage))
+            tracker = Translated(translator.stream(wants_usage(fwd.sniffed)))
         elif client == "anthropic":
             tracker = AnthropicStreamUsage()
         else:
-            tracker = StreamUsage(strip)
+            tracker = StreamUsage(fwd.forced)
     kept: list[bytes] | None = [] if tracker is not None else None
+    first = result.first
     try:
         if first:
             if kept is not None:
@@ -145,9 +139,10 @@ async def relay_answer(conn: Connection, proto: Any, name: str, where: str, ref:
             out = tracker.feed(first) if tracker is not None else first
             if out:  # never an empty write: to chunked encoding that is the end of the body
                 await transport.send_bytes(out)
-                o.first_byte = time.perf_counter()
-        await pump(conn, transport, tracker, kept, o, ClientWindow(scope))
+                exchange.first_byte = time.perf_counter()
+        await pump(conn, transport, tracker, kept, exchange, ClientWindow(fwd.scope))
     except UpstreamError as e:
+        idle = fwd.idle
         if e.detail == "idle":
             message, code = (f"{where} sent nothing for {idle:g}s (the rule's streamIdleTimeout).",
                              "stream_idle_timeout")
@@ -155,20 +150,26 @@ async def relay_answer(conn: Connection, proto: Any, name: str, where: str, ref:
             message, code = f"{where} did not finish within the rule's {ref.timeout:g}s timeout.", "upstream_timeout"
         else:
             message, code = f"{where} broke off the stream ({e.detail}).", "upstream_reset"
-        o.error = code
+        exchange.error = code
         # The stored error's traceback holds the frames that hold the client's transport, and
         # Granian ends the response only when the transport is released: drop it now.
         e.__traceback__ = None
         await _end_stream(transport, _is_sse(conn), message, code, client)
-    except Exception:  # the client went away: stop reading and drop the upstream connection
-        o.error, o.status = "client_disconnected", CLIENT_CLOSED
+    except CLIENT_GONE:  # the client went away: stop reading and drop the upstream connection
+        exchange.error, exchange.status = "client_disconnected", CLIENT_CLOSED
         conn.abort()
+    except Exception as e:  # a bug of ours (a translator's, say): logged, and the stream ends with an error
+        log_unexpected(e, exchange)
+        exchange.error, exchange.status = "internal_error", 500
+        conn.abort()
+        e.__traceback__ = None
+        await _end_stream(transport, _is_sse(conn), INTERNAL_ERROR_MESSAGE, "internal_error", client)
     if tracker is not None:
-        o.usage, o.response_model = tracker.usage, tracker.model
-        if o.usage is None:
-            o.answer = kept
+        exchange.usage, exchange.response_model = tracker.usage, tracker.model
+        if exchange.usage is None:
+            exchange.answer = kept
             if kept and client == "openai" and translator is None:
-                o.response_model = first_event_model(kept[0])  # the first event names it too
+                exchange.response_model = first_event_model(kept[0])  # the first event names it too
 
 
 def _is_sse(conn: Connection) -> bool:
@@ -176,7 +177,7 @@ def _is_sse(conn: Connection) -> bool:
 
 
 async def pump(conn: Connection, transport: Any, tracker: StreamUsage | None, kept: list[bytes] | None,
-               o: Outcome | None, window: ClientWindow) -> None:
+               exchange: Exchange | None, window: ClientWindow) -> None:
     # Granian's send_bytes does not wait for the client: `window` stops the reading of the
     # upstream while too much of what was sent is unacknowledged (see gateway/client_window.py).
     send = transport.send_bytes
@@ -199,15 +200,15 @@ async def pump(conn: Connection, transport: Any, tracker: StreamUsage | None, ke
             if window.sent > window.check_at:
                 await window.wait()
             await send(out)
-            if o is not None and o.first_byte is None:
-                o.first_byte = time.perf_counter()
+            if exchange is not None and exchange.first_byte is None:
+                exchange.first_byte = time.perf_counter()
     rest = tracker.flush()
     if rest:
         await send(rest)
 
 
 async def relay_sized(conn: Connection, proto: Any, status: int, headers: list[tuple[str, str]], scope: Any,
-                      o: Outcome | None) -> None:
+                      exchange: Exchange | None) -> None:
     """A whole (not streamed) answer over HIGH_WATER, relayed as it arrives with its length, in
     bounded memory; its usage block is read from the last bytes (it ends OpenAI's and
     Anthropic's answers) and its model from the first."""
@@ -225,16 +226,16 @@ async def relay_sized(conn: Connection, proto: Any, status: int, headers: list[t
     except UpstreamError as e:
         # The length is promised and cannot be kept: the client sees a short body and a closed connection.
         e.__traceback__ = None
-        if o is not None:
-            o.error = "upstream_timeout" if e.kind == "timeout" else "upstream_reset"
+        if exchange is not None:
+            exchange.error = "upstream_timeout" if e.kind == "timeout" else "upstream_reset"
         return
-    except Exception:  # the client went away
+    except CLIENT_GONE:  # the client went away
         conn.abort()
-        if o is not None:
-            o.error, o.status = "client_disconnected", CLIENT_CLOSED
+        if exchange is not None:
+            exchange.error, exchange.status = "client_disconnected", CLIENT_CLOSED
         return
-    if o is not None and status < 300:
-        o.usage, o.response_model = tail.usage(o.client)
+    if exchange is not None and status < 300:
+        exchange.usage, exchange.response_model = tail.usage(exchange.client)
 
 
 def _last(matches: Any) -> Any:

@@ -410,20 +410,20 @@ class _Proto:
 
 @pytest.mark.parametrize("client", ["openai", "anthropic"])
 def test_an_unexpected_error_is_a_500_in_shape_logged_once_without_its_text(client: str, caplog) -> None:
-    from modelyard.gateway.accounting import Outcome
-    from modelyard.gateway.app import GatewayApp
+    from modelyard.gateway.accounting import Exchange
+    from modelyard.gateway.errors import internal_error
 
     def fail() -> None:
         raise ValueError("Bearer sk-secret-key and the body: hello")
 
-    o = Outcome(0.0, "chat", client)
+    o = Exchange(0.0, "chat", client)
     o.method, o.path = "POST", "/v1/chat/completions"
     proto = _Proto()
     try:
         fail()
     except ValueError as e:
         with caplog.at_level("INFO", logger="modelyard.worker"):
-            GatewayApp()._unexpected(proto, o, e)
+            internal_error(proto, o, e)
     ((status, body),) = proto.answers
     assert status == 500 and (o.status, o.error) == (500, "internal_error")
     assert_shape(status, {}, body, client)
