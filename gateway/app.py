@@ -1,4 +1,8 @@
-"""The RSGI application every Granian worker runs: read, sniff, match, pick, forward.
+"""The RSGI application every Granian worker runs: route, read, sniff, match, admit, forward.
+
+Each request is one Exchange (gateway/accounting.py), recorded when it ends. Its path picks a
+handler from the route table (gateway/routes.py); an error found on the way is raised as a
+GatewayError and answered here, once, in the shape of the client's API (gateway/errors.py).
 
 The routing table comes from shared memory (MODELYARD_TABLE names the segment).
 A timer task checks its generation every 100 ms and swaps in a new

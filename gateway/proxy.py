@@ -276,10 +276,12 @@ async def forward(upstream: Upstream, fwd: Forwarding) -> None:
     ref, target = pick
     timeout = ref.timeout
     deadline = loop.time() + timeout if timeout is not None else None
+    per_try_or_idle = policy.per_try or fwd.idle  # without either, an attempt ends at the rule's deadline
     while True:
         tried.append(target)
         body, head = fwd.prepare(ref, target)  # GatewayError: answered at the top, naming the backend
-        result = await attempt(target, head, body, attempt_deadline(loop.time(), deadline, policy.per_try, fwd.idle))
+        limit = attempt_deadline(loop.time(), deadline, policy.per_try, fwd.idle) if per_try_or_idle else deadline
+        result = await attempt(target, head, body, limit)
         conn, error = result.conn, result.error
         now = time.monotonic()
         status = conn.status if conn is not None else 0
