@@ -87,7 +87,7 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
     proto = fwd.proto
     name = ref.backend.name
     where = target.where
-    exchange.status = status = conn.status
+    status = conn.status  # the exchange's status once an answer begins: a bug before it is answered 500
     headers = response_headers(conn.headers, name)
     client = exchange.client
     translator = ref.backend.translators[client]
@@ -96,6 +96,7 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
             # A translated answer is decoded whole (up to MAX_TRANSLATED_BODY); one passed through
             # is relayed as it arrives once it is over HIGH_WATER, in bounded memory.
             if translator is None and not await conn.fill():
+                exchange.status = status
                 await relay_sized(conn, proto, status, headers, fwd.scope, exchange)
                 return
             data = await conn.read_all(MAX_TRANSLATED_BODY)
@@ -112,15 +113,18 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
             if status < 300:
                 data, exchange.usage, exchange.response_model = translator.response(data)
             else:
-                exchange.status, data = translator.error(status, data)
-            proto.response_bytes(exchange.status, [*JSON_HEADERS, (BACKEND_HEADER, name)], data)
+                status, data = translator.error(status, data)
+            exchange.status = status
+            proto.response_bytes(status, [*JSON_HEADERS, (BACKEND_HEADER, name)], data)
             return
+        exchange.status = status
         proto.response_bytes(status, headers, data)
         if status < 300:
             exchange.usage, exchange.response_model = from_body(data) if client == "openai" else anthropic_usage(data)
             if exchange.usage is None and len(data) <= MAX_KEPT:
                 exchange.answer = [data]
         return
+    exchange.status = status
     transport = proto.response_stream(status, headers)
     tracker: Any = None
     if status < 300:

@@ -121,3 +121,39 @@ def test_a_client_that_goes_away_mid_stream_is_a_disconnect_and_not_logged_as_an
         exchange = _relay(_Fine() if translated else None, transport, conn)
     assert (exchange.status, exchange.error) == (CLIENT_CLOSED, "client_disconnected")
     assert conn.aborted and not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_translator_bug_in_a_whole_answer_is_answered_500_in_shape(caplog) -> None:
+    from modelyard.gateway.errors import internal_error
+
+    class _Whole(_Conn):
+        async def read_all(self, limit: int) -> bytes:
+            return b'{"id": "x"}'
+
+    class _BuggyWhole:
+        def response(self, data: bytes) -> Any:
+            raise KeyError("sk-secret")
+
+    class _Answers(_Proto):
+        def __init__(self, transport: _Transport) -> None:
+            super().__init__(transport)
+            self.answers: list[tuple[int, bytes]] = []
+
+        def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+            self.answers.append((status, body))
+
+    conn = _Whole([])
+    conn.headers = [(b"content-type", b"application/json"), (b"content-length", b"11")]
+    exchange = Exchange(0.0, "chat", "anthropic")
+    proto = _Answers(_Transport(fail=False))
+    fwd = SimpleNamespace(exchange=exchange, proto=proto, scope=None, sniffed=Sniffed(), forced=False, idle=0.0)
+    ref = SimpleNamespace(backend=SimpleNamespace(name="b", translators={"anthropic": _BuggyWhole()}), timeout=None)
+    with pytest.raises(KeyError) as info:
+        asyncio.run(relay_answer(fwd, Attempt(conn), ref, SimpleNamespace(where="b")))  # type: ignore[arg-type]
+    assert exchange.status == 0  # nothing was answered yet: the top level answers it
+    with caplog.at_level("INFO", logger="modelyard.worker"):
+        internal_error(proto, exchange, info.value)
+    ((status, body),) = proto.answers
+    assert status == 500 and json.loads(body)["error"]["type"] == "api_error"
+    assert (exchange.status, exchange.error) == (500, "internal_error")
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
