@@ -251,40 +251,38 @@ class GatewayApp:
                              else state.models_body)
 
     async def _read_body(self, scope: Any, proto: Any, limit: int) -> bytes:
-        """The request body; GatewayError 413 (over `limit`) or 408 (too slow) instead."""
+        """The body, read whole (Content-Length: ProtocolClosed if the client leaves before the end)
+        or chunk by chunk up to `limit`; GatewayError 413 over `limit`, 408 when it is too slow.
+        Granian's body iterator ends with one empty chunk; when the client leaves mid-upload it
+        yields an empty chunk for the error first, then that last one: an empty chunk followed by
+        another is a cut upload (or request trailers, which no LLM API client sends), reported as
+        ProtocolClosed like the Content-Length case. One coroutine: this runs for every request."""
         try:
             async with asyncio.timeout(self.body_timeout):
-                return await self._receive_body(scope, proto, limit)
+                length = scope.headers.get("content-length")
+                if length is not None:
+                    if length.isdigit() and int(length) > limit:
+                        raise GatewayError(413, "request_too_large", f"The request body is {length} bytes; the "
+                                           f"limit is {limit}.")
+                    return await proto()
+                parts: list[bytes] = []
+                size = 0
+                ended = False
+                async for chunk in proto:
+                    if ended:
+                        raise ProtocolClosed("the request body ended before its last chunk")
+                    ended = not chunk
+                    size += len(chunk)
+                    if size > limit:
+                        raise GatewayError(413, "request_too_large", f"The request body is over the {limit}-byte "
+                                           "limit.")
+                    parts.append(chunk)
+                return b"".join(parts)
         except TimeoutError:
             # A client trickling its body would hold a connection (and its buffer) for ever.
             log.info("request body from %s not received within %gs; answered 408", scope.client, self.body_timeout)
             raise GatewayError(408, "request_timeout", f"The request body did not arrive within "
                                f"{self.body_timeout:g}s.", headers=(("connection", "close"),)) from None
-
-    async def _receive_body(self, scope: Any, proto: Any, limit: int) -> bytes:
-        """The body, read whole (Content-Length: ProtocolClosed if the client leaves before the end)
-        or chunk by chunk up to `limit`. Granian's body iterator ends with one empty chunk; when the
-        client leaves mid-upload it yields an empty chunk for the error first, then that last one:
-        an empty chunk followed by another is a cut upload (or request trailers, which no LLM API
-        client sends), reported as ProtocolClosed like the Content-Length case."""
-        length = scope.headers.get("content-length")
-        if length is not None:
-            if length.isdigit() and int(length) > limit:
-                raise GatewayError(413, "request_too_large", f"The request body is {length} bytes; the limit is "
-                                   f"{limit}.")
-            return await proto()
-        parts: list[bytes] = []
-        size = 0
-        ended = False
-        async for chunk in proto:
-            if ended:
-                raise ProtocolClosed("the request body ended before its last chunk")
-            ended = not chunk
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(413, "request_too_large", f"The request body is over the {limit}-byte limit.")
-            parts.append(chunk)
-        return b"".join(parts)
 
     async def _proxy(self, scope: Any, proto: Any, exchange: Exchange, route: Route) -> None:
         state = self.state
@@ -293,16 +291,19 @@ class GatewayApp:
         self.live.add(exchange)
         self.load[0] = len(self.live)
         try:
-            await self._route(scope, proto, route.upstream, state, exchange)
+            body = await self._read_body(scope, proto, state.body_limit)
+            forwarding = self._match(scope, proto, exchange, route.upstream, state, body)
+            if self.admission is not None:
+                await self.admission(scope, exchange)
+            await forward(self.upstream, forwarding)
         finally:  # the top-level handler answers or logs what failed and records the exchange
             self.live.discard(exchange)
             self.streams -= exchange.stream
             self.load[0], self.load[1] = len(self.live), self.streams
 
-    async def _route(self, scope: Any, proto: Any, operation: str, state: GenerationState,
-                     exchange: Exchange) -> None:
-        """Match the request's model to a rule and backend, admit it, and forward it."""
-        body = await self._read_body(scope, proto, state.body_limit)
+    def _match(self, scope: Any, proto: Any, exchange: Exchange, operation: str, state: GenerationState,
+               body: bytes) -> Forwarding:
+        """The rule and backend for the request's model: the request, ready to forward."""
         headers = scope.headers
         try:
             sniffed = sniff(body)
@@ -346,15 +347,14 @@ class GatewayApp:
         exchange.rule = rule.rule.name if rule is not None else ""
         exchange.costs = runtime.costs
         exchange.request_body = body
-        exchange.labels = self.accountant.header_label_values(headers) if self.accountant is not None else ()
+        accountant = self.accountant
+        if accountant is not None and accountant.header_labels:  # without header labels, no call per request
+            exchange.labels = accountant.header_label_values(headers)
         if sniffed.stream is True:  # as Forwarding sets it; counted for the drain log line until _proxy ends
             exchange.stream = True
             self.streams += 1
             self.load[1] = self.streams
-        if self.admission is not None:
-            await self.admission(scope, exchange)
-        await forward(self.upstream, Forwarding(scope, proto, exchange, state, runtime, rule, fixed, sniffed,
-                                                operation, body))
+        return Forwarding(scope, proto, exchange, state, runtime, rule, fixed, sniffed, operation)
 
 
 def _sniffed_model(body: bytes) -> Any:

@@ -178,24 +178,27 @@ class Forwarding:
     """One proxied request on its way upstream, as the router matched it: what choosing,
     preparing and relaying need, gathered once instead of passed along argument by argument."""
 
-    __slots__ = ("scope", "proto", "exchange", "state", "route", "rule", "fixed", "sniffed", "operation", "body",
+    __slots__ = ("scope", "proto", "exchange", "state", "route", "rule", "fixed", "sniffed", "operation",
                  "passthrough", "forced", "decoded", "idle")
 
     def __init__(self, scope: Any, proto: Any, exchange: Exchange, state: GenerationState, route: RouteRuntime,
-                 rule: RuleRuntime | None, fixed: RefRuntime | None, sniffed: Sniffed, operation: str, body: bytes):
+                 rule: RuleRuntime | None, fixed: RefRuntime | None, sniffed: Sniffed, operation: str):
         self.scope, self.proto, self.exchange, self.state = scope, proto, exchange, state
         self.route, self.rule, self.fixed, self.sniffed = route, rule, fixed, sniffed
         self.operation = operation  # the upstream operation: "/chat/completions", "/messages", ...
-        self.body = body
-        stream = exchange.stream = sniffed.stream is True
-        self.passthrough = body  # what goes upstream untranslated (before a backendRef's rewrite)
-        self.forced = False  # the usage chunk was asked for on the client's behalf; it is not relayed
-        if exchange.client == "openai" and stream and operation != "/embeddings" and not wants_usage(sniffed):
-            # Ask for the usage chunk, so tokens are counted exactly and at no cost.
-            self.passthrough = with_usage_requested(body, sniffed)
-            self.forced = True
         self.decoded: dict[str, Any] | None = None  # the client's body decoded, once, if a translation needs it
-        self.idle = rule.rule.stream_idle if stream and rule is not None else 0.0
+        body = exchange.request_body
+        if sniffed.stream is True:
+            exchange.stream = True
+            self.idle = rule.rule.stream_idle if rule is not None else 0.0
+            if exchange.client == "openai" and operation != "/embeddings" and not wants_usage(sniffed):
+                # Ask for the usage chunk, so tokens are counted exactly and at no cost; the client,
+                # who did not ask for it, does not get it (`forced`).
+                self.passthrough, self.forced = with_usage_requested(body, sniffed), True
+                return
+        else:
+            self.idle = 0.0
+        self.passthrough, self.forced = body, False  # what goes upstream untranslated (before a rewrite)
 
     def choose(self, tried: list[Target], now: float,
                skip: frozenset[int] = frozenset()) -> tuple[RefRuntime, Target] | None:
@@ -224,7 +227,7 @@ class Forwarding:
         else:
             try:
                 if self.decoded is None:
-                    self.decoded = msgspec.json.decode(self.body)
+                    self.decoded = msgspec.json.decode(exchange.request_body)
                 body = translator.request(dict(self.decoded), model)  # type: ignore[attr-defined]
                 if ref.ref.body_set or ref.ref.body_remove:
                     body = rewrite_body(body, None, ref.ref.body_set, ref.ref.body_remove)
@@ -269,7 +272,9 @@ async def forward(upstream: Upstream, fwd: Forwarding) -> None:
     policy, outlier, board = route.retry, route.outlier, fwd.state.board
     tried: list[Target] = []
     retries: Retries | None = None  # made at the first failure
-    pick = fwd.choose(tried, time.monotonic())
+    fixed, rule = fwd.fixed, fwd.rule  # the first choice inline, as fwd.choose() makes it (once per request)
+    pick = fwd.state.choose_fixed(fixed, fwd.operation, tried, time.monotonic()) if fixed is not None else (
+        fwd.state.choose(rule, fwd.operation, tried, time.monotonic()) if rule is not None else None)
     if pick is None:  # every backend of the rule lacks this operation (e.g. embeddings on Anthropic)
         raise GatewayError(501, "operation_not_supported",
                            f"No backend of this route can serve {fwd.operation.lstrip('/')}.")
@@ -300,7 +305,7 @@ async def forward(upstream: Upstream, fwd: Forwarding) -> None:
         if retriable and exchange.retries < policy.retries and (deadline is None or loop.time() < deadline):
             if retries is None:
                 retries = Retries(policy)
-            skip = retries.spend(ref.ref.priority) if fwd.fixed is None else retries.skip
+            skip = retries.spend(ref.ref.priority) if fixed is None else retries.skip
             nxt = fwd.choose(tried, now, skip)
         if nxt is None:
             break
