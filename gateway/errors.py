@@ -14,7 +14,7 @@ from typing import Any
 
 from granian.rsgi import ProtocolClosed, ProtocolError
 
-from modelyard.core.errors import GatewayError, error_body
+from modelyard.core.errors import GatewayError
 from modelyard.gateway.accounting import Exchange
 
 log = logging.getLogger("modelyard.worker")
@@ -68,6 +68,3 @@ def internal_error(proto: Any, exchange: Exchange, e: Exception) -> None:
             exchange.status = 500
     exchange.error = "internal_error"
 
-
-__all__ = ["BACKEND_HEADER", "CLIENT_GONE", "GatewayError", "JSON_HEADERS", "answer_error", "error_body",
-           "internal_error", "log_unexpected"]
