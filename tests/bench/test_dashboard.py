@@ -28,7 +28,7 @@ def exprs() -> list[tuple[str, str]]:
 
 def defined_metrics() -> set[str]:
     """Metric names core/metrics.py creates, as they appear on /metrics."""
-    source = (REPO / "gateway" / "metrics.py").read_text()
+    source = (REPO / "core" / "metrics.py").read_text()
     names: set[str] = set()
     for kind, name in re.findall(r'\b(Counter|Gauge|Histogram|_histogram|CounterMetricFamily|GaugeMetricFamily)\(\s*'
                                  r'"([a-z_:][a-z0-9_:]*)"', source):
