@@ -43,6 +43,8 @@ def config_from_env() -> MockConfig:
 
 
 class ProviderConfig(msgspec.Struct, frozen=True):
+    """What only some APIs read (`--api` and its flags), handed to the workers in ``PROVIDER_ENV_VAR``."""
+
     api: str = "openai"
     api_key: str | None = None  # None: any non-empty key is accepted
     cache_read: int = 0  # Anthropic usage.cache_read_input_tokens
