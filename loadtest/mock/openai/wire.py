@@ -1,8 +1,7 @@
 """The OpenAI wire format as the mock backend speaks it.
 
-Request fields it reads, prompt token estimates, token text, embeddings, usage
-blocks, error shapes and pre-encoded SSE pieces. Names keep their leading
-underscore: they are internal to the loadtest package.
+Request fields it reads, prompt token estimates, embeddings, usage blocks, error types and
+pre-encoded SSE pieces. Names keep their leading underscore: they are internal to the mock package.
 """
 
 from __future__ import annotations
@@ -13,7 +12,10 @@ import sys
 from array import array
 from functools import lru_cache
 from typing import Any
+
 import msgspec
+
+from modelyard.loadtest.mock.wire import _BadRequest, _encode
 
 # --- request bodies: only the fields the mock looks at are decoded ----------
 
@@ -42,8 +44,6 @@ class _EmbeddingRequest(msgspec.Struct):
     dimensions: Any = None
 
 
-_encode = msgspec.json.Encoder().encode
-_decode_any = msgspec.json.Decoder().decode
 _decode_chat = msgspec.json.Decoder(_ChatRequest).decode
 _decode_completion = msgspec.json.Decoder(_CompletionRequest).decode
 _decode_embedding = msgspec.json.Decoder(_EmbeddingRequest).decode
@@ -68,34 +68,6 @@ def _error_type(status: int) -> str:
     if status >= 500:
         return "server_error"
     return _ERROR_TYPES.get(status, "invalid_request_error")
-
-
-class _BadRequest(Exception):
-    """A client error; carries the OpenAI error fields."""
-
-    def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-
-# --- deterministic content ----------------------------------------------------
-
-_TOKENS: list[bytes] = []
-
-
-def _token(i: int) -> bytes:
-    """``tok{i} `` as bytes; grown on demand and kept, so streams only index a list."""
-    while len(_TOKENS) <= i:
-        _TOKENS.append(b"tok%d " % len(_TOKENS))
-    return _TOKENS[i]
-
-
-@lru_cache(maxsize=64)
-def _content(n: int) -> str:
-    # The concatenation of the streamed deltas, so streamed and whole answers agree.
-    return "".join(f"tok{i} " for i in range(n))
 
 
 def _text_tokens(text: str) -> int:

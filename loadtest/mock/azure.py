@@ -24,9 +24,9 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
-from modelyard.loadtest.mock.backend import MockApp, MockConfig, config_from_env
-from modelyard.loadtest.mock.providers import ProviderConfig, provider_config_from_env
-from modelyard.loadtest.mock.openai_wire import _BadRequest, _decode_any, _encode
+from modelyard.loadtest.mock.config import MockConfig, ProviderConfig, config_from_env, provider_config_from_env
+from modelyard.loadtest.mock.openai.app import MockApp
+from modelyard.loadtest.mock.wire import _BadRequest, _decode_any, _encode
 
 _DEPLOYMENT_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|completions|embeddings)$")
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
