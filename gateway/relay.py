@@ -23,7 +23,7 @@ from modelyard.gateway.accounting import MAX_KEPT, Outcome
 from modelyard.gateway.client_window import ClientWindow
 from modelyard.gateway.http1 import Connection, UpstreamError
 from modelyard.gateway.state import RefRuntime
-from modelyard.gateway.stream_trackers import AnthropicStreamUsage, Translated, anthropic_usage
+from modelyard.gateway.stream_trackers import AnthropicStreamUsage, anthropic_usage
 from modelyard.gateway.translators.anthropic_openai import anthropic_error_event
 
 JSON_HEADERS = [("content-type", "application/json")]
@@ -132,7 +132,7 @@ async def relay_answer(conn: Connection, proto: Any, name: str, where: str, ref:
     tracker: Any = None
     if status < 300:
         if translator is not None:
-            tracker = Translated(translator.stream(client_wants_usage))
+            tracker = translator.stream(client_wants_usage)
         elif client == "anthropic":
             tracker = AnthropicStreamUsage()
         else:
