@@ -94,6 +94,15 @@ class TLS(msgspec.Struct, array_like=True, frozen=True):
     verify: bool = True
 
 
+class CredentialOverride(msgspec.Struct, array_like=True, frozen=True):
+    """BackendSecurityPolicy credentialOverride.fromRequestHeaders: clients bring their own key."""
+
+    client_header: str  # lower case: the request header carrying the client's key
+    upstream_header: str  # the header the key goes upstream in
+    template: str  # its value, with "{}" where the key goes
+    fallback: bool  # without a client key, send the configured one (when there is one)
+
+
 class Backend(msgspec.Struct, array_like=True, frozen=True):
     name: str  # namespace/name of the AIServiceBackend
     schema: str
@@ -103,9 +112,7 @@ class Backend(msgspec.Struct, array_like=True, frozen=True):
     tls: TLS | None
     auth_headers: tuple[tuple[str, str], ...] = ()  # secret material: never logged or shown
     error: tuple[int, str, str] | None = None  # (status, code, message) when it cannot serve
-    # BackendSecurityPolicy credentialOverride.fromRequestHeaders: the client header carrying the key,
-    # the upstream header and value template it becomes, and whether to fall back to auth_headers.
-    credential_override: tuple[str, str, str, bool] | None = None
+    credential_override: CredentialOverride | None = None
 
 
 class ModelInfo(msgspec.Struct, array_like=True, frozen=True):
@@ -155,7 +162,8 @@ class Table(msgspec.Struct, frozen=True):
 
 def credential_headers(table: Table) -> frozenset[str]:
     """The client headers that carry a key to a credentialOverride backend, lower case."""
-    return frozenset(b.credential_override[0].lower() for b in table.backends if b.credential_override is not None)
+    return frozenset(b.credential_override.client_header.lower() for b in table.backends
+                     if b.credential_override is not None)
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -26,14 +26,10 @@ from modelyard.core.settings import ACCESS_LOG_ENV, HEADER_LABELS_ENV, credentia
 
 log = logging.getLogger("modelyard.accounting")
 
-# The OpenTelemetry GenAI names for what the client asked for, and for each backend schema.
+# The OpenTelemetry GenAI names for what the client asked for (each backend schema's is its provider's).
 OPERATION_NAMES = {"/chat/completions": "chat", "/completions": "text_completion", "/embeddings": "embeddings",
                    "/messages": "chat"}
 GENAI_OPERATIONS = frozenset(OPERATION_NAMES.values())  # what the GenAI metrics count; other lines are logged only
-PROVIDER_NAMES = {
-    "OpenAI": "openai", "AzureOpenAI": "azure.ai.openai", "AWSBedrock": "aws.bedrock", "AWSAnthropic": "aws.bedrock",
-    "GCPVertexAI": "gcp.vertex_ai", "GCPAnthropic": "gcp.vertex_ai", "Anthropic": "anthropic", "Cohere": "cohere",
-}
 MAX_LABEL_VALUES = 100  # per label, per worker: then "_other", so clients cannot grow the series count
 MAX_SERIES_CACHE = 10_000  # label tuples kept for reuse
 MAX_LABEL_LEN = 256  # characters of a label value: longer ones (a 1 MB model name) become "_invalid"

@@ -28,6 +28,7 @@ from modelyard.core.router import RuleRuntime
 from modelyard.gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_env
 from modelyard.gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize, may_pass_through
 from modelyard.gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
+from modelyard.gateway.providers.credentials import CREDENTIALS
 from modelyard.core.settings import body_timeout, max_count_bytes
 from modelyard.gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
@@ -92,6 +93,7 @@ class GatewayApp:
         self.board = attach_board()
         self.load = worker_registry.load_counters()
         self.accountant = accountant_from_env(loop)
+        CREDENTIALS.refresh()
         path = os.environ.get("MODELYARD_TABLE")
         if path:
             self.segment = TableSegment.attach(path)
@@ -153,6 +155,7 @@ class GatewayApp:
             ticks += 1
             if ticks % FLUSH_TICKS == 0:
                 metrics.flush()
+            CREDENTIALS.refresh()  # the tokens auth hooks send: re-read when the control process published
 
             if self.segment is None:
                 continue

@@ -27,7 +27,7 @@ from modelyard.gateway.http1 import Connection, UpstreamError
 from modelyard.gateway.relay import (  # noqa: F401  (JSON_HEADERS, error_body: imported from here by gateway/app.py)
     BACKEND_HEADER, EVENT_STREAM, JSON_HEADERS, IdleWatch, error_body, fail, relay_answer,
 )
-from modelyard.gateway.state import UNSUPPORTED, GenerationState, Pools, RefRuntime, RouteRuntime, Target
+from modelyard.gateway.state import GenerationState, Pools, RefRuntime, RouteRuntime, Target
 from modelyard.gateway.translators import TranslationError
 
 # Never forwarded upstream: hop-by-hop headers, those the gateway sets itself, and the
@@ -79,20 +79,11 @@ def _query(query: str) -> bytes:
     return quote(query, safe="/?&=+%:@!$'()*,;~[]").encode("ascii")
 
 
-def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, model: str,
+def _request_head(scope: Any, ref: RefRuntime, target: Target, body: bytes, model: str,
                   body_model: str) -> bytes | None:
     """The upstream request up to its body; None when the credentials it needs are missing."""
     headers = scope.headers
     lines = _client_lines(headers, ref.remove)
-    credentials = ref.set_lines
-    if ref.override is not None:
-        client_header, upstream_header, template, fallback = ref.override
-        value = headers.get(client_header)
-        if value and _safe_value(value):
-            line = f"{upstream_header}: {template.format(value)}\r\n"
-            credentials = ref.mutation_lines + line.encode(HEADER_ENCODING)
-        elif not (fallback and ref.auth_lines):
-            return None
     query = scope.query_string
     if target.tail is None:
         path = (target.path, b"?" + _query(query) if query else b"")
@@ -101,9 +92,12 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, mode
                 b"&" + _query(query) if query else b"")
     model_line = _MODEL_LINE % (body_model.encode("ascii") if body_model.isascii() and body_model.isprintable()
                                 else quote(body_model, safe=_MODEL_SAFE).encode("ascii"))
-    return b"".join((
-        *path, target.head, lines, model_line, credentials, b"content-length: %d\r\n\r\n" % length,
-    ))
+    head = [*path, target.head, lines, model_line]
+    credentials = ref.auth(head, body, headers)  # the provider's per-attempt hook: header edits, credentials
+    if credentials is None:
+        return None
+    head += (credentials, b"content-length: %d\r\n\r\n" % len(body))
+    return b"".join(head)
 
 def _describe(error: UpstreamError, where: str, ref: RefRuntime) -> tuple[int, str, str]:
     kind = error.kind
@@ -240,21 +234,22 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
     while True:
         tried.append(target)
         model = ref.ref.model_override or o.model
-        translator = ref.backend.translators[client]
-        if translator is None:  # the backend speaks the client's API: bytes through, edited at most
-            body_out = rewrite_body(passthrough_body, ref.ref.model_override, ref.ref.body_set,
-                                    ref.ref.body_remove) if ref.rewrite else passthrough_body
-        elif translator is UNSUPPORTED:
+        try:
+            translator = ref.backend.translators[client]
+        except KeyError:  # no translator from the client's API to this backend's schema yet
             o.backend = ref.backend.name
             o.status = fail(proto, 501, f"Backend {ref.backend.name} speaks {ref.backend.backend.schema}, which "
                              f"{'Anthropic' if client == 'anthropic' else 'OpenAI'} clients cannot reach yet.",
                              "schema_not_supported", ref.backend.name, client)
             return
+        if translator is None:  # the backend speaks the client's API: bytes through, edited at most
+            body_out = rewrite_body(passthrough_body, ref.ref.model_override, ref.ref.body_set,
+                                    ref.ref.body_remove) if ref.rewrite else passthrough_body
         else:
             try:
                 if request is None:
                     request = msgspec.json.decode(body)
-                body_out = translator.request(dict(request), model)  # type: ignore[attr-defined]
+                body_out = translator.request(dict(request), model)
                 if ref.ref.body_set or ref.ref.body_remove:
                     body_out = rewrite_body(body_out, None, ref.ref.body_set, ref.ref.body_remove)
             except TranslationError as e:
@@ -267,9 +262,9 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
             o.status = fail(proto, 400, f"The model name {model!r} cannot name a deployment of "
                              f"{ref.backend.name}.", "invalid_model", ref.backend.name, client)
             return
-        head = _request_head(scope, ref, target, len(body_out), model, o.model)
+        head = _request_head(scope, ref, target, body_out, model, o.model)
         if head is None:
-            header = ref.override[0]  # type: ignore[index]
+            header = ref.override.client_header  # type: ignore[union-attr]
             o.backend, o.error = ref.backend.name, "missing_credentials"
             o.status = fail(proto, 401, f"Backend {ref.backend.name} needs your API key in the {header} header.",
                              "missing_credentials", ref.backend.name, client)
@@ -319,7 +314,7 @@ async def forward(upstream: Upstream, scope: Any, proto: Any, body: bytes, suffi
             await asyncio.sleep(pause)
         ref, target = nxt
     name = o.backend = ref.backend.name
-    o.provider = ref.backend.provider
+    o.provider = ref.backend.provider_name
     o.request_model = ref.ref.model_override or o.model
     if error is not None:
         if error.kind == "timeout" and deadline is not None and loop.time() >= deadline:

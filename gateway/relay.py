@@ -23,7 +23,8 @@ from modelyard.gateway.accounting import MAX_KEPT, Outcome
 from modelyard.gateway.client_window import ClientWindow
 from modelyard.gateway.http1 import Connection, UpstreamError
 from modelyard.gateway.state import RefRuntime
-from modelyard.gateway.stream_trackers import AnthropicStreamUsage, Translated, anthropic_usage
+from modelyard.gateway.stream_trackers import AnthropicStreamUsage, anthropic_usage
+from modelyard.gateway.translators import Translator
 from modelyard.gateway.translators.anthropic_openai import anthropic_error_event
 
 JSON_HEADERS = [("content-type", "application/json")]
@@ -86,7 +87,7 @@ class IdleWatch:
 
 
 async def relay_answer(conn: Connection, proto: Any, name: str, where: str, ref: RefRuntime, streaming: bool,
-                       first: bytes | None, idle: float, o: Outcome, strip: bool, translator: Any,
+                       first: bytes | None, idle: float, o: Outcome, strip: bool, translator: Translator | None,
                        client_wants_usage: bool, scope: Any) -> None:
     """The answer of `conn`, whose head is in, to the client; what it held goes into `o`.
     `first` is a stream's first body bytes, read before the attempt was chosen."""
@@ -132,7 +133,7 @@ async def relay_answer(conn: Connection, proto: Any, name: str, where: str, ref:
     tracker: Any = None
     if status < 300:
         if translator is not None:
-            tracker = Translated(translator.stream(client_wants_usage))
+            tracker = translator.stream(client_wants_usage)
         elif client == "anthropic":
             tracker = AnthropicStreamUsage()
         else:

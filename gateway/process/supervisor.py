@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+from modelyard.core.credentials import CREDENTIALS_ENV, CredentialsSegment
 from modelyard.core.health import HEALTH_ENV, HealthBoard
 from modelyard.core.tokenizer import TOKENIZERS_ENV, counter_env_value
 from modelyard.core.token_frames import TOKENS_SOCKET_ENV
@@ -123,6 +124,7 @@ def run(opts: RunOptions) -> int:
     segment = TableSegment.create()
     os.environ["MODELYARD_TABLE"] = segment.path
     os.environ[HEALTH_ENV] = HealthBoard.create(run_dir).path  # removed with the run directory
+    os.environ[CREDENTIALS_ENV] = CredentialsSegment.create(run_dir).path  # written by the control process
     # What the workers account and log, set before they are forked.
     os.environ[ACCESS_LOG_ENV] = opts.access_log
     os.environ[HEADER_LABELS_ENV] = json.dumps(opts.header_labels)

@@ -13,12 +13,8 @@ from typing import Any
 import pytest
 
 from modelyard.core.usage import Usage
-from modelyard.gateway.translators import (
-    TRANSLATORS,
-    TranslationError,
-    client_error,
-    translator_for,
-)
+from modelyard.gateway.providers import PROVIDERS
+from modelyard.gateway.translators import TranslationError, client_error
 from modelyard.gateway.translators.anthropic_openai import (
     AnthropicToOpenAI,
     OpenAIStreamToAnthropic,
@@ -57,14 +53,21 @@ def a2o(**body: Any) -> dict[str, Any]:
 
 
 def test_registry():
-    assert translator_for("openai", "OpenAI") is None
-    assert translator_for("anthropic", "Anthropic") is None
-    assert isinstance(translator_for("openai", "Anthropic"), OpenAIToAnthropic)
-    assert isinstance(translator_for("anthropic", "OpenAI"), AnthropicToOpenAI)
-    assert set(TRANSLATORS) == {("openai", "Anthropic"), ("anthropic", "OpenAI")}
+    # Which translator each (client API, backend schema) pair takes is its provider's to say.
+    assert PROVIDERS["OpenAI"].translators["openai"] is None
+    assert PROVIDERS["Anthropic"].translators["anthropic"] is None
+    assert isinstance(PROVIDERS["Anthropic"].translators["openai"], OpenAIToAnthropic)
+    assert isinstance(PROVIDERS["OpenAI"].translators["anthropic"], AnthropicToOpenAI)
+    translated = {(client, schema) for schema, p in PROVIDERS.items()
+                  for client, t in p.translators.items() if t is not None}
+    # Azure OpenAI and Cohere take OpenAI's bodies: the same translator as OpenAI.
+    assert translated == {("openai", "Anthropic"), ("anthropic", "OpenAI"), ("anthropic", "AzureOpenAI"),
+                          ("anthropic", "Cohere")}
     with pytest.raises(KeyError):
-        translator_for("openai", "AWSBedrock")
-    assert O2A.upstream_path == "/v1/messages" and A2O.upstream_path == "/chat/completions"
+        PROVIDERS["AWSBedrock"].translators["openai"]
+    # Where a translated request goes is the provider's path, after the backend's prefix.
+    assert PROVIDERS["Anthropic"].paths["/chat/completions"] == "/v1/messages"
+    assert PROVIDERS["OpenAI"].paths["/messages"] == "/chat/completions"
 
 
 def test_client_error_shapes():
@@ -420,7 +423,7 @@ def run_o_stream(data: bytes, include_usage: bool = True, pieces: list[int] | No
     cuts = [0, *(pieces or []), len(data)]
     for a, b in itertools.pairwise(cuts):
         out += st.feed(data[a:b])
-    return out + st.end(), st
+    return out + st.flush(), st
 
 
 def openai_events(out: bytes) -> list[Any]:
@@ -503,7 +506,7 @@ def test_stream_anthropic_error_event():
     assert events_out[-1] == {"error": {"message": "Overloaded", "type": "server_error", "param": None,
                                         "code": "overloaded_error"}}
     assert len(events_out) == 2  # the role chunk, then the error: nothing after it
-    assert st.feed(b"event: ping\ndata: {\"type\": \"ping\"}\n\n") == b"" and st.end() == b""
+    assert st.feed(b"event: ping\ndata: {\"type\": \"ping\"}\n\n") == b"" and st.flush() == b""
     assert st.usage is None
 
 
@@ -754,7 +757,7 @@ def run_a_stream(data: bytes, pieces: list[int] | None = None) -> tuple[bytes, O
     cuts = [0, *(pieces or []), len(data)]
     for a, b in itertools.pairwise(cuts):
         out += st.feed(data[a:b])
-    return out + st.end(), st
+    return out + st.flush(), st
 
 
 def anthropic_events(out: bytes) -> list[dict[str, Any]]:
@@ -843,7 +846,7 @@ def test_stream_openai_error_event():
     events = anthropic_events(st.feed(data))
     assert events[-1] == {"type": "error", "error": {"type": "overloaded_error", "message": "overloaded"}}
     assert not any(e["type"] in ("message_delta", "message_stop") for e in events)
-    assert st.end() == b"" and st.usage is None
+    assert st.flush() == b"" and st.usage is None
 
 
 @pytest.mark.parametrize("data", [openai_sse(OPENAI_CHUNKS[:4], done=False), b"", b"data: [DONE]\n\n"])
@@ -890,7 +893,7 @@ ASK = {"model": "m", "messages": [user("hi")]}
 
 def test_openai_sdk_reads_translated_stream():
     st = O2A.stream(True)
-    oai, _ = sdk_clients(st.feed(anthropic_sse(ANTHROPIC_EVENTS)) + st.end())
+    oai, _ = sdk_clients(st.feed(anthropic_sse(ANTHROPIC_EVENTS)) + st.flush())
     with oai.chat.completions.stream(**ASK) as s:
         final = s.get_final_completion()
     choice = final.choices[0]
@@ -901,7 +904,7 @@ def test_openai_sdk_reads_translated_stream():
 
 def test_anthropic_sdk_reads_translated_stream():
     st = A2O.stream(False)
-    _, ant = sdk_clients(st.feed(openai_sse(OPENAI_CHUNKS)) + st.end())
+    _, ant = sdk_clients(st.feed(openai_sse(OPENAI_CHUNKS)) + st.flush())
     with ant.messages.stream(max_tokens=10, **ASK) as s:
         final = s.get_final_message()
     assert [b.type for b in final.content] == ["thinking", "text", "tool_use", "tool_use"]
