@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from modelyard.config.diagnostics import Diagnostics, did_you_mean
 from modelyard.config.loader import Resource
-from modelyard.core.table import TLS, Backend, Endpoint
+from modelyard.core.table import TLS, Backend, Endpoint, ErrorReply
 from modelyard.core.wire import (
     header_name_problem, header_value_problem, host_problem, is_ip, path_problem, port_problem, token_problem,
 )
@@ -58,8 +58,8 @@ class Objects:
         return sorted(self.by_kind.get(kind, {}).values(), key=lambda r: r.order)
 
 
-def _error(status: int, code: str, message: str) -> tuple[int, str, str]:
-    return status, code, message
+def _error(status: int, code: str, message: str) -> ErrorReply:
+    return ErrorReply(status, code, message)
 
 
 class SecretError(ValueError):
@@ -125,7 +125,7 @@ class BackendResolver:
         return self.index[key]
 
     def placeholder(self, key: str, status: int, code: str, message: str) -> int:
-        return self.add(key, Backend(key, "", None, "", (), None, (), (status, code, message)))
+        return self.add(key, Backend(key, "", None, "", (), None, (), ErrorReply(status, code, message)))
 
     def resolve(self, namespace: str, name: str) -> int:
         key = f"{namespace}/{name}"

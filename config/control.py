@@ -21,12 +21,11 @@ from aiohttp import web
 
 from modelyard.config.compiler import CompileOptions
 from modelyard.config.watcher import ConfigWatcher
-from modelyard.core.health import HEALTH_ENV, HealthBoard
+from modelyard.core.health import HealthBoard
 from modelyard.core.shm import TableSegment
 from modelyard.core.table import ListenerLimits, Table, credential_headers
 from modelyard.config.token_process import TokenProcess
-from modelyard.core.token_frames import TOKENS_SOCKET_ENV
-from modelyard.core.settings import DEFAULT_MAX_COUNT_BYTES, credential_labels
+from modelyard.core.settings import DEFAULT_MAX_COUNT_BYTES, credential_labels, current as current_settings
 
 
 @dataclass
@@ -104,7 +103,7 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
         _warn_of_credential_labels(opts.header_labels, table, withheld, log)
 
     segment = TableSegment.attach(opts.table_path, writable=True)
-    health_path = os.environ.get(HEALTH_ENV)
+    health_path = current_settings().health_board
     health = HealthBoard.attach(health_path) if health_path else None
     options = CompileOptions(resolve=opts.resolve, default_backend=opts.backend, default_api_key=opts.api_key,
                              retries=opts.retries, allow_backend_header=opts.allow_backend_header)
@@ -150,9 +149,9 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     await web.TCPSite(runner, opts.admin_host, opts.admin_port, reuse_address=True).start()
     watch = asyncio.create_task(watcher.run())
     tokens = None
-    socket_path = os.environ.get(TOKENS_SOCKET_ENV)
+    socket_path = current_settings().tokens_socket
     if socket_path:  # counting runs in a child: a tokenizer crash or OOM leaves the admin port and watcher
-        tokens = TokenProcess(socket_path, opts.tokenizers, opts.log_level)
+        tokens = TokenProcess(socket_path)  # which inherits the settings: tokenizers, log level
         tokens.start()
     parent = os.getppid()
     try:
