@@ -152,7 +152,7 @@ class BackendResolver:
                 self.diags.error(problem, file=res.file, obj=res.ref, field=f"spec.schema.{field}")
                 error = _error(503, "invalid_backend", f"AIServiceBackend {key} has an invalid schema.{field}")
         endpoints, tls, where = self._endpoints(res)
-        if isinstance(where, tuple):
+        if isinstance(where, ErrorReply):
             error, endpoints = where, ()
         auth, auth_error, override = self._credentials(res)
         error = error or auth_error
