@@ -50,7 +50,6 @@ class RunOptions:
     header_labels: list[tuple[str, str]] = field(default_factory=list)  # (request header, metric label)
     tokenizers: list[tuple[str, str]] = field(default_factory=list)  # (model pattern, tokenizer.json)
     max_count_bytes: int = DEFAULT_MAX_COUNT_BYTES  # request bytes the gateway's own token counting takes
-    table_path: str = ""
     log_level: str = "info"
     backend_source: str = ""  # where --backend came from, for the start-up banner
 
@@ -102,8 +101,9 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
                         "the changed values take effect when the gateway restarts")
         _warn_of_credential_labels(opts.header_labels, table, withheld, log)
 
-    segment = TableSegment.attach(opts.table_path, writable=True)
-    health_path = current_settings().health_board
+    settings = current_settings()  # the shared segments' paths, from the supervisor
+    segment = TableSegment.attach(settings.table, writable=True)
+    health_path = settings.health_board
     health = HealthBoard.attach(health_path) if health_path else None
     options = CompileOptions(resolve=opts.resolve, default_backend=opts.backend, default_api_key=opts.api_key,
                              retries=opts.retries, allow_backend_header=opts.allow_backend_header)

@@ -129,7 +129,6 @@ def run(opts: RunOptions) -> int:
                         header_labels=tuple(opts.header_labels), tokenizers=tuple(opts.tokenizers),
                         max_count_bytes=opts.max_count_bytes, log_level=opts.log_level)
     settings.export()
-    opts.table_path = segment.path
     control = ControlProcess(opts)
     try:
         require_port(opts.admin_host, opts.admin_port, "admin")
