@@ -20,8 +20,6 @@ TOKENS_SOCKET = "tokens.sock"  # the tokens process's Unix socket (config.token_
 # Reserved for the credentials segment (core/credentials.py, the providers change): take this name.
 CREDENTIALS = "credentials"
 
-FOLDERS = (WORKERS, METRICS)  # made with the run directory; the others are files
-
 
 class RunPaths(msgspec.Struct, frozen=True):
     run_dir: str

@@ -1,7 +1,7 @@
 """The compiled routing table: the whole contract between the control and data planes.
 
 The config watcher builds a Table from Kubernetes resources and publishes it as
-msgpack into shared memory; workers decode it and never see YAML. Everything a
+msgpack behind a format mark (TABLE_FORMAT) into shared memory; workers decode it and never see YAML. Everything a
 request needs is precomputed here: match entries ordered by precedence, an
 exact-model index, resolved backends with credentials and TLS material.
 """
@@ -37,6 +37,7 @@ class CondKind(IntEnum):
 
     EXACT = 0
     REGEX = 1  # RE2, full match
+
 
 # The header a request's model is exposed as to matching (the body's value wins).
 MODEL_HEADER = "x-ai-eg-model"
@@ -200,8 +201,6 @@ def credential_headers(table: Table) -> frozenset[str]:
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Table)
-
-
 _FORMAT_MARK = _FORMAT_HEAD.pack(_FORMAT_MAGIC, TABLE_FORMAT)
 
 

@@ -117,7 +117,7 @@ def run(opts: RunOptions) -> int:
     setup_logging(opts.log_level)
     run_dir = tempfile.mkdtemp(prefix=segments.RUN_DIR_PREFIX, dir=default_dir())
     paths = segments.run_paths(run_dir)
-    for folder in (paths.workers, paths.metrics):
+    for folder in (paths.workers, paths.metrics):  # the others are files, made by their owners
         os.mkdir(folder)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = paths.metrics  # prometheus-client's own variable
     segment = TableSegment.create(paths.table)

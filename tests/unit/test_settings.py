@@ -66,4 +66,4 @@ def test_every_shared_segment_is_named_in_the_run_directory() -> None:
     assert (paths.table, paths.health_board, paths.workers, paths.credentials) == (
         "/dev/shm/modelyard-run-x/table", "/dev/shm/modelyard-run-x/health", "/dev/shm/modelyard-run-x/workers",
         "/dev/shm/modelyard-run-x/credentials")
-    assert set(segments.FOLDERS) == {segments.WORKERS, segments.METRICS}
+    assert segments.CREDENTIALS == "credentials"  # reserved for the credentials segment
