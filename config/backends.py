@@ -13,7 +13,7 @@ import msgspec
 from modelyard.config.diagnostics import Diagnostics, did_you_mean
 from modelyard.config.loader import Resource
 from modelyard.core.schemas import API_KEY_HEADERS, DEFAULT_PREFIX, DEFAULT_VERSION, FALLBACK_PREFIX, SERVED_SCHEMAS
-from modelyard.core.table import TLS, Backend, CredentialOverride, Endpoint
+from modelyard.core.table import TLS, Backend, CredentialOverride, Endpoint, ErrorReply
 from modelyard.core.wire import (
     header_name_problem, header_value_problem, host_problem, is_ip, path_problem, port_problem, token_problem,
 )
@@ -48,8 +48,8 @@ class Objects:
         return sorted(self.by_kind.get(kind, {}).values(), key=lambda r: r.order)
 
 
-def _error(status: int, code: str, message: str) -> tuple[int, str, str]:
-    return status, code, message
+def _error(status: int, code: str, message: str) -> ErrorReply:
+    return ErrorReply(status, code, message)
 
 
 class SecretError(ValueError):
@@ -115,7 +115,7 @@ class BackendResolver:
         return self.index[key]
 
     def placeholder(self, key: str, status: int, code: str, message: str) -> int:
-        return self.add(key, Backend(key, "", None, "", (), None, (), (status, code, message)))
+        return self.add(key, Backend(key, "", None, "", (), None, (), ErrorReply(status, code, message)))
 
     def resolve(self, namespace: str, name: str) -> int:
         key = f"{namespace}/{name}"
@@ -142,7 +142,7 @@ class BackendResolver:
                 self.diags.error(problem, file=res.file, obj=res.ref, field=f"spec.schema.{field}")
                 error = _error(503, "invalid_backend", f"AIServiceBackend {key} has an invalid schema.{field}")
         endpoints, tls, where = self._endpoints(res)
-        if isinstance(where, tuple):
+        if isinstance(where, ErrorReply):
             error, endpoints = where, ()
         auth, auth_error, override = self._credentials(res)
         error = error or auth_error

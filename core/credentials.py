@@ -27,7 +27,6 @@ import msgspec
 
 from modelyard.core.table import Table
 
-CREDENTIALS_ENV = "MODELYARD_CREDENTIALS"  # the segment's path, for the control process and the workers
 MAGIC = b"MYARDCR1"
 HEADER = struct.Struct("<8sQQQIQ")  # magic, sequence, generation, length, crc32, capacity
 HEADER_SIZE = 64
@@ -55,8 +54,13 @@ class CredentialsSegment:
         return f"CredentialsSegment({self.path!r})"
 
     @classmethod
-    def create(cls, directory: str | None = None, capacity: int = DEFAULT_CAPACITY) -> CredentialsSegment:
-        fd, path = tempfile.mkstemp(prefix="modelyard-credentials-", dir=directory)  # mode 0600
+    def create(cls, directory: str | None = None, capacity: int = DEFAULT_CAPACITY,
+               path: str | None = None) -> CredentialsSegment:
+        """A new segment at `path` (mode 0600), else a fresh name in `directory`."""
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="modelyard-credentials-", dir=directory)  # mode 0600
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, HEADER_SIZE + capacity)
             mm = mmap.mmap(fd, HEADER_SIZE + capacity)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 from modelyard.core.table import OutlierPolicy
 
-HEALTH_ENV = "MODELYARD_HEALTH"  # the board's path, for the watcher and the workers
 MAGIC = b"MYARDHB1"
 HEADER_SIZE = 64
 SLOT_SIZE = 64
@@ -58,8 +57,12 @@ class HealthBoard:
         self.slots = (len(mm) - HEADER_SIZE) // SLOT_SIZE
 
     @classmethod
-    def create(cls, directory: str | None = None, slots: int = DEFAULT_SLOTS) -> HealthBoard:
-        fd, path = tempfile.mkstemp(prefix="modelyard-health-", dir=directory)
+    def create(cls, directory: str | None = None, slots: int = DEFAULT_SLOTS, path: str | None = None) -> HealthBoard:
+        """A new board at `path`, else a fresh name in `directory`."""
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="modelyard-health-", dir=directory)
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, HEADER_SIZE + slots * SLOT_SIZE)
             mm = mmap.mmap(fd, HEADER_SIZE + slots * SLOT_SIZE)

@@ -22,7 +22,7 @@ import msgspec
 
 from modelyard.core.usage import Usage
 from modelyard.core import metrics, token_endpoints, token_estimate
-from modelyard.core.settings import ACCESS_LOG_ENV, HEADER_LABELS_ENV, credential_labels, max_count_bytes
+from modelyard.core.settings import Settings, credential_labels
 
 log = logging.getLogger("modelyard.accounting")
 
@@ -302,8 +302,9 @@ def access_line(o: Outcome, costs: dict[str, int]) -> bytes:
 class LocalCounting:
     """Counting in this process (where no token service runs, e.g. a gateway built in a test)."""
 
-    def __init__(self, counter: Any):
+    def __init__(self, counter: Any, max_count_bytes: int):
         self.counter = counter
+        self.max_count_bytes = max_count_bytes
 
     def tokenize(self, body: bytes) -> tuple[int, bytes]:
         return token_endpoints.tokenize(self.counter, body)
@@ -312,20 +313,17 @@ class LocalCounting:
         return token_endpoints.count_tokens(self.counter, body)
 
     def estimate(self, model: str, request: bytes, answer: bytes, stream: bool, operation: str) -> Usage:
-        return token_estimate.count_usage(self.counter, model, request, answer, stream, operation, max_count_bytes())
+        return token_estimate.count_usage(self.counter, model, request, answer, stream, operation, self.max_count_bytes)
 
 
-def accountant_from_env(loop: asyncio.AbstractEventLoop) -> Accountant:
-    from modelyard.core.token_frames import TOKENS_SOCKET_ENV
+def accountant_from_settings(loop: asyncio.AbstractEventLoop, settings: Settings) -> Accountant:
     from modelyard.gateway.token_client import RemoteCounter
 
-    labels = [tuple(pair) for pair in msgspec.json.decode(os.environ.get(HEADER_LABELS_ENV) or "[]")]
-    socket_path = os.environ.get(TOKENS_SOCKET_ENV)
-    if socket_path:
-        counting: Any = RemoteCounter(socket_path)
+    if settings.tokens_socket:
+        counting: Any = RemoteCounter(settings.tokens_socket)
     else:
-        from modelyard.core.tokenizer import counter_from_env
-        counting = LocalCounting(counter_from_env())
-    accountant = Accountant(os.environ.get(ACCESS_LOG_ENV, "-"), labels, counting)  # type: ignore[arg-type]
+        from modelyard.core.tokenizer import TokenCounter
+        counting = LocalCounting(TokenCounter(settings.tokenizers), settings.max_count_bytes)
+    accountant = Accountant(settings.access_log, list(settings.header_labels), counting)
     accountant.loop = loop
     return accountant

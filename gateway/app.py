@@ -1,6 +1,6 @@
 """The RSGI application every Granian worker runs: read, sniff, match, pick, forward.
 
-The routing table comes from shared memory (MODELYARD_TABLE names the segment).
+The routing table comes from shared memory (Settings.table names the segment).
 A timer task checks its generation every 100 ms and swaps in a new
 GenerationState; each request reads that reference once, so a reload never
 changes a request midway.
@@ -21,21 +21,22 @@ from granian.rsgi import ProtocolClosed
 
 from modelyard.core.shm import TableSegment
 from modelyard.core.sniff import SniffError, check_model_name, sniff
-from modelyard.core.table import MODEL_HEADER, credential_headers, decode_table_in_steps
+from modelyard.core.table import MODEL_HEADER, TableFormatError, credential_headers, decode_table_in_steps
 from modelyard.core import metrics
 from modelyard.core import worker_registry
 from modelyard.core.router import RuleRuntime
-from modelyard.gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_env
+from modelyard.gateway.accounting import MAX_LOGGED, OPERATION_NAMES, Accountant, Outcome, accountant_from_settings
 from modelyard.gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize, may_pass_through
 from modelyard.gateway.proxy import BACKEND_HEADER, JSON_HEADERS, Upstream, error_body, forward
 from modelyard.gateway.providers.credentials import CREDENTIALS
-from modelyard.core.settings import body_timeout, max_count_bytes
+from modelyard.core.settings import current as current_settings
 from modelyard.gateway.state import ANTHROPIC_OPERATIONS, OPERATIONS, GenerationState, RefRuntime, RouteRuntime, attach_board
 
 log = logging.getLogger("modelyard.worker")
 CLOSE_HEADERS = [*JSON_HEADERS, ("connection", "close")]
 
 POLL_INTERVAL = 0.1
+FORMAT_REMINDER = 60.0  # seconds between repeats of the error about a table in another format
 TOKEN_ENDPOINTS = ("/tokenize", "/v1/messages/count_tokens", "/anthropic/v1/messages/count_tokens")
 MODELS_ENDPOINTS = ("/v1/models", "/anthropic/v1/models")
 RERANK = "/cohere/v2/rerank"
@@ -79,29 +80,32 @@ class GatewayApp:
         self.upstream = Upstream()
         self.board = None
         self.accountant: Accountant | None = None
-        self.body_timeout = body_timeout()
-        self.max_count_bytes = max_count_bytes()
+        self.settings = settings = current_settings()
+        self.body_timeout = settings.body_timeout or None
+        self.max_count_bytes = settings.max_count_bytes
         self.live: set[Outcome] = set()  # requests in flight, counted for the drain log line
         self.streams = 0
         self.load = memoryview(bytearray(16)).cast("q")
         self.failed_generation = 0  # the last published generation this worker could not apply
+        self.format_error = ""  # why it could not: a table in another format, repeated until one it reads comes
+        self.format_error_at = 0.0
 
     # -- worker lifecycle (Granian RSGI hooks) -------------------------------------------------
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.upstream.start(loop)
-        self.board = attach_board()
-        self.load = worker_registry.load_counters()
-        self.accountant = accountant_from_env(loop)
+        settings = self.settings
+        self.board = attach_board(settings.health_board)
+        self.load = worker_registry.load_counters(settings.workers_dir)
+        self.accountant = accountant_from_settings(loop, settings)
         CREDENTIALS.refresh()
-        path = os.environ.get("MODELYARD_TABLE")
-        if path:
-            self.segment = TableSegment.attach(path)
+        if settings.table:
+            self.segment = TableSegment.attach(settings.table)
             self._refresh()
         loop.create_task(self._watch_table())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        worker_registry.forget()
+        worker_registry.forget(self.settings.workers_dir)
         metrics.flush()
         if self.accountant is not None and self.accountant.log is not None:
             self.accountant.log.flush()
@@ -117,7 +121,11 @@ class GatewayApp:
         big table is built while the previous one keeps serving, and swapped in whole."""
         assert self.segment is not None
         current = self.segment.generation()
-        if current == self.failed_generation or (self.state is not None and current == self.state.generation):
+        if current == self.failed_generation:
+            if self.format_error and time.monotonic() - self.format_error_at >= FORMAT_REMINDER:
+                self._log_format_error()
+            return
+        if self.state is not None and current == self.state.generation:
             return
         generation, data = self.segment.read()
         if generation == 0:
@@ -130,15 +138,22 @@ class GatewayApp:
             table = yield from decode_table_in_steps(data)
             state = GenerationState.__new__(GenerationState)
             yield from state.build(table, self.upstream.pools, self.board)
+        except TableFormatError as e:  # the control process runs another version: no traceback helps
+            self.failed_generation = generation
+            self.format_error = f"cannot read routing table generation {generation}: {e}; still serving generation {served}"
+            self._log_format_error()
+            worker_registry.report(self.settings.workers_dir, served, failed=generation)
+            return
         except Exception:  # keep serving the last table; say so once per generation, and to /readyz
             self.failed_generation = generation
             log.exception("could not apply routing table generation %d; still serving generation %d",
                           generation, served)
-            worker_registry.report(served, failed=generation)
+            worker_registry.report(self.settings.workers_dir, served, failed=generation)
             return
         finally:
             gc.enable()
         self.state = state
+        self.format_error = ""
         state.keep_pools(self.upstream.pools)
         # The table's objects live until the next reload: out of the collector's sight, a full
         # collection costs the same with 10 models or 10,000.
@@ -146,7 +161,11 @@ class GatewayApp:
         if self.accountant is not None:
             self.accountant.known_models(set(state.model_list))
             self.accountant.withhold(credential_headers(table))
-        worker_registry.report(table.generation)
+        worker_registry.report(self.settings.workers_dir, table.generation)
+
+    def _log_format_error(self) -> None:
+        log.error("%s", self.format_error)
+        self.format_error_at = time.monotonic()
 
     async def _watch_table(self) -> None:
         ticks = 0
@@ -430,8 +449,8 @@ class GatewayApp:
                 return
             o.route = rule.rule.route
             if rule.error is not None:
-                err_status, code, message = rule.error
-                client_error(o, proto, err_status, message, code)
+                err = rule.error
+                client_error(o, proto, err.status, err.message, err.code)
                 return
             runtime = state.routes[rule.rule.route_index]
         assert runtime is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import ssl
 import time
@@ -21,7 +20,7 @@ from typing import Union
 import msgspec
 
 from modelyard.core.costs import CostCompileError, CostProgram
-from modelyard.core.health import HEALTH_ENV, HealthBoard
+from modelyard.core.health import HealthBoard
 from modelyard.core.router import SLICE, Router, RuleRuntime
 from modelyard.core.table import Backend, BackendRef, RouteInfo, Table, credential_headers
 from modelyard.core.wire import (
@@ -88,8 +87,7 @@ class _NoBoard:
 Board = Union[HealthBoard, _NoBoard]
 
 
-def attach_board() -> Board:
-    path = os.environ.get(HEALTH_ENV)
+def attach_board(path: str) -> Board:
     return HealthBoard.attach(path) if path else _NoBoard()
 
 
@@ -267,7 +265,7 @@ def _cost_program(info: RouteInfo) -> CostProgram | None:
     if not info.costs:
         return None
     try:
-        return CostProgram.compile(info.costs, info.name)
+        return CostProgram.compile(tuple((c.metadata_key, c.type, c.cel) for c in info.costs), info.name)
     except CostCompileError:  # the watcher rejects such a table; never take a worker down for it
         log.exception("llmRequestCosts of %s do not compile; its requests cost nothing", info.name)
         return None

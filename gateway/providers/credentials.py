@@ -9,10 +9,10 @@ credentials generation, so a request pays for a comparison, not for formatting.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
-from modelyard.core.credentials import CREDENTIALS_ENV, CredentialsSegment
+from modelyard.core.credentials import CredentialsSegment
+from modelyard.core.settings import current as current_settings
 from modelyard.core.wire import HEADER_ENCODING, header_value_problem
 from modelyard.gateway.providers.base import AuthHook
 
@@ -36,7 +36,7 @@ class WorkerCredentials:
         """Copy the published map if it changed (attaching on first use); a failure keeps the last copy."""
         try:
             if self.segment is None:
-                path = os.environ.get(CREDENTIALS_ENV)
+                path = current_settings().credentials
                 if not path:
                     return
                 self.segment = CredentialsSegment.attach(path)

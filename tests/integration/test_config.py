@@ -98,7 +98,7 @@ def test_missing_references_are_warnings_and_the_rule_answers_503(tmp_path: Path
     assert any("AIServiceBackend ns/nowhere does not exist" in w.message for w in diags.warnings)
     table = compiled.table  # type: ignore[attr-defined]
     missing = next(b for b in table.backends if b.name == "ns/nowhere")
-    assert missing.error[0] == 503 and "ns/nowhere" in missing.error[2]
+    assert missing.error.status == 503 and "ns/nowhere" in missing.error.message
 
 
 def test_unknown_kind_is_reported_once_and_deprecated_fields_warn(tmp_path: Path) -> None:

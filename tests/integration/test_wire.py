@@ -286,6 +286,7 @@ def test_a_table_workers_cannot_apply_is_logged_once_and_readyz_says_so(tmp_path
     from modelyard.core.shm import TableSegment
     from modelyard.core.table import Backend, Endpoint, Table, encode_table
     from modelyard.core import worker_registry
+    from modelyard.core.settings import SETTINGS_ENV, Settings
     from modelyard.config.admin import ListenerProbe, build_admin_app
     from modelyard.gateway.app import GatewayApp
 
@@ -300,8 +301,8 @@ def test_a_table_workers_cannot_apply_is_logged_once_and_readyz_says_so(tmp_path
 
     segment = TableSegment.create(str(tmp_path / "table"), capacity=1 << 16)
     (tmp_path / "workers").mkdir()
-    monkeypatch.setenv("MODELYARD_TABLE", segment.path)
-    monkeypatch.setenv(worker_registry.WORKERS_DIR_ENV, str(tmp_path / "workers"))
+    settings = Settings(table=segment.path, workers_dir=str(tmp_path / "workers"))
+    monkeypatch.setenv(SETTINGS_ENV, settings.encode())
     segment.publish(table(1, "/v1é\r\nx: y"), 1)
     loop = asyncio.new_event_loop()
     app = GatewayApp()
@@ -333,7 +334,7 @@ def test_a_table_workers_cannot_apply_is_logged_once_and_readyz_says_so(tmp_path
             task.cancel()
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
-        worker_registry.forget()
+        worker_registry.forget(settings.workers_dir)
 
 
 _TOKENS = st.one_of(st.sampled_from(["Content-Length", "host", "Proxy-Foo"]),

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from modelyard.core.credentials import (
-    _SEQ, _SEQ_AT, CREDENTIALS_ENV, HEADER_SIZE, CredentialsError, CredentialsSegment, table_credentials,
+    _SEQ, _SEQ_AT, HEADER_SIZE, CredentialsError, CredentialsSegment, table_credentials,
 )
+from modelyard.core.settings import SETTINGS_ENV, Settings
 from modelyard.core.table import Backend, Table
 from modelyard.gateway.providers.credentials import WorkerCredentials, bearer_auth
 
@@ -85,7 +86,7 @@ def test_size_is_bounded_and_an_oversized_map_changes_nothing(tmp_path: Path) ->
 
 def test_the_worker_copy_refreshes_on_a_new_generation_and_hooks_send_the_token(
         segment: CredentialsSegment, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(CREDENTIALS_ENV, segment.path)
+    monkeypatch.setenv(SETTINGS_ENV, Settings(credentials=segment.path).encode())
     worker = WorkerCredentials()
     hook = bearer_auth(b"x-edit: 1\r\n", "default/a", worker)
     worker.refresh()
@@ -104,7 +105,7 @@ def test_the_worker_copy_refreshes_on_a_new_generation_and_hooks_send_the_token(
 
 
 def test_the_worker_copy_without_a_segment_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(CREDENTIALS_ENV, raising=False)
+    monkeypatch.delenv(SETTINGS_ENV, raising=False)
     worker = WorkerCredentials()
     worker.refresh()
     assert (worker.generation, worker.values) == (0, {})

@@ -230,4 +230,4 @@ def test_schemas_not_served_keep_answering_501(schema: str) -> None:
     ]
     diags = Diagnostics()
     table = compile_table(resources, diags).table
-    assert table.backends[0].error is not None and table.backends[0].error[:2] == (501, "schema_not_supported")
+    assert table.backends[0].error is not None and (table.backends[0].error.status, table.backends[0].error.code) == (501, "schema_not_supported")
