@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, events
 from locust.env import Environment
+from locust.exception import StopUser
 
 DRILL_PID_ENV = "MODELYARD_DRILL_PID"
 DEFAULT_MODEL = "mock-model"
@@ -38,6 +40,9 @@ def _add_arguments(parser: Any) -> None:
                        help="sent as Authorization: Bearer KEY (default: no header)")
     group.add_argument("--wait-ms", env_var="LOCUST_WAIT_MS", type=float, default=0.0,
                        help="pause between a user's requests in milliseconds (default 0)")
+    group.add_argument("--iterations", env_var="LOCUST_ITERATIONS", type=int, default=0,
+                       help="requests each user makes before it stops; the run ends when every user has "
+                            "(or at --run-time). Default 0: no limit")
     group.add_argument("--drill-after", env_var="LOCUST_DRILL_AFTER", type=float, default=3.0,
                        help=f"with {DRILL_PID_ENV}: seconds from the test start to SIGSTOP (default 3)")
     group.add_argument("--drill-down", env_var="LOCUST_DRILL_DOWN", type=float, default=3.0,
@@ -54,8 +59,25 @@ def _opt(environment: Environment, name: str, default: Any) -> Any:
 
 
 def _configured_wait(user: FastHttpUser) -> float:
-    """`wait_time` of every profile: `--wait-ms` (default 0, back-to-back requests)."""
+    """`wait_time` of every profile, called after each task: `--wait-ms` (default 0, back-to-back
+    requests); with `--iterations`, the user stops after that many tasks."""
+    limit = int(_opt(user.environment, "iterations", 0))
+    if limit > 0:
+        user.iterations = getattr(user, "iterations", 0) + 1
+        if user.iterations >= limit:
+            _user_done(user.environment)
+            raise StopUser()
     return max(0.0, float(_opt(user.environment, "wait_ms", 0.0))) / 1000.0
+
+
+def _user_done(environment: Environment) -> None:
+    """Once every user has made its `--iterations` requests, end the run as --run-time would (from a
+    greenlet of its own: quitting stops every user, this one included)."""
+    done = getattr(environment, "users_done", 0) + 1
+    environment.users_done = done
+    runner = environment.runner
+    if runner is not None and done >= max(1, runner.target_user_count):
+        gevent.spawn(runner.quit)
 
 
 def _openai_error(body: Any) -> dict | None:

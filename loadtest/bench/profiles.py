@@ -84,6 +84,7 @@ Options (also settable as environment variables, shown in brackets)
 ``--max-tokens N`` [LOCUST_MAX_TOKENS]     ``max_tokens`` to send (default 0: none sent)
 ``--api-key KEY`` [LOCUST_API_KEY]         sent as ``Authorization: Bearer KEY`` (default: none)
 ``--wait-ms N`` [LOCUST_WAIT_MS]           pause between a user's requests in ms (default 0)
+``--iterations N`` [LOCUST_ITERATIONS]     requests per user, then the run ends (default 0: until --run-time)
 ``--drill-after S``, ``--drill-down S``, ``--drill-grace S``  the automatic drill's timing (3, 3, 5)
 
 Commands
@@ -131,6 +132,7 @@ in the page's custom parameters and can be changed there for each run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -258,10 +260,14 @@ class MixedModelsUser(_OpenAIUser):
         if not self.choices:
             self.choices = [self.model]
             self.models = [self.model]
+        # In turn from a random start, not at random: any user that makes len(choices) requests has
+        # asked for every model, the unknown one included.
+        start = random.randrange(len(self.choices))
+        self.turns = itertools.cycle(self.choices[start:] + self.choices[:start])
 
     @task
     def chat_some_model(self) -> None:
-        model = random.choice(self.choices)
+        model = next(self.turns)
         if model is not None:
             self.chat(model, f"/v1/chat/completions model={model}")
             return
