@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, route, write_config
 from tests.support import free_port, http_request, wait_for
-from tests.integration.test_lifecycle import api_key_policy
+from tests.integration.helpers import api_key_policy
 
 CONFIG = """\
 apiVersion: aigateway.envoyproxy.io/v1alpha1

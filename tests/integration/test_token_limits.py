@@ -24,7 +24,7 @@ from modelyard.config.token_service import RECYCLE_RSS
 from modelyard.core.settings import DEFAULT_MAX_COUNT_BYTES
 from tests.conftest import Gateway
 from tests.support import REPO, HealthPoller, free_port, wait_for
-from tests.integration.test_lifecycle import _running, children, title
+from tests.integration.helpers import children, running, title
 
 CAP = DEFAULT_MAX_COUNT_BYTES
 CONTROL_RSS_BOUND = 256 << 20  # README, "Limits and hardening": the control process after counting load
@@ -69,7 +69,7 @@ def vm(pid: int, field: str) -> int:
 
 
 def titled(pids: list[int], name: str) -> list[int]:
-    return [pid for pid in pids if title(pid) == name and _running(pid)]
+    return [pid for pid in pids if title(pid) == name and running(pid)]
 
 
 def control_and_tokens(gw: Gateway) -> tuple[int, int | None]:
