@@ -1,85 +1,15 @@
-"""Helpers shared by the integration tests: manifests for API keys and schemas, the gateway's
-processes and sockets as seen from /proc, and config files replaced the way editors do."""
+"""Helpers shared by the integration tests: the gateway's processes and sockets as seen from /proc,
+and config files replaced the way editors do."""
 
 from __future__ import annotations
 
 import os
 import socket
-import textwrap
 import time
 from pathlib import Path
 
-from tests.conftest import Gateway, openai_backend
+from tests.conftest import Gateway
 from tests.support import Proc, modelyard
-
-# --- manifests -----------------------------------------------------------------------------------
-
-
-def api_key_policy(backend: str, key: str) -> str:
-    """A BackendSecurityPolicy of type APIKey on `backend`, and the Secret holding `key`."""
-    return textwrap.dedent(f"""\
-        apiVersion: aigateway.envoyproxy.io/v1alpha1
-        kind: BackendSecurityPolicy
-        metadata: {{name: {backend}-key, namespace: default}}
-        spec:
-          type: APIKey
-          targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {backend}}}]
-          apiKey:
-            secretRef: {{name: {backend}-secret, namespace: default}}
-        ---
-        apiVersion: v1
-        kind: Secret
-        metadata: {{name: {backend}-secret, namespace: default}}
-        type: Opaque
-        stringData:
-          apiKey: {key}
-        ---
-        """)
-
-
-def keyed_backend(name: str, port: int, override: str, key: str | None = "configured-key") -> str:
-    """An OpenAI backend with an APIKey policy (and its Secret, when `key`) carrying `override`."""
-    secret = "" if key is None else textwrap.dedent(f"""\
-        ---
-        apiVersion: v1
-        kind: Secret
-        metadata: {{name: {name}-secret, namespace: default}}
-        stringData: {{apiKey: {key}}}
-        """)
-    key_ref = f"\n  apiKey: {{secretRef: {{name: {name}-secret}}}}" if key is not None else ""
-    return openai_backend(name, "127.0.0.1", port) + textwrap.dedent(f"""\
-        apiVersion: aigateway.envoyproxy.io/v1alpha1
-        kind: BackendSecurityPolicy
-        metadata: {{name: {name}-key, namespace: default}}
-        spec:
-          type: APIKey
-          targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {name}}}]
-          credentialOverride: {override}""") + key_ref + "\n" + secret + "---\n"
-
-
-def schema_backend(name: str, port: int, schema: str, version: str = "", policy: str = "", key: str = "") -> str:
-    """A backend at 127.0.0.1:`port` speaking `schema`, with a `policy` of that schema holding `key`."""
-    text = openai_backend(name, "127.0.0.1", port).replace(
-        "schema: {name: OpenAI}", f"schema: {{name: {schema}{', version: ' + repr(version) if version else ''}}}")
-    if policy:
-        field = {"AnthropicAPIKey": "anthropicAPIKey", "AzureAPIKey": "azureAPIKey"}[policy]
-        text += textwrap.dedent(f"""\
-            apiVersion: aigateway.envoyproxy.io/v1alpha1
-            kind: BackendSecurityPolicy
-            metadata: {{name: {name}-key, namespace: default}}
-            spec:
-              type: {policy}
-              targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {name}}}]
-              {field}: {{secretRef: {{name: {name}-secret}}}}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: {name}-secret, namespace: default}}
-            stringData: {{apiKey: {key}}}
-            ---
-            """)
-    return text
-
 
 def replace_atomically(path: Path, text: str) -> None:
     """Write a temporary file beside `path` and rename it over `path`, as editors and kubelet do."""

@@ -25,7 +25,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelyard.config.control import CONTROL_NICE
 from tests.conftest import Gateway, Mock, openai_backend, route, write_config
 from tests.integration.helpers import (
-    api_key_policy,
     children,
     control_pid,
     established_per_process,
@@ -34,6 +33,7 @@ from tests.integration.helpers import (
     title,
     workers,
 )
+from tests.resources import api_key_policy
 from tests.support import http_request, wait_for, wait_http
 
 RELOAD_BOUND = 2.0  # seconds: the stated bound for a config change to be served

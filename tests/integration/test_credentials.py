@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Gateway, Mock, assert_openai_error, route, write_config
-from tests.integration.helpers import keyed_backend
+from tests.resources import keyed_backend
 
 
 @pytest.fixture(scope="module")

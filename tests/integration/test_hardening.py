@@ -14,7 +14,7 @@ import anthropic
 import pytest
 
 from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, write_config
-from tests.integration.helpers import keyed_backend
+from tests.resources import keyed_backend
 from tests.support import wait_for
 
 MB = 1_000_000

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Gateway, Mock, write_config
 from tests.support import wait_for
-from tests.integration.helpers import schema_backend
+from tests.resources import schema_backend
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

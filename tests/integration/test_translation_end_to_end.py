@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import Gateway, Mock, write_config
-from tests.integration.helpers import schema_backend
+from tests.resources import schema_backend
 from tests.support import http_request, wait_for
 
 WEATHER = {"type": "function", "function": {

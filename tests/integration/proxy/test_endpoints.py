@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import openai
 
 from tests.conftest import openai_backend, route, write_config
-from tests.integration.helpers import api_key_policy
+from tests.resources import api_key_policy
 from tests.integration.proxy.conftest import ANTHROPIC_KEY
 
 
