@@ -1,15 +1,18 @@
-"""`modelyard check` as a user runs it: every mistake reported with its file, object and field, and
-the examples accepted."""
+"""The `modelyard` command as a user runs it: --version from the installed distribution, and
+`modelyard check` reporting every mistake with its file, object and field, and accepting the examples."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 from tests.conftest import write_config
 from tests.resources import key_policy, route_with_rules
-from tests.support import EXAMPLES, modelyard
+from tests.support import EXAMPLES, REPO, modelyard
 
 BAD = """\
 apiVersion: aigateway.envoyproxy.io/v1alpha1
@@ -95,6 +98,14 @@ EXPECTED = [
     ("Secret/ns/unused", "data.other", "data is not valid base64"),  # the API server would refuse it too
     ("Secret/ns/s2", "stringData.apiKey", "Secret ns/s2 key apiKey: the value contains a line break"),
 ]
+
+
+def test_version_from_the_installed_distribution():
+    out = subprocess.run([sys.executable, "-m", "modelyard.gateway", "--version"], cwd=REPO, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"modelyard {importlib.metadata.version('modelyard')}"
+    assert re.fullmatch(r"modelyard \d+\.\d+\.\d+\S*", out.stdout.strip())
 
 
 def test_check_reports_three_mistakes_with_file_object_and_field(tmp_path: Path) -> None:
