@@ -142,3 +142,14 @@ def test_what_the_checks_accept_is_written_as_one_header_line_and_a_clean_path(n
             _header_lines(((name, value),), "test")
     if not path_problem(prefix):
         assert prefix.isascii() and not any(c in prefix for c in " ?#\r\n\0")
+
+
+def test_the_data_plane_writes_no_header_that_could_split_the_head() -> None:
+    from modelyard.gateway.state import InvalidTable, _header_lines, valid_header
+    assert valid_header("x-team", "a b\tc é") and valid_header("x-a", "\u2603")  # text, written as UTF-8
+    for name, value in (("x-a", "v\r\nx-evil: 1"), ("x-a", "v\0"), ("x a", "v"), ("x-a:", "v"), ("", "v"),
+                        ("x-\u00e9", "v")):
+        assert not valid_header(name, value), (name, value)
+    assert _header_lines((("x-ok", "1"),), "test") == b"x-ok: 1\r\n"
+    with pytest.raises(InvalidTable):  # the worker keeps its previous table rather than write it
+        _header_lines((("x-ok", "1"), ("x-bad", "1\r\nx-evil: 2")), "test")
