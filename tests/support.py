@@ -1,10 +1,12 @@
-"""Helpers for tests that start real processes on 127.0.0.1 and stop them by PID."""
+"""Helpers shared by the tests: real processes on 127.0.0.1 stopped by PID, plain HTTP requests,
+waiting for a condition, and realistic text to count tokens of."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -153,3 +155,17 @@ class HealthPoller:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(self.timeout + 5)
+
+
+def realistic_text(size: int, seed: int = 7) -> str:
+    """Prose, code and markup from this repository, shuffled by line: about `size` characters."""
+    lines = [line for p in ("README.md", "core/tokenizer.py", "gateway/app.py", "core/token_endpoints.py")
+             for line in (REPO / p).read_text().splitlines(keepends=True)]
+    rng = random.Random(seed)
+    out: list[str] = []
+    n = 0
+    while n < size:
+        line = rng.choice(lines)
+        out.append(line)
+        n += len(line)
+    return "".join(out)[:size]

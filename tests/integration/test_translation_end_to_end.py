@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 
 import anthropic
 import openai
 import pytest
 
-from tests.conftest import Gateway, Mock, openai_backend, write_config
+from tests.conftest import Gateway, Mock, write_config
+from tests.resources import schema_backend
+from tests.support import http_request, wait_for
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a place",
     "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}
-
-
-def backend(name: str, port: int, schema: str, version: str = "", policy: str = "", key: str = "") -> str:
-    text = openai_backend(name, "127.0.0.1", port).replace(
-        "schema: {name: OpenAI}", f"schema: {{name: {schema}{', version: ' + repr(version) if version else ''}}}")
-    if policy:
-        field = {"AnthropicAPIKey": "anthropicAPIKey", "AzureAPIKey": "azureAPIKey"}[policy]
-        text += textwrap.dedent(f"""\
-            apiVersion: aigateway.envoyproxy.io/v1alpha1
-            kind: BackendSecurityPolicy
-            metadata: {{name: {name}-key, namespace: default}}
-            spec:
-              type: {policy}
-              targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {name}}}]
-              {field}: {{secretRef: {{name: {name}-secret}}}}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: {name}-secret, namespace: default}}
-            stringData: {{apiKey: {key}}}
-            ---
-            """)
-    return text
 
 
 def rules(*pairs: tuple[str, str]) -> str:
@@ -57,10 +35,10 @@ def setup(tmp_path_factory) -> Iterator[dict]:
         "gpt": Mock("gpt"),
         "azure": Mock("azure", "--api", "azure", "--api-key", "az-key"),
     }
-    text = (backend("claude", mocks["claude"].port, "Anthropic", policy="AnthropicAPIKey", key="sk-ant")
-            + backend("claude-down", mocks["claude-down"].port, "Anthropic", policy="AnthropicAPIKey", key="k")
-            + backend("gpt", mocks["gpt"].port, "OpenAI")
-            + backend("azure", mocks["azure"].port, "AzureOpenAI", version="2024-10-21", policy="AzureAPIKey",
+    text = (schema_backend("claude", mocks["claude"].port, "Anthropic", policy="AnthropicAPIKey", key="sk-ant")
+            + schema_backend("claude-down", mocks["claude-down"].port, "Anthropic", policy="AnthropicAPIKey", key="k")
+            + schema_backend("gpt", mocks["gpt"].port, "OpenAI")
+            + schema_backend("azure", mocks["azure"].port, "AzureOpenAI", version="2024-10-21", policy="AzureAPIKey",
                       key="az-key")
             + rules(("claude-model", "[{name: claude}]"), ("gpt-model", "[{name: gpt}]"),
                     ("azure-model", "[{name: azure, modelNameOverride: my-deployment}]"),
@@ -162,7 +140,6 @@ def test_anthropic_client_gets_anthropic_errors(setup) -> None:
 
 
 def test_anthropic_models_list(setup) -> None:
-    from tests.support import http_request
 
     status, _, body = http_request(setup["gw"].port, "GET", "/anthropic/v1/models")
     answer = json.loads(body)
@@ -176,7 +153,6 @@ def test_anthropic_usage_is_counted_once_in_the_access_log(setup) -> None:
     before = sum(1 for line in gw.proc.output().splitlines() if line.startswith("{"))
     with anthropic_client(gw).messages.stream(model="claude-model", max_tokens=50, messages=HELLO) as stream:
         final = stream.get_final_message()
-    from tests.support import wait_for
 
     def line() -> dict | None:
         lines = [json.loads(x) for x in gw.proc.output().splitlines() if x.startswith("{")][before:]
@@ -206,10 +182,9 @@ def test_openai_chat_to_azure(setup) -> None:
 
 
 def test_cohere_chat_through_its_openai_compatibility_prefix_and_rerank(tmp_path, start_mock, start_gateway) -> None:
-    from tests.support import http_request
 
     mock = start_mock("cohere")
-    text = backend("cohere", mock.port, "Cohere") + rules(("command-r", "[{name: cohere}]"))
+    text = schema_backend("cohere", mock.port, "Cohere") + rules(("command-r", "[{name: cohere}]"))
     gw = start_gateway("--config", str(write_config(tmp_path / "r.yaml", text)), workers=1)
     assert gw.chat("command-r")[0] == 200
     assert mock.chat_requests()[-1]["path"] == "/compatibility/v1/chat/completions"
@@ -252,7 +227,6 @@ def test_anthropic_usage_reaches_the_metrics_once(setup) -> None:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from tests.support import http_request, wait_for
 
     gw = setup["gw"]
 

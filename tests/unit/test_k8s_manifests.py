@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "k8s"
-CRDS = K8S / "crds"
+from tests.k8s import CRDS, K8S, kustomization_of, kustomized_objects, yaml_documents
 
 YAML_FILES = sorted(p for p in K8S.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-
-
-def _docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-def _kustomization(folder: Path) -> dict[str, Any]:
-    return yaml.safe_load((folder / "kustomization.yaml").read_text())
-
-
-def _objects(folder: Path) -> list[dict[str, Any]]:
-    """The objects a kustomization lists, in order."""
-    out: list[dict[str, Any]] = []
-    for res in _kustomization(folder)["resources"]:
-        out.extend(_docs(folder / res))
-    return out
 
 
 def _one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -43,7 +23,7 @@ def _one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict
 
 @pytest.fixture(scope="module")
 def base() -> list[dict[str, Any]]:
-    return _objects(K8S)
+    return kustomized_objects(K8S)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +72,7 @@ def test_there_are_manifests():
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: p.relative_to(K8S).as_posix())
 def test_yaml_parses_and_objects_are_complete(path: Path):
-    docs = _docs(path)
+    docs = yaml_documents(path)
     assert docs, f"{path} holds no document"
     for doc in docs:
         assert isinstance(doc, dict), f"{path}: a document is not a mapping"
@@ -110,7 +90,7 @@ def test_yaml_parses_and_objects_are_complete(path: Path):
 
 @pytest.mark.parametrize("folder", [K8S, CRDS], ids=["base", "crds"])
 def test_kustomization_resources_exist(folder: Path):
-    kust = _kustomization(folder)
+    kust = kustomization_of(folder)
     assert kust["kind"] == "Kustomization"
     assert kust["resources"], "no resources"
     assert len(set(kust["resources"])) == len(kust["resources"]), "a resource is listed twice"
@@ -119,16 +99,16 @@ def test_kustomization_resources_exist(folder: Path):
 
 
 def test_base_lists_every_manifest_and_no_crd():
-    kust = _kustomization(K8S)
+    kust = kustomization_of(K8S)
     listed = set(kust["resources"])
     present = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == present
     assert not any(r.startswith("crds") for r in listed)
-    assert all(o["kind"] != "CustomResourceDefinition" for o in _objects(K8S))
+    assert all(o["kind"] != "CustomResourceDefinition" for o in kustomized_objects(K8S))
 
 
 def test_base_namespace_and_labels(base):
-    kust = _kustomization(K8S)
+    kust = kustomization_of(K8S)
     assert kust["namespace"] == "modelyard"
     ns = _one(base, "Namespace")
     assert ns["metadata"]["name"] == "modelyard"
@@ -141,23 +121,6 @@ def test_base_namespace_and_labels(base):
     for obj in base:
         if obj["kind"] not in cluster_scoped:
             assert obj["metadata"].get("namespace", "modelyard") == "modelyard", obj["metadata"]["name"]
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-@pytest.mark.parametrize("folder", [K8S, CRDS], ids=["base", "crds"])
-def test_kustomize_builds(folder: Path):
-    try:
-        proc = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:  # pragma: no cover - a broken kubectl
-        pytest.skip(f"kubectl kustomize unusable: {e}")
-    assert proc.returncode == 0, proc.stderr
-    built = [d for d in yaml.safe_load_all(proc.stdout) if d]
-    assert len(built) == len(_objects(folder))
-    for obj in built:
-        labels = obj["metadata"].get("labels", {})
-        assert labels.get("app.kubernetes.io/name") == "modelyard", obj["metadata"]["name"]
-        if folder == K8S and obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
-            assert obj["metadata"]["namespace"] == "modelyard"
 
 
 # ---------------------------------------------------------------- deployment
@@ -381,7 +344,7 @@ def test_configmap_config_is_a_valid_example(base):
 
 
 def test_crds():
-    objs = _objects(CRDS)
+    objs = kustomized_objects(CRDS)
     assert all(o["kind"] == "CustomResourceDefinition" for o in objs)
     kinds = {o["spec"]["names"]["kind"] for o in objs}
     assert kinds == {"AIGatewayRoute", "AIServiceBackend", "BackendSecurityPolicy"}

@@ -1,47 +1,22 @@
-"""Loading and validating resources; `modelyard check` as a user runs it."""
+"""Loading, validating and compiling resources in-process: what each mistake is reported as, and
+what each accepted resource compiles to."""
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from pathlib import Path
 
 from modelyard.config.compiler import compile_table
 from modelyard.config.diagnostics import Diagnostics
 from modelyard.config.loader import load_paths
-from tests.support import EXAMPLES, modelyard
-
-BACKEND = """\
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {name: be, namespace: ns}
-spec:
-  schema: {name: OpenAI}
-  backendRef: {name: be, kind: Backend, group: gateway.envoyproxy.io}
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {name: be, namespace: ns}
-spec:
-  endpoints: [{ip: {address: 127.0.0.1, port: 8000}}]
-"""
-
+from tests.resources import BACKEND, route_with_rules
+from tests.support import EXAMPLES
 
 def _load(tmp_path: Path, text: str, name: str = "c.yaml") -> tuple[Diagnostics, object]:
     (tmp_path / name).write_text(textwrap.dedent(text))
     diags = Diagnostics()
     loaded = load_paths([str(tmp_path)], diags, set())
     return diags, compile_table(loaded.resources, diags)
-
-
-def _route(rules: str) -> str:
-    return textwrap.dedent("""\
-        apiVersion: aigateway.envoyproxy.io/v1alpha1
-        kind: AIGatewayRoute
-        metadata: {name: r, namespace: ns}
-        spec:
-          rules:
-        """) + textwrap.indent(textwrap.dedent(rules), "    ") + "---\n" + BACKEND
 
 
 def test_every_example_folder_loads_without_errors() -> None:
@@ -55,7 +30,7 @@ def test_every_example_folder_loads_without_errors() -> None:
 
 
 def test_unknown_field_wrong_type_and_missing_field_are_all_reported(tmp_path: Path) -> None:
-    diags, _ = _load(tmp_path, _route("""\
+    diags, _ = _load(tmp_path, route_with_rules("""\
         - matches:
             - headers:
                 - {name: x-ai-eg-model, value: m, type: Prefix}
@@ -74,7 +49,7 @@ def test_unknown_field_wrong_type_and_missing_field_are_all_reported(tmp_path: P
 
 
 def test_semantic_errors_name_the_field(tmp_path: Path) -> None:
-    diags, _ = _load(tmp_path, _route("""\
+    diags, _ = _load(tmp_path, route_with_rules("""\
         - matches:
             - headers:
                 - {name: x-ai-eg-model, value: "gpt-(", type: RegularExpression}
@@ -91,7 +66,7 @@ def test_semantic_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_missing_references_are_warnings_and_the_rule_answers_503(tmp_path: Path) -> None:
-    diags, compiled = _load(tmp_path, _route("""\
+    diags, compiled = _load(tmp_path, route_with_rules("""\
         - backendRefs: [{name: nowhere}]
         """))
     assert not diags.errors
@@ -182,39 +157,6 @@ def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
     assert err.file.endswith("c.yaml") and "line" in err.message
 
 
-def test_check_reports_three_mistakes_with_file_object_and_field(tmp_path: Path) -> None:
-    (tmp_path / "routes.yaml").write_text(_route("""\
-        - matches:
-            - headers: [{name: x-ai-eg-model, value: m}]
-          backendRefs: [{name: be, weigth: 2}]
-          timeouts: {request: soon}
-        """))
-    (tmp_path / "policy.yaml").write_text(textwrap.dedent("""\
-        apiVersion: aigateway.envoyproxy.io/v1alpha1
-        kind: BackendSecurityPolicy
-        metadata: {name: key, namespace: ns}
-        spec:
-          type: APIKey
-          apiKey: {secretRef: {name: s}}
-          targetRefs: [{name: be, kind: AIServiceBackend, group: aigateway.envoyproxy.io}]
-          extra: true
-        """))
-    out = subprocess.run(modelyard("check", str(tmp_path)), capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1, out.stdout + out.stderr
-    lines = [l for l in out.stdout.splitlines() if l.startswith("error:")]
-    assert len(lines) == 3, out.stdout
-    assert any("routes.yaml: AIGatewayRoute/ns/r: spec.rules[0].backendRefs[0].weigth: unknown field" in l for l in lines)
-    assert any("routes.yaml: AIGatewayRoute/ns/r: spec.rules[0].timeouts.request: invalid duration" in l for l in lines)
-    assert any("policy.yaml: BackendSecurityPolicy/ns/key: spec.extra: unknown field" in l for l in lines)
-
-
-def test_check_accepts_the_examples() -> None:
-    out = subprocess.run(modelyard("check", str(EXAMPLES / "nrp-models-config")), capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "AIGatewayRoute nrp-llm/envoy-ai-gateway-nrp-qwen: 3 rules -> qwen3, qwen3-nairr, qwen3-combined" in out.stdout
-
-
 def test_gateway_listener_gives_the_port(tmp_path: Path) -> None:
     diags, compiled = _load(tmp_path, BACKEND + textwrap.dedent("""\
         ---
@@ -284,7 +226,7 @@ def test_client_traffic_policy_connection_limit_and_timeouts(tmp_path: Path) -> 
 
 def test_a_rule_for_a_model_name_over_the_limit_is_a_warning(tmp_path: Path) -> None:
     long_name = "m" * 257
-    diags, _ = _load(tmp_path, _route(f"""\
+    diags, _ = _load(tmp_path, route_with_rules(f"""\
         - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {long_name}}}]}}]
           backendRefs: [{{name: be}}]
         - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {'m' * 256}}}]}}]
