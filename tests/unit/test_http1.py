@@ -350,7 +350,12 @@ def test_read_all_reads_past_high_water_up_to_its_limit() -> None:
     (b"SMTP ready\r\n\r\n", "reset"),
     (b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-h%d: v\r\n" % i for i in range(101)) + b"\r\n", "invalid"),
     (b"HTTP/1.1 200 OK\r\nx-big: " + b"v" * (65 << 10), "invalid"),  # the rest of the head never comes
-], ids=["status-line", "not-http", "too-many-headers", "head-too-large"])
+    # Whole heads over the limit, each in one write: one huge field, and many fields that add up.
+    (b"HTTP/1.1 200 OK\r\nx-big: " + b"v" * (65 << 10) + b"\r\ncontent-length: 0\r\n\r\n", "invalid"),
+    (b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 1400) for i in range(50))
+     + b"content-length: 0\r\n\r\n", "invalid"),
+], ids=["status-line", "not-http", "too-many-headers", "head-too-large", "whole-head-too-large",
+        "fields-add-up-too-large"])
 def test_malformed_or_oversized_head_is_an_upstream_error(answer: bytes, kind: str) -> None:
     async def test() -> None:
         async with Upstream(lambda _: ([answer], False)) as up:
