@@ -17,22 +17,17 @@ The values are secrets: nothing here logs them, and errors name sizes and paths 
 from __future__ import annotations
 
 import mmap
-import os
 import struct
-import tempfile
-import time
 import zlib
 
 import msgspec
 
+from modelyard.core.mapped import SEQ, SEQ_AT, SeqlockSegment, attach_file, create_file
 from modelyard.core.table import Table
 
 MAGIC = b"MYARDCR1"
 HEADER = struct.Struct("<8sQQQIQ")  # magic, sequence, generation, length, crc32, capacity
 HEADER_SIZE = 64
-_SEQ = struct.Struct("<Q")
-_SEQ_AT = 8
-_GEN_AT = 16
 DEFAULT_CAPACITY = 1 << 20  # bytes of msgpack: tens of thousands of tokens
 
 _encoder = msgspec.msgpack.Encoder()
@@ -43,10 +38,9 @@ class CredentialsError(RuntimeError):
     pass
 
 
-class CredentialsSegment:
+class CredentialsSegment(SeqlockSegment):
     def __init__(self, path: str, mm: mmap.mmap, writable: bool):
-        self.path = path
-        self._mm = mm
+        super().__init__(path, mm)
         self._writable = writable
         self.capacity = HEADER.unpack_from(mm, 0)[5]
 
@@ -57,32 +51,13 @@ class CredentialsSegment:
     def create(cls, directory: str | None = None, capacity: int = DEFAULT_CAPACITY,
                path: str | None = None) -> CredentialsSegment:
         """A new segment at `path` (mode 0600), else a fresh name in `directory`."""
-        if path is None:
-            fd, path = tempfile.mkstemp(prefix="modelyard-credentials-", dir=directory)  # mode 0600
-        else:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, HEADER_SIZE + capacity)
-            mm = mmap.mmap(fd, HEADER_SIZE + capacity)
-        finally:
-            os.close(fd)
+        path, mm = create_file(path, directory, "modelyard-credentials-", HEADER_SIZE + capacity)
         HEADER.pack_into(mm, 0, MAGIC, 0, 0, 0, 0, capacity)
         return cls(path, mm, writable=True)
 
     @classmethod
     def attach(cls, path: str, writable: bool = False) -> CredentialsSegment:
-        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
-        try:
-            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
-        finally:
-            os.close(fd)
-        if mm[:8] != MAGIC:
-            raise CredentialsError(f"{path} is not a credentials segment")
-        return cls(path, mm, writable)
-
-    def generation(self) -> int:
-        """The generation of the published map (0: nothing yet): one 8-byte load, for polling."""
-        return _SEQ.unpack_from(self._mm, _GEN_AT)[0]
+        return cls(path, attach_file(path, MAGIC, writable, CredentialsError, "credentials segment"), writable)
 
     def publish(self, values: dict[str, str]) -> int:
         """Replace the map; its new generation. Refused (and nothing changes) when it does not fit."""
@@ -94,34 +69,24 @@ class CredentialsSegment:
                                    f"{self.capacity}")
         mm = self._mm
         _, seq, generation, _, _, capacity = HEADER.unpack_from(mm, 0)
-        _SEQ.pack_into(mm, _SEQ_AT, seq + 1)  # odd: being written
+        SEQ.pack_into(mm, SEQ_AT, seq + 1)  # odd: being written
         mm[HEADER_SIZE:HEADER_SIZE + len(payload)] = payload
         HEADER.pack_into(mm, 0, MAGIC, seq + 1, generation + 1, len(payload), zlib.crc32(payload), capacity)
-        _SEQ.pack_into(mm, _SEQ_AT, seq + 2)
+        SEQ.pack_into(mm, SEQ_AT, seq + 2)
         return generation + 1
 
     def read(self, timeout: float = 1.0) -> tuple[int, dict[str, str]]:
         """(generation, map) as last published; (0, {}) before the first publication."""
-        mm = self._mm
-        deadline = time.monotonic() + timeout
-        while True:
-            _, seq, generation, length, crc, _ = HEADER.unpack_from(mm, 0)
-            if not seq & 1:
-                data = mm[HEADER_SIZE:HEADER_SIZE + length]
-                if _SEQ.unpack_from(mm, _SEQ_AT)[0] == seq and zlib.crc32(data) == crc:
-                    return generation, _decoder.decode(data) if length else {}
-            if time.monotonic() > deadline:
-                raise CredentialsError("could not read a consistent credentials map")
-            time.sleep(0.0005)
+        return self._retry(self._try_read, timeout, CredentialsError, "could not read a consistent credentials map")
 
-    def close(self) -> None:
-        self._mm.close()
-
-    def unlink(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+    def _try_read(self) -> tuple[int, dict[str, str]] | None:
+        _, seq, generation, length, crc, _ = HEADER.unpack_from(self._mm, 0)
+        if seq & 1:
+            return None
+        data = self._mm[HEADER_SIZE:HEADER_SIZE + length]
+        if not self._unchanged(seq) or zlib.crc32(data) != crc:
+            return None
+        return generation, _decoder.decode(data) if length else {}
 
 
 def table_credentials(table: Table) -> dict[str, str]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.core.credentials import (
-    _SEQ, _SEQ_AT, HEADER_SIZE, CredentialsError, CredentialsSegment, table_credentials,
-)
+from modelyard.core.credentials import HEADER_SIZE, CredentialsError, CredentialsSegment, table_credentials
+from modelyard.core.mapped import SEQ as _SEQ
+from modelyard.core.mapped import SEQ_AT as _SEQ_AT
 from modelyard.core.settings import SETTINGS_ENV, Settings
 from modelyard.core.table import Backend, Table
 from modelyard.gateway.providers.credentials import WorkerCredentials, bearer_auth
