@@ -7,11 +7,11 @@ from typing import Any
 from modelyard.core.errors import ANTHROPIC_ERROR_TYPES
 from modelyard.core.usage import Usage
 
-from .common import SSEParser, loads_object, sse
+from .common import SSEParser, SSETranslator, loads_object, sse
 from .anthropic_openai_answer import anthropic_error_event, anthropic_usage, stop_reason, stop_sequence, usage_of
 
 
-class OpenAIStreamToAnthropic:
+class OpenAIStreamToAnthropic(SSETranslator):
     """OpenAI chat.completion.chunk events -> Anthropic message events.
 
     Order written: message_start, then per block content_block_start, its deltas and
@@ -34,18 +34,8 @@ class OpenAIStreamToAnthropic:
         self._tool_blocks: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
         self._next = 0
 
-    def feed(self, chunk: bytes) -> bytes:
-        if self._closed:
-            return b""
-        return self._events(self._sse.feed(chunk))
-
-    def flush(self) -> bytes:
-        if self._closed:
-            return b""
-        out = self._events(self._sse.flush())
-        if self._closed:
-            return out
-        return out + (self._done() if self._finish is not None else self._cut())
+    def _end(self) -> bytes:
+        return self._done() if self._finish is not None else self._cut()
 
     def _cut(self) -> bytes:
         """No finish_reason ever came: the answer was cut short."""

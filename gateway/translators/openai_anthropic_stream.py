@@ -8,7 +8,7 @@ from typing import Any
 from modelyard.core.errors import openai_error, sse_error_event
 from modelyard.core.usage import Usage
 
-from .common import SSEParser, dumps, loads_object
+from .common import SSEParser, SSETranslator, dumps, loads_object
 from .openai_anthropic_answer import client_status, finish_reason, openai_usage, usage_of
 
 # Anthropic error type -> HTTP status, for errors that arrive inside a stream.
@@ -28,7 +28,7 @@ ERROR_STATUS = {
 # ---------------------------------------------------------------- stream
 
 
-class AnthropicStreamToOpenAI:
+class AnthropicStreamToOpenAI(SSETranslator):
     """Anthropic message events -> OpenAI chat.completion.chunk events.
 
     Usage is read, never added up: input and cache counts from message_start,
@@ -50,21 +50,11 @@ class AnthropicStreamToOpenAI:
         self._finished = False  # finish chunk (and usage chunk) sent
         self._closed = False  # nothing more to send: [DONE] or an error went out
 
-    def feed(self, chunk: bytes) -> bytes:
-        if self._closed:
-            return b""
-        return self._events(self._sse.feed(chunk))
-
-    def flush(self) -> bytes:
-        if self._closed:
-            return b""
-        out = self._events(self._sse.flush())
-        if self._closed:
-            return out
+    def _end(self) -> bytes:
         self._closed = True
         if self._stop is None:  # no message_delta: the answer was cut short
-            return out + sse_error_event("the backend's stream ended before the message did", "upstream_reset")
-        return out + self._finish() + b"data: [DONE]\n\n"
+            return sse_error_event("the backend's stream ended before the message did", "upstream_reset")
+        return self._finish() + b"data: [DONE]\n\n"
 
     def _events(self, events: list[tuple[str | None, str]]) -> bytes:
         out: list[bytes] = []

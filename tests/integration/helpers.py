@@ -6,10 +6,21 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import Gateway
+from tests.conftest import Gateway, Mock
 from tests.support import Proc, modelyard
+
+def serve(gw: Gateway, mocks: dict[str, Mock]) -> Iterator[dict]:
+    """A fixture's body (`yield from serve(...)`): {"gw": gw, **mocks}, then the gateway and mocks stopped."""
+    try:
+        yield {"gw": gw, **mocks}
+    finally:
+        gw.stop()
+        for m in mocks.values():
+            m.stop()
+
 
 def replace_atomically(path: Path, text: str) -> None:
     """Write a temporary file beside `path` and rename it over `path`, as editors and kubelet do."""

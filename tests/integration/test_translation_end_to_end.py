@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import Gateway, Mock, write_config
+from tests.integration.helpers import serve
 from tests.resources import schema_backend
 from tests.support import http_request, wait_for
 
@@ -44,12 +45,7 @@ def setup(tmp_path_factory) -> Iterator[dict]:
                     ("azure-model", "[{name: azure, modelNameOverride: my-deployment}]"),
                     ("flaky", "[{name: claude-down, priority: 0}, {name: gpt, priority: 1}]")))
     gw = Gateway("--config", str(write_config(folder / "r.yaml", text)), workers=1)
-    try:
-        yield {"gw": gw, **mocks}
-    finally:
-        gw.stop()
-        for m in mocks.values():
-            m.stop()
+    yield from serve(gw, mocks)
 
 
 def openai_client(gw: Gateway) -> openai.OpenAI:
