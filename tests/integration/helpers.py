@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import Gateway, Mock
 from tests.support import Proc, modelyard
@@ -20,6 +22,17 @@ def serve(gw: Gateway, mocks: dict[str, Mock]) -> Iterator[dict]:
         gw.stop()
         for m in mocks.values():
             m.stop()
+
+
+def module_mock(name: str, *extra: str) -> Callable[[], Iterator[Mock]]:
+    """The module-scoped fixture `mock = module_mock(...)`: one mock backend `name` (with the mock's
+    flags `extra`) that the module's tests share, stopped after them."""
+    @pytest.fixture(scope="module")
+    def mock() -> Iterator[Mock]:
+        m = Mock(name, *extra)
+        yield m
+        m.stop()
+    return mock
 
 
 def replace_atomically(path: Path, text: str) -> None:

@@ -30,6 +30,7 @@ from tests.integration.helpers import (
     established_per_process,
     exited,
     listening_workers,
+    module_mock,
     title,
     workers,
 )
@@ -42,11 +43,7 @@ RELOAD_BOUND = 2.0  # seconds: the stated bound for a config change to be served
 API_KEY = "sk-modelyard-" + secrets.token_hex(12)
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[Mock]:
-    m = Mock("life-mock")
-    yield m
-    m.stop()
+mock = module_mock("life-mock")
 
 
 @pytest.fixture(scope="module")

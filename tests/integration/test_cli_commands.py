@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 from tests.conftest import write_config
-from tests.resources import key_policy, route_with_rules
+from tests.resources import BACKEND, key_policy, route_with_rules
 from tests.support import EXAMPLES, REPO, modelyard
 
 BAD = """\
@@ -155,19 +155,7 @@ def test_check_reports_a_cel_that_does_not_compile(tmp_path: Path) -> None:
             - matches: [{headers: [{name: x-ai-eg-model, value: m}]}]
               backendRefs: [{name: be}]
         ---
-        apiVersion: aigateway.envoyproxy.io/v1beta1
-        kind: AIServiceBackend
-        metadata: {name: be, namespace: ns}
-        spec:
-          schema: {name: OpenAI}
-          backendRef: {name: be, kind: Backend, group: gateway.envoyproxy.io}
-        ---
-        apiVersion: gateway.envoyproxy.io/v1alpha1
-        kind: Backend
-        metadata: {name: be, namespace: ns}
-        spec:
-          endpoints: [{ip: {address: 127.0.0.1, port: 8000}}]
-        """))
+        """) + BACKEND)
     out = subprocess.run(modelyard("check", str(tmp_path)), capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stdout + out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("error:")]

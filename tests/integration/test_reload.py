@@ -23,7 +23,7 @@ import openai
 import pytest
 
 from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, route, write_config
-from tests.integration.helpers import replace_atomically
+from tests.integration.helpers import module_mock, replace_atomically
 from tests.support import wait_for
 
 RELOAD_BOUND = 2.0  # seconds: the stated bound for a change to be served
@@ -56,11 +56,7 @@ BASE_ROUTES = route("main", "alpha")
 
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[Mock]:
-    m = Mock("reload-mock")
-    yield m
-    m.stop()
+mock = module_mock("reload-mock")
 
 
 @pytest.fixture(scope="module")
