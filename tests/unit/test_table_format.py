@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import struct
@@ -10,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.core.shm import TableSegment
 from modelyard.core.table import (
     TABLE_FORMAT, Backend, BackendHeader, CondKind, Endpoint, ErrorReply, Table, TableFormatError, decode_table,
     decode_table_in_steps, encode_table,
 )
+from tests.support import worker_on_segment
 
 
 def _table(generation: int) -> Table:
@@ -64,22 +63,12 @@ def test_a_worker_keeps_its_table_on_a_format_mismatch(tmp_path: Path, monkeypat
     from modelyard.config.admin import config_view
     from modelyard.config.compiler import CompileOptions
     from modelyard.config.watcher import ConfigWatcher
-    from modelyard.core import worker_registry
-    from modelyard.core.settings import SETTINGS_ENV, Settings
     from modelyard.gateway import app as app_module
-
-    segment = TableSegment.create(str(tmp_path / "table"), capacity=1 << 16)
-    (tmp_path / "workers").mkdir()
-    settings = Settings(table=segment.path, workers_dir=str(tmp_path / "workers"))
-    monkeypatch.setenv(SETTINGS_ENV, settings.encode())
-    segment.publish(encode_table(_table(1)), 1)
-    loop = asyncio.new_event_loop()
-    app = app_module.GatewayApp()
 
     def complaints() -> int:
         return sum("cannot read routing table generation 2" in r.getMessage() for r in caplog.records)
 
-    try:
+    with worker_on_segment(tmp_path, monkeypatch, encode_table(_table(1))) as (app, segment, loop):
         app.__rsgi_init__(loop)
         assert app.state is not None and app.state.generation == 1
         segment.publish(_in_format(encode_table(_table(2)), TABLE_FORMAT + 1), 2)
@@ -102,10 +91,3 @@ def test_a_worker_keeps_its_table_on_a_format_mismatch(tmp_path: Path, monkeypat
         app._refresh()
         assert app.state.generation == 3 and app.format_error == ""
         assert config_view(watcher)["workers"] == [{"pid": os.getpid(), "generation": 3}]
-    finally:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
-        worker_registry.forget(settings.workers_dir)
-        segment.close()

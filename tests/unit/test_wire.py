@@ -20,6 +20,7 @@ from modelyard.core.regex import RegexError, compile_full
 from modelyard.core.wire import header_name_problem, header_value_problem, owned_header_problem, path_problem
 from tests.conftest import openai_backend, route, write_config
 from tests.resources import key_policy
+from tests.support import worker_on_segment
 
 def _compile(tmp_path: Path, text: str) -> tuple[Diagnostics, object]:
     write_config(tmp_path / "c.yaml", text)
@@ -68,12 +69,9 @@ def test_a_table_workers_cannot_apply_is_logged_once_and_readyz_says_so(tmp_path
 
     from modelyard.config.compiler import CompileOptions
     from modelyard.config.watcher import ConfigWatcher
-    from modelyard.core.shm import TableSegment
     from modelyard.core.table import Backend, Endpoint, Table, encode_table
     from modelyard.core import worker_registry
-    from modelyard.core.settings import SETTINGS_ENV, Settings
     from modelyard.config.admin import ListenerProbe, build_admin_app
-    from modelyard.gateway.app import GatewayApp
 
     def table(generation: int, prefix: str) -> bytes:
         backend = Backend("ns/b", "OpenAI", None, prefix, (Endpoint("127.0.0.1", 1),), None)
@@ -84,14 +82,7 @@ def test_a_table_workers_cannot_apply_is_logged_once_and_readyz_says_so(tmp_path
             resp = await client.get("/readyz")
             return resp.status, await resp.text()
 
-    segment = TableSegment.create(str(tmp_path / "table"), capacity=1 << 16)
-    (tmp_path / "workers").mkdir()
-    settings = Settings(table=segment.path, workers_dir=str(tmp_path / "workers"))
-    monkeypatch.setenv(SETTINGS_ENV, settings.encode())
-    segment.publish(table(1, "/v1é\r\nx: y"), 1)
-    loop = asyncio.new_event_loop()
-    app = GatewayApp()
-    try:
+    with worker_on_segment(tmp_path, monkeypatch, table(1, "/v1é\r\nx: y")) as (app, segment, loop):
         with caplog.at_level(logging.ERROR, logger="modelyard.worker"):
             app.__rsgi_init__(loop)  # the first table fails: the worker starts anyway, serving nothing
             for _ in range(5):
@@ -114,12 +105,6 @@ def test_a_table_workers_cannot_apply_is_logged_once_and_readyz_says_so(tmp_path
             watcher.generation = 2
             status, text = asyncio.run(readyz(watcher, probe))
             assert status == 200, (status, text)
-    finally:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
-        worker_registry.forget(settings.workers_dir)
 
 
 _TOKENS = st.one_of(st.sampled_from(["Content-Length", "host", "Proxy-Foo"]),
