@@ -24,8 +24,8 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
-from modelyard.loadtest.mock.config import MockConfig, ProviderConfig, config_from_env, provider_config_from_env
-from modelyard.loadtest.mock.openai.app import MockApp
+from modelyard.loadtest.mock.config import config_from_env
+from modelyard.loadtest.mock.openai.app import MockApp, ProviderMockApp
 from modelyard.loadtest.mock.wire import _BadRequest, _decode_any, _encode
 
 _DEPLOYMENT_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|completions|embeddings)$")
@@ -49,16 +49,8 @@ def _azure_error(status: int, code: str, message: str) -> _BadRequest:
     return _BadRequest(status, message, None, code, _AZURE)
 
 
-class AzureApp(MockApp):
+class AzureApp(ProviderMockApp):
     """The OpenAI mock behind Azure's routing, versioning and key checks."""
-
-    def __init__(self, config: MockConfig | None = None, provider: ProviderConfig | None = None) -> None:
-        self._fixed_provider = provider
-        super().__init__(config)
-
-    def configure(self, config: MockConfig) -> None:
-        self.provider = self._fixed_provider or provider_config_from_env()
-        super().configure(config)
 
     async def _dispatch(self, scope: Any, method: str, path: str, body: bytes, proto: Any) -> None:
         if len(path) > 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Callable, TypeVar
 
 import msgspec
 
@@ -22,33 +23,24 @@ APP_TARGETS = {
     "azure": "modelyard.loadtest.mock.azure:app",
 }
 
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
-    return value
+T = TypeVar("T")
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
-    return value
+def _checked(name: str, convert: Callable[[str], T], refuses: Callable[[T], bool], expected: str) -> Callable[[str], T]:
+    """An argparse type: `convert`, then refuse a value `refuses` (argparse's messages call it `name`)."""
+    def parse(text: str) -> T:
+        value = convert(text)
+        if refuses(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    parse.__name__ = name
+    return parse
 
 
-def _error_status(text: str) -> int:
-    value = int(text)
-    if not 400 <= value <= 599:
-        raise argparse.ArgumentTypeError(f"expected an HTTP error status 400..599, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
-    return value
+_fraction = _checked("_fraction", float, lambda v: not 0.0 <= v <= 1.0, "a fraction between 0 and 1")
+_non_negative = _checked("_non_negative", float, lambda v: v < 0, "a non-negative number")
+_error_status = _checked("_error_status", int, lambda v: not 400 <= v <= 599, "an HTTP error status 400..599")
+_count = _checked("_count", int, lambda v: v < 0, "a non-negative integer")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -42,14 +42,8 @@ from modelyard.loadtest.mock.anthropic.answers import (
     estimate_input_tokens,
 )
 from modelyard.loadtest.mock.anthropic.validate import validate_request
-from modelyard.loadtest.mock.config import (
-    DEFAULT_MODEL,
-    MockConfig,
-    ProviderConfig,
-    config_from_env,
-    provider_config_from_env,
-)
-from modelyard.loadtest.mock.openai.app import MockApp
+from modelyard.loadtest.mock.config import DEFAULT_MODEL, MockConfig, config_from_env
+from modelyard.loadtest.mock.openai.app import ProviderMockApp
 from modelyard.loadtest.mock.wire import _BadRequest, _decode_any, _encode, _event, _int_header
 
 _ERROR_TYPES = {
@@ -87,15 +81,10 @@ def _error_json(status: int, message: str, kind: str | None, request_id: str) ->
     return _encode({"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id})
 
 
-class AnthropicApp(MockApp):
+class AnthropicApp(ProviderMockApp):
     """The mock backend speaking Anthropic's Messages API; shares the OpenAI mock's controls and recording."""
 
-    def __init__(self, config: MockConfig | None = None, provider: ProviderConfig | None = None) -> None:
-        self._fixed_provider = provider
-        super().__init__(config)
-
     def configure(self, config: MockConfig) -> None:
-        self.provider = self._fixed_provider or provider_config_from_env()
         super().configure(config)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._created))
         self._model_list = [self._model_info(m, created) for m in (config.models or (DEFAULT_MODEL,))]

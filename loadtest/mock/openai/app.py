@@ -19,7 +19,13 @@ from typing import Any
 
 import msgspec
 
-from modelyard.loadtest.mock.config import DEFAULT_MODEL, MockConfig, config_from_env
+from modelyard.loadtest.mock.config import (
+    DEFAULT_MODEL,
+    MockConfig,
+    ProviderConfig,
+    config_from_env,
+    provider_config_from_env,
+)
 from modelyard.loadtest.mock.openai.answers import MAX_PAD, OpenAIAnswers
 from modelyard.loadtest.mock.openai.wire import _ERROR_CODES, _INVALID_JSON, _error_type
 from modelyard.loadtest.mock.wire import _BadRequest, _decode_any, _encode, _int_header
@@ -253,6 +259,19 @@ class MockApp(OpenAIAnswers):
             "body": parsed,
             "raw_len": len(body),
         }
+
+
+class ProviderMockApp(MockApp):
+    """A MockApp that checks a provider's credentials and versions (the Anthropic and Azure mocks):
+    its `provider` settings are the ones given, else read from the environment at each configure."""
+
+    def __init__(self, config: MockConfig | None = None, provider: ProviderConfig | None = None) -> None:
+        self._fixed_provider = provider
+        super().__init__(config)
+
+    def configure(self, config: MockConfig) -> None:
+        self.provider = self._fixed_provider or provider_config_from_env()
+        super().configure(config)
 
 
 app = MockApp(config_from_env())
