@@ -19,7 +19,6 @@ headers. ``x-mock-error-after: N`` (or ``--error-after``) ends a stream with an
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import time
 from typing import Any
@@ -103,34 +102,19 @@ class AnthropicApp(ProviderMockApp):
 
     # --- controls and errors ---
 
-    async def _apply_controls(self, method: str, path: str, headers: Any, proto: Any) -> bool:
-        """As the OpenAI mock's, with Anthropic's error shapes; --status/--hang act on POST /v1/messages."""
-        delay = _int_header(headers, "x-mock-delay-ms")
-        if delay:
-            await asyncio.sleep(delay / 1000)
-        hang = headers.get("x-mock-hang")
-        if hang and hang != "0":
-            await self._hang(proto)
-            return True
-        status = _int_header(headers, "x-mock-status")
-        if status is not None and 400 <= status <= 599:
-            self._error(proto, status, "Overloaded" if status == 529 else f"Mock error (x-mock-status: {status})")
-            return True
-        cfg = self.config
-        if self._forced and method == "POST" and path.rstrip("/") == "/v1/messages":
-            answer = self._forced_answer
-            if answer is None:
-                await self._hang(proto)
-            else:
-                proto.response_bytes(*answer)
-            return True
-        if cfg.stall_rate and random.random() < cfg.stall_rate:
-            await self._hang(proto)
-            return True
-        if cfg.error_rate and random.random() < cfg.error_rate:
-            self._error(proto, 500, "Internal server error")
-            return True
+    # The OpenAI mock's controls (MockApp._apply_controls), with Anthropic's error shapes and messages;
+    # --status/--hang act on POST /v1/messages, and response heads are never padded.
+
+    _RATE_ERROR_MESSAGE = "Internal server error"
+
+    def _oversized_head(self, headers: Any, proto: Any) -> bool:
         return False
+
+    def _status_error(self, proto: Any, status: int) -> None:
+        self._error(proto, status, "Overloaded" if status == 529 else f"Mock error (x-mock-status: {status})")
+
+    def _forced_applies(self, method: str, path: str) -> bool:
+        return method == "POST" and path.rstrip("/") == "/v1/messages"
 
     def _error(
         self, proto: Any, status: int, message: str, param: str | None = None, code: str | None = None,

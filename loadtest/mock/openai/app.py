@@ -114,19 +114,14 @@ class MockApp(OpenAIAnswers):
         if hang and hang != "0":
             await self._hang(proto)
             return True
-        fat = _int_header(headers, "x-mock-header-bytes")
-        many = _int_header(headers, "x-mock-headers")
-        if fat or many:  # an oversized response head, for the gateway's bounds
-            extra = [("x-mock-fat", "h" * min(fat or 0, MAX_PAD))]
-            extra += [(f"x-mock-h{i}", "1") for i in range(min(many or 0, 100_000))]
-            proto.response_bytes(200, [*self._json_headers, *extra], b"{}")
+        if self._oversized_head(headers, proto):
             return True
         status = _int_header(headers, "x-mock-status")
         if status is not None and 400 <= status <= 599:
-            self._error(proto, status, f"Mock error (x-mock-status: {status})", None, _ERROR_CODES.get(status))
+            self._status_error(proto, status)
             return True
         cfg = self.config
-        if self._forced and _is_model_post(method, path):
+        if self._forced and self._forced_applies(method, path):
             answer = self._forced_answer
             if answer is None:
                 await self._hang(proto)
@@ -137,9 +132,32 @@ class MockApp(OpenAIAnswers):
             await self._hang(proto)
             return True
         if cfg.error_rate and random.random() < cfg.error_rate:
-            self._error(proto, 500, "The server had an error while processing your request. Sorry about that!")
+            self._error(proto, 500, self._RATE_ERROR_MESSAGE)
             return True
         return False
+
+    # What the controls do in each API's terms (the Anthropic mock overrides them).
+
+    _RATE_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+
+    def _oversized_head(self, headers: Any, proto: Any) -> bool:
+        """Answer with an oversized response head (for the gateway's bounds) when the headers ask for one."""
+        fat = _int_header(headers, "x-mock-header-bytes")
+        many = _int_header(headers, "x-mock-headers")
+        if not (fat or many):
+            return False
+        extra = [("x-mock-fat", "h" * min(fat or 0, MAX_PAD))]
+        extra += [(f"x-mock-h{i}", "1") for i in range(min(many or 0, 100_000))]
+        proto.response_bytes(200, [*self._json_headers, *extra], b"{}")
+        return True
+
+    def _status_error(self, proto: Any, status: int) -> None:
+        """The answer to x-mock-status."""
+        self._error(proto, status, f"Mock error (x-mock-status: {status})", None, _ERROR_CODES.get(status))
+
+    def _forced_applies(self, method: str, path: str) -> bool:
+        """Whether --status/--hang answer this request."""
+        return _is_model_post(method, path)
 
     async def _hang(self, proto: Any) -> None:
         # Wait for the client to leave rather than a bare sleep, so abandoned hangs do not pile up.
