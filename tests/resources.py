@@ -103,7 +103,7 @@ def schema_backend(name: str, port: int, schema: str, version: str = "", policy:
 
 def key_policy(backend: str, secret: str, secret_body: str, namespace: str = "default", kind: str = "APIKey") -> str:
     """A BackendSecurityPolicy of `kind` for `backend`, and its Secret with `secret_body`."""
-    holder = {"APIKey": "apiKey", "AnthropicAPIKey": "anthropicAPIKey"}[kind]
+    holder = {"APIKey": "apiKey", "AnthropicAPIKey": "anthropicAPIKey", "AzureAPIKey": "azureAPIKey"}[kind]
     return textwrap.dedent(f"""\
         apiVersion: aigateway.envoyproxy.io/v1alpha1
         kind: BackendSecurityPolicy

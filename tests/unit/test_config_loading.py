@@ -9,7 +9,7 @@ from pathlib import Path
 from modelyard.config.compiler import compile_table
 from modelyard.config.diagnostics import Diagnostics
 from modelyard.config.loader import load_paths
-from tests.resources import BACKEND, route_with_rules
+from tests.resources import BACKEND, key_policy, route_with_rules
 from tests.support import EXAMPLES
 
 def _load(tmp_path: Path, text: str, name: str = "c.yaml") -> tuple[Diagnostics, object]:
@@ -174,21 +174,8 @@ def test_gateway_listener_gives_the_port(tmp_path: Path) -> None:
 def test_secret_data_is_base64_and_azure_keys_go_in_api_key(tmp_path: Path) -> None:
     from modelyard.config.backends import BackendResolver, Objects
 
-    _load(tmp_path, BACKEND + textwrap.dedent("""\
-        ---
-        apiVersion: aigateway.envoyproxy.io/v1alpha1
-        kind: BackendSecurityPolicy
-        metadata: {name: key, namespace: ns}
-        spec:
-          type: AzureAPIKey
-          azureAPIKey: {secretRef: {name: s}}
-          targetRefs: [{name: be, kind: AIServiceBackend, group: aigateway.envoyproxy.io}]
-        ---
-        apiVersion: v1
-        kind: Secret
-        metadata: {name: s, namespace: ns}
-        data: {apiKey: c2VjcmV0LWZyb20tZGF0YQ==}
-        """))
+    _load(tmp_path, BACKEND + "---\n" + key_policy("be", "s", "data: {apiKey: c2VjcmV0LWZyb20tZGF0YQ==}\n", "ns",
+                                                  "AzureAPIKey"))
     loaded = load_paths([str(tmp_path)], Diagnostics(), set())
     resolver = BackendResolver(Objects.index(loaded.resources), Diagnostics())
     backend = resolver.backends[resolver.resolve("ns", "be")]
