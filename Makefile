@@ -20,15 +20,18 @@ $(PY):
 install: $(PY) tools
 	$(PY) -m pip install --quiet -e '.[test]'
 
-# The benchmark's load generator, its nginx baseline and valgrind (instructions per request) come
-# from Debian's packages. Best effort: without them (no root, no apt) the benchmark test falls back
-# to its built-in load generator and reports nginx and the instruction counts as not measured.
+# The benchmark's load generator, its nginx baseline, valgrind (instructions per request) and the
+# Prometheus server that answers the dashboard's queries come from Debian's packages. Best effort:
+# without them (no root, no apt) the benchmark test falls back to its built-in load generator and
+# reports nginx and the instruction counts as not measured, and the dashboard's Prometheus tests skip.
 tools:
-	@command -v wrk >/dev/null && command -v nginx >/dev/null && command -v valgrind >/dev/null || \
+	@command -v wrk >/dev/null && command -v nginx >/dev/null && command -v valgrind >/dev/null && \
+	  command -v prometheus >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    apt-get update -qq >/dev/null 2>&1 && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx-light valgrind >/dev/null 2>&1; } || \
-	  echo "note: wrk, nginx or valgrind is not installed; the benchmark test runs without them"
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx-light valgrind \
+	      prometheus >/dev/null 2>&1; } || \
+	  echo "note: wrk, nginx, valgrind or prometheus is not installed; the benchmark and dashboard tests run without them"
 
 demo: $(PY)
 	$(PY) -m pip install --quiet -e .

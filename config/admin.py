@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
@@ -14,7 +13,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from modelyard.config.watcher import ConfigWatcher
 from modelyard.core.health import HealthBoard
 from modelyard.core import metrics
-from modelyard.core.worker_registry import WORKERS_DIR_ENV, live_workers
+from modelyard.core.settings import current as current_settings
+from modelyard.core.worker_registry import live_workers
 
 
 def config_view(watcher: ConfigWatcher) -> dict[str, Any]:
@@ -28,10 +28,10 @@ def config_view(watcher: ConfigWatcher) -> dict[str, Any]:
         "summary": watcher.summary,
         "errors": [str(e) for e in watcher.errors],
         "warnings": [str(w) for w in watcher.warnings],
-        "workers": live_workers(os.environ.get(WORKERS_DIR_ENV, "")),
+        "workers": live_workers(current_settings().workers_dir),
     }
     if table is not None:
-        view["routes"] = [{"name": r.name, "rules": r.rules, "costs": [c[0] for c in r.costs]} for r in table.routes]
+        view["routes"] = [{"name": r.name, "rules": r.rules, "costs": [c.metadata_key for c in r.costs]} for r in table.routes]
         view["models"] = [m.id for m in table.models]
         view["backends"] = [
             {
@@ -41,7 +41,7 @@ def config_view(watcher: ConfigWatcher) -> dict[str, Any]:
                 "health": [endpoint_health(watcher.health, e.health) for e in b.endpoints],
                 "tls": b.tls is not None,
                 "credentials": bool(b.auth_headers),
-                "error": b.error[2] if b.error else None,
+                "error": b.error.message if b.error else None,
             }
             for b in table.backends
         ]
@@ -109,7 +109,7 @@ def build_admin_app(watcher: ConfigWatcher, probe: ListenerProbe) -> web.Applica
             return web.Response(status=503, text="no routing table loaded yet\n")
         if not await probe.ok():
             return web.Response(status=503, text="workers are not accepting connections yet\n")
-        failed = [w for w in live_workers(os.environ.get(WORKERS_DIR_ENV, "")) if w.get("failed") == watcher.generation]
+        failed = [w for w in live_workers(current_settings().workers_dir) if w.get("failed") == watcher.generation]
         if failed:
             served = failed[0]["generation"]
             return web.Response(status=503, text=f"{len(failed)} worker(s) could not apply generation "

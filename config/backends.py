@@ -8,26 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+
 from modelyard.config.diagnostics import Diagnostics, did_you_mean
 from modelyard.config.loader import Resource
-from modelyard.core.table import TLS, Backend, Endpoint
+from modelyard.core.schemas import API_KEY_HEADERS, DEFAULT_PREFIX, DEFAULT_VERSION, FALLBACK_PREFIX, SERVED_SCHEMAS
+from modelyard.core.table import TLS, Backend, CredentialOverride, Endpoint, ErrorReply
 from modelyard.core.wire import (
     header_name_problem, header_value_problem, host_problem, is_ip, path_problem, port_problem, token_problem,
 )
 
-# Schemas with a translator in this release; others load and answer 501.
-SUPPORTED_SCHEMAS = frozenset({"OpenAI", "AzureOpenAI", "Cohere", "Anthropic"})
-# Cohere speaks OpenAI's chat and embeddings under its compatibility prefix; Azure's paths are
-# built per request (/openai/deployments/{deployment}/...), so its prefix is /openai.
-DEFAULT_PREFIX = {"OpenAI": "/v1", "AzureOpenAI": "/openai", "Cohere": "/compatibility/v1", "Anthropic": ""}
-DEFAULT_AZURE_API_VERSION = "2024-10-21"
-
-# BackendSecurityPolicy type -> (header, value template) sent upstream; the key is Secret data "apiKey".
-_API_KEY_HEADERS = {
-    "APIKey": ("authorization", "Bearer {}"),
-    "AzureAPIKey": ("api-key", "{}"),
-    "AnthropicAPIKey": ("x-api-key", "{}"),
-}
 # credentialOverride.fromRequestHeaders without `header`: where clients put their own key.
 _OVERRIDE_HEADERS = {"APIKey": "x-aigw-api-key", "AzureAPIKey": "x-aigw-azure-api-key",
                      "AnthropicAPIKey": "x-aigw-anthropic-api-key"}
@@ -58,8 +48,8 @@ class Objects:
         return sorted(self.by_kind.get(kind, {}).values(), key=lambda r: r.order)
 
 
-def _error(status: int, code: str, message: str) -> tuple[int, str, str]:
-    return status, code, message
+def _error(status: int, code: str, message: str) -> ErrorReply:
+    return ErrorReply(status, code, message)
 
 
 class SecretError(ValueError):
@@ -125,7 +115,7 @@ class BackendResolver:
         return self.index[key]
 
     def placeholder(self, key: str, status: int, code: str, message: str) -> int:
-        return self.add(key, Backend(key, "", None, "", (), None, (), (status, code, message)))
+        return self.add(key, Backend(key, "", None, "", (), None, (), ErrorReply(status, code, message)))
 
     def resolve(self, namespace: str, name: str) -> int:
         key = f"{namespace}/{name}"
@@ -143,7 +133,7 @@ class BackendResolver:
         key = f"{res.namespace}/{res.name}"
         schema = spec["schema"]["name"]
         version = spec["schema"].get("version")
-        prefix = (spec["schema"].get("prefix") or DEFAULT_PREFIX.get(schema, "/v1")).rstrip("/")
+        prefix = (spec["schema"].get("prefix") or DEFAULT_PREFIX.get(schema, FALLBACK_PREFIX)).rstrip("/")
         error = None
         # The prefix starts the request line; the version becomes a query parameter or a header value.
         for field, problem in (("prefix", path_problem(prefix)),
@@ -152,17 +142,17 @@ class BackendResolver:
                 self.diags.error(problem, file=res.file, obj=res.ref, field=f"spec.schema.{field}")
                 error = _error(503, "invalid_backend", f"AIServiceBackend {key} has an invalid schema.{field}")
         endpoints, tls, where = self._endpoints(res)
-        if isinstance(where, tuple):
+        if isinstance(where, ErrorReply):
             error, endpoints = where, ()
         auth, auth_error, override = self._credentials(res)
         error = error or auth_error
-        if schema not in SUPPORTED_SCHEMAS:
+        if schema not in SERVED_SCHEMAS:  # core/schemas.py: NOT_SERVED_SCHEMAS
             msg = f"AIServiceBackend {key} uses schema {schema}, which this gateway cannot translate to yet"
             self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.schema.name")
             error = error or _error(501, "schema_not_supported", msg)
         timeout = (spec.get("timeouts") or {}).get("request")
-        if schema == "AzureOpenAI" and not version:
-            version = DEFAULT_AZURE_API_VERSION
+        if not version:
+            version = DEFAULT_VERSION.get(schema, version)
         backend = Backend(key, schema, version, prefix, endpoints, tls, auth, error, override)
         if timeout is not None:
             from modelyard.core.units import parse_duration
@@ -300,17 +290,17 @@ class BackendResolver:
                                        file=sb.file, obj=sb.ref, field="spec.backendSecurityPolicyRef")
         return out
 
-    def _credentials(self, res: Resource) -> tuple[tuple[tuple[str, str], ...], Any, tuple[str, str, str, bool] | None]:
+    def _credentials(self, res: Resource) -> tuple[tuple[tuple[str, str], ...], Any, CredentialOverride | None]:
         """(configured credential headers, an error, the per-request override) for a backend."""
         pol = self._policies.get((res.namespace, res.name))
         if pol is None:
             return (), None, None
         ptype = pol.spec["type"]
-        if ptype not in _API_KEY_HEADERS:
+        if ptype not in API_KEY_HEADERS:
             msg = f"BackendSecurityPolicy {pol.namespace}/{pol.name} of type {ptype} is not supported yet"
             self.diags.warning(msg, file=pol.file, obj=pol.ref, field="spec.type")
             return (), _error(501, "credentials_not_supported", msg), None
-        header, template = _API_KEY_HEADERS[ptype]
+        header, template = API_KEY_HEADERS[ptype]
         override = None
         from_headers = (pol.spec.get("credentialOverride") or {}).get("fromRequestHeaders")
         if from_headers is not None:
@@ -319,11 +309,12 @@ class BackendResolver:
             if problem:
                 self.diags.error(problem, file=pol.file, obj=pol.ref,
                                  field="spec.credentialOverride.fromRequestHeaders.header")
-            override = (client_header, header, template, from_headers.get("fallbackToConfigured", True))
+            override = CredentialOverride(client_header, header, template,
+                                          from_headers.get("fallbackToConfigured", True))
         holder = pol.spec.get(_POLICY_FIELD[ptype])
         if not holder:
             if override is not None:
-                return (), None, (*override[:3], False)  # nothing configured to fall back to
+                return (), None, msgspec.structs.replace(override, fallback=False)  # nothing configured to fall back to
             self.diags.error(f"type {ptype} needs spec.{_POLICY_FIELD[ptype]}", file=pol.file, obj=pol.ref,
                              field=f"spec.{_POLICY_FIELD[ptype]}")
             return (), None, None
@@ -337,7 +328,7 @@ class BackendResolver:
             msg = f"Secret {ns}/{ref['name']} with key apiKey (used by BackendSecurityPolicy {pol.namespace}/{pol.name}) does not exist (yet)" + self.objs.hint("Secret", ns, ref["name"])
             self.diags.warning(msg, file=pol.file, obj=pol.ref, field=f"spec.{_POLICY_FIELD[ptype]}.secretRef")
             if override is not None:  # clients can still bring their own key
-                return (), None, (*override[:3], False)
+                return (), None, msgspec.structs.replace(override, fallback=False)
             return (), _error(503, "credentials_not_found", msg), None
         return ((header, template.format(key)),), None, override
 

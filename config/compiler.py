@@ -26,8 +26,8 @@ from modelyard.config.wire_checks import check_object_names, checked_mutations, 
 from modelyard.core.costs import CostCompileError, CostProgram
 from modelyard.core.regex import RegexError, compile_full
 from modelyard.core.table import (
-    BACKEND_HEADER_NAMESPACE, BACKEND_HEADER_OFF, EXACT, MODEL_HEADER, REGEX, BackendRef, HeaderCond, MatchEntry,
-    ListenerLimits, ModelInfo, RetryPolicy, RouteInfo, Rule, Table,
+    MODEL_HEADER, BackendHeader, BackendRef, CondKind, ErrorReply, HeaderCond, ListenerLimits, MatchEntry, ModelInfo,
+    RequestCost, RetryPolicy, RouteInfo, Rule, Table,
 )
 from modelyard.core.sniff import MAX_MODEL_NAME
 from modelyard.core.units import parse_duration, parse_quantity
@@ -160,7 +160,7 @@ def _compile_route(route: Resource, objs: Objects, route_index: int, backends: B
             _backend_ref(route, ref, f"{path}.backendRefs[{j}]", timeout, backends, diags)
             for j, ref in enumerate(rule_spec.get("backendRefs") or [])
         )
-        error = None if refs else (503, "no_backend", f"rule {path} of route {route_name} has no backendRefs")
+        error = None if refs else ErrorReply(503, "no_backend", f"rule {path} of route {route_name} has no backendRefs")
         rules.append(Rule(route_name, rule_spec.get("name") or f"rules[{i}]", refs, error, route_index,
                           _checked_duration(stream_idle, f"{path}.streamIdleTimeout", diags, where)
                           if stream_idle is not None else 0.0))
@@ -175,7 +175,7 @@ def _compile_route(route: Resource, objs: Objects, route_index: int, backends: B
             if model is not None and model not in models:
                 models[model] = (key, ModelInfo(model, owned_by, created or created_default))
             described.append(model if model is not None and not conds else _describe(conds, model))
-    costs = tuple((c["metadataKey"], c["type"], c.get("cel")) for c in spec.get("llmRequestCosts") or [])
+    costs = tuple(RequestCost(c["metadataKey"], c["type"], c.get("cel")) for c in spec.get("llmRequestCosts") or [])
     for k, c in enumerate(spec.get("llmRequestCosts") or []):
         if (c["type"] == "CEL") != bool(c.get("cel")):
             diags.error("cel is required for type CEL and only allowed with it", field=f"spec.llmRequestCosts[{k}]", **where)
@@ -199,13 +199,13 @@ def _compile_route(route: Resource, objs: Objects, route_index: int, backends: B
     return info, line
 
 
-def _header_refs(route: Resource, scope: int, rules: list[Rule], backends: BackendResolver) -> tuple[BackendRef, ...]:
+def _header_refs(route: Resource, scope: BackendHeader, rules: list[Rule], backends: BackendResolver) -> tuple[BackendRef, ...]:
     """What a client may pick with the backend header: each allowed backend with neutral settings
     (no model override, backend-level mutations only, the default timeout)."""
-    if scope == BACKEND_HEADER_OFF:
+    if scope == BackendHeader.OFF:
         return ()
     indices = [r.backend for rule in rules for r in rule.refs]
-    if scope == BACKEND_HEADER_NAMESPACE:
+    if scope == BackendHeader.NAMESPACE:
         indices += [backends.resolve(sb.namespace, sb.name) for sb in backends.objs.all("AIServiceBackend")
                     if sb.namespace == route.namespace]
     out = []
@@ -224,7 +224,7 @@ def _header_refs(route: Resource, scope: int, rules: list[Rule], backends: Backe
 
 def _describe(conds: tuple[HeaderCond, ...], model: str | None) -> str:
     parts = [f"{MODEL_HEADER}={model}"] if model is not None else []
-    parts += [f"{c.name}{'=' if c.kind == EXACT else '~'}{c.value}" for c in conds]
+    parts += [f"{c.name}{'=' if c.kind == CondKind.EXACT else '~'}{c.value}" for c in conds]
     return "[" + " & ".join(parts) + "]" if parts else "* (catch-all)"
 
 
@@ -234,17 +234,17 @@ def _match_conds(headers: list[dict[str, Any]], path: str, diags: Diagnostics,
     conds: list[HeaderCond] = []
     for k, h in enumerate(headers):
         name = h["name"].lower()
-        kind = REGEX if h.get("type") == "RegularExpression" else EXACT
+        kind = CondKind.REGEX if h.get("type") == "RegularExpression" else CondKind.EXACT
         value = h["value"]
         if not header_name_ok(name, f"{path}[{k}].name", diags, where):
             continue
-        if kind == REGEX:
+        if kind == CondKind.REGEX:
             try:
                 compile_full(value)
             except RegexError as e:
                 diags.error(f"invalid regular expression {value!r}: {e}", field=f"{path}[{k}].value", **where)
                 continue
-        if model is None and kind == EXACT and name == MODEL_HEADER:
+        if model is None and kind == CondKind.EXACT and name == MODEL_HEADER:
             model = value
             if len(value) > MAX_MODEL_NAME:
                 diags.warning(f"model name is {len(value)} characters long; the gateway refuses requests for "
@@ -261,7 +261,7 @@ def _hostname_conds(hostnames: list[str]) -> tuple[HeaderCond, ...]:
     alternatives = "|".join(
         r"[^.]+\." + re.escape(h[2:]) if h.startswith("*.") else re.escape(h) for h in hostnames
     )
-    return (HeaderCond("host", REGEX, f"(?i:{alternatives})(:[0-9]+)?"),)
+    return (HeaderCond("host", CondKind.REGEX, f"(?i:{alternatives})(:[0-9]+)?"),)
 
 
 def _rule_timeout(rule_spec: dict[str, Any], path: str, diags: Diagnostics, where: dict[str, str]) -> float | None:
@@ -290,7 +290,7 @@ def _backend_ref(route: Resource, ref: dict[str, Any], path: str, rule_timeout: 
         index = backends.resolve(ns, ref["name"])
         err = backends.backends[index].error
         if err is not None and backends.objs.get("AIServiceBackend", ns, ref["name"]) is None:
-            diags.warning(err[2], field=f"{path}.name", **where)
+            diags.warning(err.message, field=f"{path}.name", **where)
     else:
         msg = f"{kind} {ns}/{ref['name']} backends are not supported yet"
         diags.warning(msg, field=f"{path}.kind", **where)

@@ -21,12 +21,12 @@ from aiohttp import web
 
 from modelyard.config.compiler import CompileOptions
 from modelyard.config.watcher import ConfigWatcher
-from modelyard.core.health import HEALTH_ENV, HealthBoard
+from modelyard.core.credentials import CredentialsError, CredentialsSegment, table_credentials
+from modelyard.core.health import HealthBoard
 from modelyard.core.shm import TableSegment
 from modelyard.core.table import ListenerLimits, Table, credential_headers
 from modelyard.config.token_process import TokenProcess
-from modelyard.core.token_frames import TOKENS_SOCKET_ENV
-from modelyard.core.settings import DEFAULT_MAX_COUNT_BYTES, credential_labels
+from modelyard.core.settings import DEFAULT_MAX_COUNT_BYTES, credential_labels, current as current_settings
 
 
 @dataclass
@@ -51,7 +51,6 @@ class RunOptions:
     header_labels: list[tuple[str, str]] = field(default_factory=list)  # (request header, metric label)
     tokenizers: list[tuple[str, str]] = field(default_factory=list)  # (model pattern, tokenizer.json)
     max_count_bytes: int = DEFAULT_MAX_COUNT_BYTES  # request bytes the gateway's own token counting takes
-    table_path: str = ""
     log_level: str = "info"
     backend_source: str = ""  # where --backend came from, for the start-up banner
 
@@ -102,10 +101,15 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
             log.warning("ClientTrafficPolicy connectionLimit, requestReceivedTimeout and idleTimeout apply at start: "
                         "the changed values take effect when the gateway restarts")
         _warn_of_credential_labels(opts.header_labels, table, withheld, log)
+        if credentials is not None:
+            _publish_credentials(credentials, table, log)
 
-    segment = TableSegment.attach(opts.table_path, writable=True)
-    health_path = os.environ.get(HEALTH_ENV)
+    settings = current_settings()  # the shared segments' paths, from the supervisor
+    segment = TableSegment.attach(settings.table, writable=True)
+    health_path = settings.health_board
     health = HealthBoard.attach(health_path) if health_path else None
+    credentials_path = settings.credentials
+    credentials = CredentialsSegment.attach(credentials_path, writable=True) if credentials_path else None
     options = CompileOptions(resolve=opts.resolve, default_backend=opts.backend, default_api_key=opts.api_key,
                              retries=opts.retries, allow_backend_header=opts.allow_backend_header)
     watcher = ConfigWatcher(opts.config, options, segment, on_reload, health)
@@ -138,6 +142,16 @@ def _warn_of_credential_labels(header_labels: list[tuple[str, str]], table: Tabl
                         "this header, so its metric label is left empty", ", ".join(now))
 
 
+def _publish_credentials(segment: CredentialsSegment, table: Table, log: logging.Logger) -> None:
+    """Publish the credential values a new table's backends use (workers read them from the segment)."""
+    values = table_credentials(table)
+    try:
+        if segment.generation() == 0 or segment.read()[1] != values:
+            segment.publish(values)
+    except CredentialsError as e:  # names sizes, never values
+        log.error("credentials not published: %s", e)
+
+
 async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     from modelyard.config.admin import ADMIN_SERVER_LOG, ListenerProbe, build_admin_app
 
@@ -150,9 +164,9 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     await web.TCPSite(runner, opts.admin_host, opts.admin_port, reuse_address=True).start()
     watch = asyncio.create_task(watcher.run())
     tokens = None
-    socket_path = os.environ.get(TOKENS_SOCKET_ENV)
+    socket_path = current_settings().tokens_socket
     if socket_path:  # counting runs in a child: a tokenizer crash or OOM leaves the admin port and watcher
-        tokens = TokenProcess(socket_path, opts.tokenizers, opts.log_level)
+        tokens = TokenProcess(socket_path)  # which inherits the settings: tokenizers, log level
         tokens.start()
     parent = os.getppid()
     try:

@@ -10,12 +10,12 @@ limit, connection limit and HTTP timeouts) are accepted as they are and not vali
 from __future__ import annotations
 
 from modelyard.config.schema import ANY, BOOL, INT, INT_OR_STR, STR, Enum, List, Map, Obj, obj
+from modelyard.core.schemas import CREDENTIAL_TYPES, SCHEMA_NAMES
 
 AI_GROUP = "aigateway.envoyproxy.io"
 EG_GROUP = "gateway.envoyproxy.io"
 GW_GROUP = "gateway.networking.k8s.io"
 
-SCHEMA_NAMES = ("OpenAI", "Cohere", "AWSBedrock", "AzureOpenAI", "GCPVertexAI", "GCPAnthropic", "Anthropic", "AWSAnthropic")
 COST_TYPES = ("OutputToken", "InputToken", "CachedInputToken", "CacheCreationInputToken", "TotalToken", "ReasoningToken", "CEL")
 
 _metadata = obj(
@@ -85,7 +85,7 @@ AISERVICEBACKEND = obj(
 _secret_ref_holder = obj(("secretRef",), secretRef=_object_ref)
 BACKENDSECURITYPOLICY = obj(
     ("type",),
-    type=Enum(("APIKey", "AWSCredentials", "AzureAPIKey", "AzureCredentials", "GCPCredentials", "AnthropicAPIKey")),
+    type=Enum(CREDENTIAL_TYPES),
     targetRefs=List(_policy_target_ref),
     apiKey=_secret_ref_holder,
     azureAPIKey=_secret_ref_holder,

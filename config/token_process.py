@@ -16,11 +16,10 @@ import signal
 import socket
 import sys
 
-from modelyard.core.tokenizer import TOKENIZERS_ENV, counter_env_value
-
+# The child's settings (tokenizers, log level, --max-count-bytes) come in MODELYARD_SETTINGS, inherited;
+# these two are its handshake with the control process that spawned it.
 FD_ENV = "MODELYARD_TOKENS_FD"  # the inherited listening socket
 PARENT_ENV = "MODELYARD_TOKENS_PARENT"  # the control process's pid: without it, the child exits
-LOG_LEVEL_ENV = "MODELYARD_TOKENS_LOG_LEVEL"
 RECYCLE_RSS_ENV = "MODELYARD_TOKENS_RECYCLE_RSS"  # bytes; overrides token_service.RECYCLE_RSS (tests)
 RECYCLED = 75  # the child's exit status after recycling itself
 MIN_BACKOFF, MAX_BACKOFF = 0.2, 10.0  # seconds before restarting a child that died
@@ -34,10 +33,8 @@ log = logging.getLogger("modelyard.tokens")
 class TokenProcess:
     """Control-process side: owns the socket at `path`, keeps a tokens process serving it."""
 
-    def __init__(self, path: str, tokenizers: list[tuple[str, str]], log_level: str = "info"):
+    def __init__(self, path: str):
         self.path = path
-        self.tokenizers = tokenizers
-        self.log_level = log_level
         if os.path.exists(path):
             os.unlink(path)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -52,7 +49,6 @@ class TokenProcess:
     async def _spawn(self) -> asyncio.subprocess.Process:
         fd = self.listener.fileno()
         env = {**os.environ, FD_ENV: str(fd), PARENT_ENV: str(os.getpid()),
-               TOKENIZERS_ENV: counter_env_value(self.tokenizers), LOG_LEVEL_ENV: self.log_level,
                "MALLOC_ARENA_MAX": "2"}  # glibc's per-thread arenas would each keep freed memory
         return await asyncio.create_subprocess_exec(sys.executable, "-m", "modelyard.config.token_process", env=env,
                                                     pass_fds=(fd,), stdin=asyncio.subprocess.DEVNULL)
@@ -112,15 +108,17 @@ def main() -> int:
     import setproctitle
 
     setproctitle.setproctitle(TITLE)
-    from modelyard.core.tokenizer import counter_from_env
+    from modelyard.core.settings import current as current_settings
+    from modelyard.core.tokenizer import TokenCounter
     from modelyard.config.token_service import RECYCLE_RSS, serve
 
-    level = os.environ.get(LOG_LEVEL_ENV, "info").upper()  # not modelyard.config.control's helper: it imports aiohttp
+    settings = current_settings()
+    level = settings.log_level.upper()  # not modelyard.config.control's helper: it imports aiohttp
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     listener = socket.socket(fileno=int(os.environ[FD_ENV]))
     recycle_rss = int(os.environ.get(RECYCLE_RSS_ENV) or RECYCLE_RSS)
-    asyncio.run(serve(listener, counter_from_env(), recycle_rss=recycle_rss))
+    asyncio.run(serve(listener, TokenCounter(settings.tokenizers), recycle_rss=recycle_rss))
     log.info("tokens process %d: RSS over its bound; exiting after its calls in flight", os.getpid())
     return RECYCLED
 

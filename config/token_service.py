@@ -40,7 +40,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _handle(counter: Any, call: list[Any]) -> Any:
-    from modelyard.core.settings import max_count_bytes
+    from modelyard.core.settings import current as current_settings
 
     op = call[0]
     if op == "tokenize":
@@ -48,7 +48,7 @@ def _handle(counter: Any, call: list[Any]) -> Any:
     if op == "count_tokens":
         return list(token_endpoints.count_tokens(counter, call[1]))
     if op == "estimate":  # model, request body, answer bytes, stream, operation
-        usage = token_estimate.count_usage(counter, call[1], call[2], call[3], call[4], call[5], max_count_bytes())
+        usage = token_estimate.count_usage(counter, call[1], call[2], call[3], call[4], call[5], current_settings().max_count_bytes)
         return [usage.input_tokens, usage.output_tokens]
     raise TokenServiceError(f"unknown call {op!r}")
 

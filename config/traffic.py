@@ -19,14 +19,12 @@ from typing import Any
 from modelyard.config.backends import Objects
 from modelyard.config.diagnostics import Diagnostics
 from modelyard.config.loader import Resource
-from modelyard.core.table import (
-    BACKEND_HEADER_NAMESPACE, BACKEND_HEADER_OFF, BACKEND_HEADER_RULES, OutlierPolicy, RetryPolicy,
-)
+from modelyard.core.table import BackendHeader, OutlierPolicy, RetryPolicy
 from modelyard.core.units import parse_duration
 
 RETRIES_ANNOTATION = "modelyard.io/retries"
 BACKEND_HEADER_ANNOTATION = "modelyard.io/backend-header"
-_HEADER_SCOPES = {"rules": BACKEND_HEADER_RULES, "namespace": BACKEND_HEADER_NAMESPACE, "off": BACKEND_HEADER_OFF}
+_HEADER_SCOPES = {"rules": BackendHeader.RULES, "namespace": BackendHeader.NAMESPACE, "off": BackendHeader.OFF}
 _ROUTE_KINDS = ("HTTPRoute", "AIGatewayRoute")
 
 
@@ -117,13 +115,13 @@ def outlier_policy(policy: Resource | None, diags: Diagnostics) -> OutlierPolicy
                          base=base or default.base, max=max(default.max, base or 0.0))
 
 
-def backend_header_scope(route: Resource, allow_globally: bool, diags: Diagnostics) -> int:
+def backend_header_scope(route: Resource, allow_globally: bool, diags: Diagnostics) -> BackendHeader:
     text = (route.body.get("metadata") or {}).get("annotations", {}).get(BACKEND_HEADER_ANNOTATION)
     if text is None:
-        return BACKEND_HEADER_RULES if allow_globally else BACKEND_HEADER_OFF
+        return BackendHeader.RULES if allow_globally else BackendHeader.OFF
     scope = _HEADER_SCOPES.get(str(text).strip().lower())
     if scope is None:
         diags.error(f"expected one of {', '.join(_HEADER_SCOPES)}, got {text!r}", file=route.file, obj=route.ref,
                     field=f"metadata.annotations[{BACKEND_HEADER_ANNOTATION}]")
-        return BACKEND_HEADER_OFF
+        return BackendHeader.OFF
     return scope

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import mmap
-import os
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 
+from modelyard.core.mapped import MappedSegment, attach_file, create_file
 from modelyard.core.table import OutlierPolicy
 
-HEALTH_ENV = "MODELYARD_HEALTH"  # the board's path, for the watcher and the workers
 MAGIC = b"MYARDHB1"
 HEADER_SIZE = 64
 SLOT_SIZE = 64
@@ -51,33 +49,21 @@ def digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode(), digest_size=16).digest()
 
 
-class HealthBoard:
+class HealthBoard(MappedSegment):
     def __init__(self, path: str, mm: mmap.mmap):
-        self.path = path
-        self._mm = mm
+        super().__init__(path, mm)
         self.slots = (len(mm) - HEADER_SIZE) // SLOT_SIZE
 
     @classmethod
-    def create(cls, directory: str | None = None, slots: int = DEFAULT_SLOTS) -> HealthBoard:
-        fd, path = tempfile.mkstemp(prefix="modelyard-health-", dir=directory)
-        try:
-            os.ftruncate(fd, HEADER_SIZE + slots * SLOT_SIZE)
-            mm = mmap.mmap(fd, HEADER_SIZE + slots * SLOT_SIZE)
-        finally:
-            os.close(fd)
+    def create(cls, directory: str | None = None, slots: int = DEFAULT_SLOTS, path: str | None = None) -> HealthBoard:
+        """A new board at `path`, else a fresh name in `directory`."""
+        path, mm = create_file(path, directory, "modelyard-health-", HEADER_SIZE + slots * SLOT_SIZE)
         mm[:8] = MAGIC
         return cls(path, mm)
 
     @classmethod
     def attach(cls, path: str) -> HealthBoard:
-        fd = os.open(path, os.O_RDWR)
-        try:
-            mm = mmap.mmap(fd, 0)
-        finally:
-            os.close(fd)
-        if mm[:8] != MAGIC:
-            raise ValueError(f"{path} is not a health board")
-        return cls(path, mm)
+        return cls(path, attach_file(path, MAGIC, True, ValueError, "health board"))
 
     def _at(self, slot: int) -> int:
         return HEADER_SIZE + slot * SLOT_SIZE
@@ -147,12 +133,3 @@ class HealthBoard:
         now = time.monotonic() if now is None else now
         _, fails, ejections, total, until, _, status = _SLOT.unpack_from(self._mm, self._at(slot))
         return SlotState(fails, ejections, total, max(0.0, until - now), status)
-
-    def close(self) -> None:
-        self._mm.close()
-
-    def unlink(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass

@@ -14,7 +14,7 @@ from itertools import accumulate
 from typing import Any, Protocol
 
 from modelyard.core.regex import compile_full
-from modelyard.core.table import EXACT, MODEL_HEADER, Backend, BackendRef, Rule, Table
+from modelyard.core.table import MODEL_HEADER, Backend, BackendRef, CondKind, ErrorReply, Rule, Table
 
 _END = 1 << 62
 SLICE = 200  # items built between pauses: a few milliseconds of work
@@ -28,8 +28,8 @@ class HeaderSource(Protocol):
 Cond = tuple[str, Callable[[str], Any]]
 
 
-def _compile_cond(name: str, kind: int, value: str) -> Cond:
-    if kind == EXACT:
+def _compile_cond(name: str, kind: CondKind, value: str) -> Cond:
+    if kind == CondKind.EXACT:
         return name, value.__eq__
     # RE2, linear in the value's length; the watcher has checked the pattern and its size.
     return name, compile_full(value, None)
@@ -70,14 +70,14 @@ class RuleRuntime:
         return self.groups[0].pick()
 
 
-def _unusable_error(rule: Rule, backends: tuple[Backend, ...]) -> tuple[int, str, str]:
+def _unusable_error(rule: Rule, backends: tuple[Backend, ...]) -> ErrorReply:
     # Report the most specific reason: a backend's own error (missing object,
     # unsupported schema) beats a generic "nothing to route to".
     for ref in rule.refs:
         err = backends[ref.backend].error
         if err is not None:
             return err
-    return 503, "no_backend", f"rule {rule.name} of route {rule.route} has no backend with a weight above 0"
+    return ErrorReply(503, "no_backend", f"rule {rule.name} of route {rule.route} has no backend with a weight above 0")
 
 
 class Router:

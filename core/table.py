@@ -1,20 +1,43 @@
 """The compiled routing table: the whole contract between the control and data planes.
 
 The config watcher builds a Table from Kubernetes resources and publishes it as
-msgpack into shared memory; workers decode it and never see YAML. Everything a
+msgpack behind a format mark (TABLE_FORMAT) into shared memory; workers decode it and never see YAML. Everything a
 request needs is precomputed here: match entries ordered by precedence, an
 exact-model index, resolved backends with credentials and TLS material.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Generator
+from enum import IntEnum
 
 import msgspec
 
-# Header condition kinds.
-EXACT = 0
-REGEX = 1
+# The table's wire format. Raise it whenever a change to these Structs means that a worker running
+# older code would misread a newer table (or the reverse): such a worker refuses the table and keeps
+# the one it serves, instead of serving a misread one. encode_table writes it ahead of the msgpack.
+TABLE_FORMAT = 1
+_FORMAT_MAGIC = b"MYTF"
+_FORMAT_HEAD = struct.Struct("<4sI")  # magic, TABLE_FORMAT
+
+
+class TableFormatError(ValueError):
+    """A published table in a format this code does not read (the planes run different versions)."""
+
+    def __init__(self, found: int | None):
+        self.found = found
+        what = "no format mark" if found is None else f"format {found}"
+        super().__init__(f"the routing table has {what}; this worker reads format {TABLE_FORMAT} "
+                         f"(the control process and the workers run different versions of modelyard)")
+
+
+class CondKind(IntEnum):
+    """How a header condition tests its value."""
+
+    EXACT = 0
+    REGEX = 1  # RE2, full match
+
 
 # The header a request's model is exposed as to matching (the body's value wins).
 MODEL_HEADER = "x-ai-eg-model"
@@ -22,7 +45,7 @@ MODEL_HEADER = "x-ai-eg-model"
 
 class HeaderCond(msgspec.Struct, array_like=True, frozen=True):
     name: str  # lower-case header name
-    kind: int  # EXACT or REGEX (full match)
+    kind: CondKind
     value: str
 
 
@@ -45,12 +68,19 @@ class BackendRef(msgspec.Struct, array_like=True, frozen=True):
     body_remove: tuple[str, ...] = ()
 
 
+class ErrorReply(msgspec.Struct, array_like=True, frozen=True):
+    """The answer a client gets where a rule or backend cannot serve."""
+
+    status: int
+    code: str  # the error code in the body, e.g. "backend_not_found"
+    message: str
+
+
 class Rule(msgspec.Struct, array_like=True, frozen=True):
     route: str  # namespace/name of the AIGatewayRoute
     name: str  # the rule's name, or its index
     refs: tuple[BackendRef, ...]
-    # When the rule cannot serve (every backend missing or unsupported): status and message.
-    error: tuple[int, str, str] | None = None  # (status, code, message)
+    error: ErrorReply | None = None  # when the rule cannot serve (no backendRefs)
     route_index: int = 0  # into Table.routes
     stream_idle: float = 0.0  # seconds a stream may send nothing (streamIdleTimeout); 0 = no limit
 
@@ -77,9 +107,12 @@ class OutlierPolicy(msgspec.Struct, array_like=True, frozen=True):
     max: float = 300.0
 
 
-BACKEND_HEADER_OFF = 0
-BACKEND_HEADER_RULES = 1  # the backends the route's rules reference
-BACKEND_HEADER_NAMESPACE = 2  # every AIServiceBackend in the route's namespace
+class BackendHeader(IntEnum):
+    """Which backends a client may pick with the backend header."""
+
+    OFF = 0
+    RULES = 1  # the backends the route's rules reference
+    NAMESPACE = 2  # every AIServiceBackend in the route's namespace
 
 
 class Endpoint(msgspec.Struct, array_like=True, frozen=True):
@@ -94,6 +127,15 @@ class TLS(msgspec.Struct, array_like=True, frozen=True):
     verify: bool = True
 
 
+class CredentialOverride(msgspec.Struct, array_like=True, frozen=True):
+    """BackendSecurityPolicy credentialOverride.fromRequestHeaders: clients bring their own key."""
+
+    client_header: str  # lower case: the request header carrying the client's key
+    upstream_header: str  # the header the key goes upstream in
+    template: str  # its value, with "{}" where the key goes
+    fallback: bool  # without a client key, send the configured one (when there is one)
+
+
 class Backend(msgspec.Struct, array_like=True, frozen=True):
     name: str  # namespace/name of the AIServiceBackend
     schema: str
@@ -102,10 +144,8 @@ class Backend(msgspec.Struct, array_like=True, frozen=True):
     endpoints: tuple[Endpoint, ...]
     tls: TLS | None
     auth_headers: tuple[tuple[str, str], ...] = ()  # secret material: never logged or shown
-    error: tuple[int, str, str] | None = None  # (status, code, message) when it cannot serve
-    # BackendSecurityPolicy credentialOverride.fromRequestHeaders: the client header carrying the key,
-    # the upstream header and value template it becomes, and whether to fall back to auth_headers.
-    credential_override: tuple[str, str, str, bool] | None = None
+    error: ErrorReply | None = None  # when it cannot serve
+    credential_override: CredentialOverride | None = None
 
 
 class ModelInfo(msgspec.Struct, array_like=True, frozen=True):
@@ -114,15 +154,23 @@ class ModelInfo(msgspec.Struct, array_like=True, frozen=True):
     created: int
 
 
+class RequestCost(msgspec.Struct, array_like=True, frozen=True):
+    """One `spec.llmRequestCosts` entry."""
+
+    metadata_key: str
+    type: str  # InputToken, OutputToken, TotalToken, CachedInputToken, ... or CEL
+    cel: str | None = None
+
+
 class RouteInfo(msgspec.Struct, array_like=True, frozen=True):
     """Route-level facts kept for accounting, status pages and later features."""
 
     name: str  # namespace/name
     rules: int
-    costs: tuple[tuple[str, str, str | None], ...] = ()  # (metadataKey, type, cel)
+    costs: tuple[RequestCost, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     outlier: OutlierPolicy = OutlierPolicy()
-    backend_header: int = BACKEND_HEADER_OFF
+    backend_header: BackendHeader = BackendHeader.OFF
     # backendRefs a client may pick with the backend header: the rules' own, then the
     # namespace's other AIServiceBackends (route defaults, backend-level mutations).
     header_refs: tuple[BackendRef, ...] = ()
@@ -155,19 +203,35 @@ class Table(msgspec.Struct, frozen=True):
 
 def credential_headers(table: Table) -> frozenset[str]:
     """The client headers that carry a key to a credentialOverride backend, lower case."""
-    return frozenset(b.credential_override[0].lower() for b in table.backends if b.credential_override is not None)
+    return frozenset(b.credential_override.client_header.lower() for b in table.backends
+                     if b.credential_override is not None)
 
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Table)
+_FORMAT_MARK = _FORMAT_HEAD.pack(_FORMAT_MAGIC, TABLE_FORMAT)
 
 
 def encode_table(table: Table) -> bytes:
-    return _encoder.encode(table)
+    """The table as published: its format mark, then msgpack."""
+    return _FORMAT_MARK + _encoder.encode(table)
+
+
+def table_body(data: bytes | memoryview) -> memoryview:
+    """The msgpack after the format mark; TableFormatError for a table in another format."""
+    view = memoryview(data)
+    if len(view) < _FORMAT_HEAD.size:
+        raise TableFormatError(None)
+    magic, found = _FORMAT_HEAD.unpack_from(view)
+    if magic != _FORMAT_MAGIC:
+        raise TableFormatError(None)
+    if found != TABLE_FORMAT:
+        raise TableFormatError(found)
+    return view[_FORMAT_HEAD.size:]
 
 
 def decode_table(data: bytes | memoryview) -> Table:
-    return _decoder.decode(data)
+    return _decoder.decode(table_body(data))
 
 
 # The fields that grow with the number of rules and models. A worker decodes them one at a
@@ -183,8 +247,8 @@ _field_decoders = {f.name: msgspec.msgpack.Decoder(f.type) for f in msgspec.stru
 
 
 def decode_table_in_steps(data: bytes | memoryview) -> Generator[None, None, Table]:
-    """decode_table, yielding between its big fields; `table = yield from decode_table_in_steps(data)`."""
-    parts = _parts_decoder.decode(data)
+    """decode_table (format check first), yielding between its big fields; `table = yield from decode_table_in_steps(data)`."""
+    parts = _parts_decoder.decode(table_body(data))
     fields = msgspec.structs.asdict(parts)
     for name, decoder in _field_decoders.items():
         yield

@@ -7,7 +7,6 @@ import struct
 
 import msgspec
 
-TOKENS_SOCKET_ENV = "MODELYARD_TOKENS_SOCKET"
 FRAME_LEN = struct.Struct("<I")
 encode = msgspec.msgpack.encode
 decode = msgspec.msgpack.decode

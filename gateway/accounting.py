@@ -22,18 +22,14 @@ import msgspec
 
 from modelyard.core.usage import Usage
 from modelyard.core import metrics, token_endpoints, token_estimate
-from modelyard.core.settings import ACCESS_LOG_ENV, HEADER_LABELS_ENV, credential_labels, max_count_bytes
+from modelyard.core.settings import Settings, credential_labels
 
 log = logging.getLogger("modelyard.accounting")
 
-# The OpenTelemetry GenAI names for what the client asked for, and for each backend schema.
+# The OpenTelemetry GenAI names for what the client asked for (each backend schema's is its provider's).
 OPERATION_NAMES = {"/chat/completions": "chat", "/completions": "text_completion", "/embeddings": "embeddings",
                    "/messages": "chat"}
 GENAI_OPERATIONS = frozenset(OPERATION_NAMES.values())  # what the GenAI metrics count; other lines are logged only
-PROVIDER_NAMES = {
-    "OpenAI": "openai", "AzureOpenAI": "azure.ai.openai", "AWSBedrock": "aws.bedrock", "AWSAnthropic": "aws.bedrock",
-    "GCPVertexAI": "gcp.vertex_ai", "GCPAnthropic": "gcp.vertex_ai", "Anthropic": "anthropic", "Cohere": "cohere",
-}
 MAX_LABEL_VALUES = 100  # per label, per worker: then "_other", so clients cannot grow the series count
 MAX_SERIES_CACHE = 10_000  # label tuples kept for reuse
 MAX_LABEL_LEN = 256  # characters of a label value: longer ones (a 1 MB model name) become "_invalid"
@@ -307,8 +303,9 @@ def access_line(o: Exchange, costs: dict[str, int]) -> bytes:
 class LocalCounting:
     """Counting in this process (where no token service runs, e.g. a gateway built in a test)."""
 
-    def __init__(self, counter: Any):
+    def __init__(self, counter: Any, max_count_bytes: int):
         self.counter = counter
+        self.max_count_bytes = max_count_bytes
 
     def tokenize(self, body: bytes) -> tuple[int, bytes]:
         return token_endpoints.tokenize(self.counter, body)
@@ -317,20 +314,17 @@ class LocalCounting:
         return token_endpoints.count_tokens(self.counter, body)
 
     def estimate(self, model: str, request: bytes, answer: bytes, stream: bool, operation: str) -> Usage:
-        return token_estimate.count_usage(self.counter, model, request, answer, stream, operation, max_count_bytes())
+        return token_estimate.count_usage(self.counter, model, request, answer, stream, operation, self.max_count_bytes)
 
 
-def accountant_from_env(loop: asyncio.AbstractEventLoop) -> Accountant:
-    from modelyard.core.token_frames import TOKENS_SOCKET_ENV
+def accountant_from_settings(loop: asyncio.AbstractEventLoop, settings: Settings) -> Accountant:
     from modelyard.gateway.token_client import RemoteCounter
 
-    labels = [tuple(pair) for pair in msgspec.json.decode(os.environ.get(HEADER_LABELS_ENV) or "[]")]
-    socket_path = os.environ.get(TOKENS_SOCKET_ENV)
-    if socket_path:
-        counting: Any = RemoteCounter(socket_path)
+    if settings.tokens_socket:
+        counting: Any = RemoteCounter(settings.tokens_socket)
     else:
-        from modelyard.core.tokenizer import counter_from_env
-        counting = LocalCounting(counter_from_env())
-    accountant = Accountant(os.environ.get(ACCESS_LOG_ENV, "-"), labels, counting)  # type: ignore[arg-type]
+        from modelyard.core.tokenizer import TokenCounter
+        counting = LocalCounting(TokenCounter(settings.tokenizers), settings.max_count_bytes)
+    accountant = Accountant(settings.access_log, list(settings.header_labels), counting)
     accountant.loop = loop
     return accountant

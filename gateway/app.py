@@ -4,7 +4,7 @@ Each request is one Exchange (gateway/accounting.py), recorded when it ends. Its
 handler from the route table (gateway/routes.py); an error found on the way is raised as a
 GatewayError and answered here, once, in the shape of the client's API (gateway/errors.py).
 
-The routing table comes from shared memory (MODELYARD_TABLE names the segment).
+The routing table comes from shared memory (Settings.table names the segment).
 A timer task checks its generation every 100 ms and swaps in a new
 GenerationState; each request reads that reference once, so a reload never
 changes a request midway.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,15 +24,16 @@ from granian.rsgi import ProtocolClosed
 from modelyard.core.errors import GatewayError
 from modelyard.core.shm import TableSegment
 from modelyard.core.sniff import SniffError, check_model_name, sniff
-from modelyard.core.table import MODEL_HEADER, credential_headers, decode_table_in_steps
+from modelyard.core.table import MODEL_HEADER, TableFormatError, credential_headers, decode_table_in_steps
 from modelyard.core import metrics
 from modelyard.core import worker_registry
 from modelyard.core.router import RuleRuntime
-from modelyard.core.settings import body_timeout, max_count_bytes
-from modelyard.gateway.accounting import MAX_LOGGED, Accountant, Exchange, accountant_from_env
+from modelyard.core.settings import current as current_settings
+from modelyard.gateway.accounting import MAX_LOGGED, Accountant, Exchange, accountant_from_settings
 from modelyard.gateway.admission import Admission, admission_for
 from modelyard.gateway.errors import BACKEND_HEADER, JSON_HEADERS, answer_error, internal_error
 from modelyard.gateway.passthrough import forward_count_tokens, forward_rerank, forward_tokenize, may_pass_through
+from modelyard.gateway.providers.credentials import CREDENTIALS
 from modelyard.gateway.proxy import Forwarding, Upstream, forward
 from modelyard.gateway.routes import Route, build_routes, client_of, refusal
 from modelyard.gateway.state import GenerationState, RefRuntime, RouteRuntime, attach_board
@@ -41,6 +41,7 @@ from modelyard.gateway.state import GenerationState, RefRuntime, RouteRuntime, a
 log = logging.getLogger("modelyard.worker")
 
 POLL_INTERVAL = 0.1
+FORMAT_REMINDER = 60.0  # seconds between repeats of the error about a table in another format
 FLUSH_TICKS = 5  # metrics reach the shared files every half second
 NOT_READY = "No configuration is loaded yet."
 
@@ -66,12 +67,15 @@ class GatewayApp:
         self.upstream = Upstream()
         self.board = None
         self.accountant: Accountant | None = None
-        self.body_timeout = body_timeout()
-        self.max_count_bytes = max_count_bytes()
+        self.settings = settings = current_settings()
+        self.body_timeout = settings.body_timeout or None
+        self.max_count_bytes = settings.max_count_bytes
         self.live: set[Exchange] = set()  # requests in flight, counted for the drain log line
         self.streams = 0
         self.load = memoryview(bytearray(16)).cast("q")
         self.failed_generation = 0  # the last published generation this worker could not apply
+        self.format_error = ""  # why it could not: a table in another format, repeated until one it reads comes
+        self.format_error_at = 0.0
         self.routes: dict[str, Route] = build_routes(self)
         self.admission: Admission | None = None  # None: no admission rules, the step is skipped
 
@@ -79,17 +83,18 @@ class GatewayApp:
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.upstream.start(loop)
-        self.board = attach_board()
-        self.load = worker_registry.load_counters()
-        self.accountant = accountant_from_env(loop)
-        path = os.environ.get("MODELYARD_TABLE")
-        if path:
-            self.segment = TableSegment.attach(path)
+        settings = self.settings
+        self.board = attach_board(settings.health_board)
+        self.load = worker_registry.load_counters(settings.workers_dir)
+        self.accountant = accountant_from_settings(loop, settings)
+        CREDENTIALS.refresh()
+        if settings.table:
+            self.segment = TableSegment.attach(settings.table)
             self._refresh()
         loop.create_task(self._watch_table())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        worker_registry.forget()
+        worker_registry.forget(self.settings.workers_dir)
         metrics.flush()
         if self.accountant is not None and self.accountant.log is not None:
             self.accountant.log.flush()
@@ -105,7 +110,11 @@ class GatewayApp:
         big table is built while the previous one keeps serving, and swapped in whole."""
         assert self.segment is not None
         current = self.segment.generation()
-        if current == self.failed_generation or (self.state is not None and current == self.state.generation):
+        if current == self.failed_generation:
+            if self.format_error and time.monotonic() - self.format_error_at >= FORMAT_REMINDER:
+                self._log_format_error()
+            return
+        if self.state is not None and current == self.state.generation:
             return
         generation, data = self.segment.read()
         if generation == 0:
@@ -118,16 +127,23 @@ class GatewayApp:
             table = yield from decode_table_in_steps(data)
             state = GenerationState.__new__(GenerationState)
             yield from state.build(table, self.upstream.pools, self.board)
+        except TableFormatError as e:  # the control process runs another version: no traceback helps
+            self.failed_generation = generation
+            self.format_error = f"cannot read routing table generation {generation}: {e}; still serving generation {served}"
+            self._log_format_error()
+            worker_registry.report(self.settings.workers_dir, served, failed=generation)
+            return
         except Exception:  # keep serving the last table; say so once per generation, and to /readyz
             self.failed_generation = generation
             log.exception("could not apply routing table generation %d; still serving generation %d",
                           generation, served)
-            worker_registry.report(served, failed=generation)
+            worker_registry.report(self.settings.workers_dir, served, failed=generation)
             return
         finally:
             gc.enable()
         self.state = state
         self.admission = admission_for(table)
+        self.format_error = ""
         state.keep_pools(self.upstream.pools)
         # The table's objects live until the next reload: out of the collector's sight, a full
         # collection costs the same with 10 models or 10,000.
@@ -135,7 +151,11 @@ class GatewayApp:
         if self.accountant is not None:
             self.accountant.known_models(set(state.model_list))
             self.accountant.withhold(credential_headers(table))
-        worker_registry.report(table.generation)
+        worker_registry.report(self.settings.workers_dir, table.generation)
+
+    def _log_format_error(self) -> None:
+        log.error("%s", self.format_error)
+        self.format_error_at = time.monotonic()
 
     async def _watch_table(self) -> None:
         ticks = 0
@@ -144,6 +164,7 @@ class GatewayApp:
             ticks += 1
             if ticks % FLUSH_TICKS == 0:
                 metrics.flush()
+            CREDENTIALS.refresh()  # the tokens auth hooks send: re-read when the control process published
 
             if self.segment is None:
                 continue
@@ -340,7 +361,8 @@ class GatewayApp:
                 raise GatewayError(404, "model_not_found", _no_route_message(model, state))
             exchange.route = rule.rule.route
             if rule.error is not None:
-                raise GatewayError(*rule.error)  # the table stores (status, code, message)
+                error = rule.error
+                raise GatewayError(error.status, error.code, error.message)
             runtime = state.routes[rule.rule.route_index]
         assert runtime is not None
         exchange.route = runtime.name

@@ -52,7 +52,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = ("pool", "transport", "parser", "status", "headers", "chunks", "buffered", "complete", "error",
                  "waiter", "keep_alive", "closed", "used", "received", "received_at", "paused", "idle_since", "_ready",
-                 "head_size", "limit", "whole")
+                 "head_size", "field_bytes", "limit", "whole")
 
     def __init__(self, pool: Pool):
         self.pool = pool
@@ -77,6 +77,7 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self._ready = False  # headers parsed
         self.head_size = 0  # bytes received while the head was incomplete
+        self.field_bytes = 0  # of the header fields parsed: a whole head can come in one read
         self.limit = HIGH_WATER  # buffered body bytes before pausing (or, reading whole, failing)
         self.whole = False  # read_all: the caller wants the whole body, up to `limit`
 
@@ -125,6 +126,9 @@ class Connection(asyncio.Protocol):
         headers.append((name, value))
         if len(headers) > MAX_RESPONSE_HEADERS:
             raise _HeadTooLarge(f"its response has over {MAX_RESPONSE_HEADERS} header fields")
+        self.field_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self.field_bytes > MAX_RESPONSE_HEAD:
+            raise _HeadTooLarge(f"its response head is over {MAX_RESPONSE_HEAD >> 10} KiB")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()

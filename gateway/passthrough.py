@@ -13,6 +13,7 @@ from modelyard.gateway.accounting import Exchange
 from modelyard.gateway.client_window import ClientWindow
 from modelyard.gateway.errors import CLIENT_GONE
 from modelyard.gateway.http1 import HIGH_WATER, UpstreamError
+from modelyard.gateway.providers import COUNT_TOKENS, RERANK, TOKENIZE
 from modelyard.gateway.proxy import Upstream, attempt
 from modelyard.gateway.relay import pump, relay_sized, response_headers
 from modelyard.gateway.state import BackendRuntime, GenerationState
@@ -26,8 +27,7 @@ async def forward_tokenize(upstream: Upstream, state: GenerationState, scope: An
     vLLM serves it; True when the backend answered. A backend that does not serve it is
     remembered for the rest of the table generation and not asked again."""
     def path(backend: BackendRuntime) -> bytes | None:
-        ok = backend.provider == "openai" and not backend.tokenize_unserved
-        return b"/tokenize" if ok else None
+        return None if backend.tokenize_unserved else backend.passthrough.get(TOKENIZE)
     return await _forward_plain(upstream, state, scope, proto, body, exchange, path)
 
 
@@ -35,9 +35,7 @@ async def forward_count_tokens(upstream: Upstream, state: GenerationState, scope
                                body: bytes, exchange: Exchange) -> bool:
     """Anthropic's count_tokens, to the Anthropic backend the model routes to; False for other backends."""
     def path(backend: BackendRuntime) -> bytes | None:
-        if backend.backend.schema != "Anthropic":
-            return None
-        return f"{backend.backend.prefix}/v1/messages/count_tokens".encode("latin-1")
+        return backend.passthrough.get(COUNT_TOKENS)
     return await _forward_plain(upstream, state, scope, proto, body, exchange, path)
 
 
@@ -45,15 +43,15 @@ def may_pass_through(state: GenerationState, path: str) -> bool:
     """Whether some backend of this table may answer a /tokenize (`path`) or count_tokens itself: only
     then is the body read past what the gateway's own counting takes (--max-count-bytes)."""
     if path == "/tokenize":
-        return any(b.provider == "openai" and not b.tokenize_unserved for b in state.backends)
-    return any(b.backend.schema == "Anthropic" for b in state.backends)
+        return any(TOKENIZE in b.passthrough and not b.tokenize_unserved for b in state.backends)
+    return any(COUNT_TOKENS in b.passthrough for b in state.backends)
 
 
 async def forward_rerank(upstream: Upstream, state: GenerationState, scope: Any, proto: Any, body: bytes,
                          exchange: Exchange) -> bool:
     """Cohere's rerank, as it is, to the Cohere backend the model routes to; False for other backends."""
     def path(backend: BackendRuntime) -> bytes | None:
-        return b"/v2/rerank" if backend.backend.schema == "Cohere" else None
+        return backend.passthrough.get(RERANK)
     return await _forward_plain(upstream, state, scope, proto, body, exchange, path)
 
 
@@ -82,7 +80,7 @@ async def _forward_plain(upstream: Upstream, state: GenerationState, scope: Any,
         return False
     try:
         status, headers = conn.status, response_headers(conn.headers, backend.name)
-        if status in _UNSERVED and path == b"/tokenize":
+        if status in _UNSERVED and path == backend.passthrough.get(TOKENIZE):
             backend.tokenize_unserved = True
             return False
         exchange.status, exchange.route, exchange.backend = status, rule.rule.route, backend.name

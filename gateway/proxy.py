@@ -27,7 +27,7 @@ from modelyard.gateway.accounting import Exchange
 from modelyard.gateway.http1 import Connection, UpstreamError
 from modelyard.gateway.relay import BACKEND_HEADER, EVENT_STREAM, IdleWatch, relay_answer
 from modelyard.gateway.retry import Retries, attempt_deadline, backoff_pause, retriable_status, retry_after
-from modelyard.gateway.state import UNSUPPORTED, GenerationState, Pools, RefRuntime, RouteRuntime, Target
+from modelyard.gateway.state import GenerationState, Pools, RefRuntime, RouteRuntime, Target
 from modelyard.gateway.translators import TranslationError
 
 # Never forwarded upstream: hop-by-hop headers, those the gateway sets itself, and the
@@ -79,20 +79,11 @@ def _query(query: str) -> bytes:
     return quote(query, safe="/?&=+%:@!$'()*,;~[]").encode("ascii")
 
 
-def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, model: str,
+def _request_head(scope: Any, ref: RefRuntime, target: Target, body: bytes, model: str,
                   body_model: str) -> bytes | None:
     """The upstream request up to its body; None when the credentials it needs are missing."""
     headers = scope.headers
     lines = _client_lines(headers, ref.remove)
-    credentials = ref.set_lines
-    if ref.override is not None:
-        client_header, upstream_header, template, fallback = ref.override
-        value = headers.get(client_header)
-        if value and _safe_value(value):
-            line = f"{upstream_header}: {template.format(value)}\r\n"
-            credentials = ref.mutation_lines + line.encode(HEADER_ENCODING)
-        elif not (fallback and ref.auth_lines):
-            return None
     query = scope.query_string
     if target.tail is None:
         path = (target.path, b"?" + _query(query) if query else b"")
@@ -101,9 +92,13 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, length: int, mode
                 b"&" + _query(query) if query else b"")
     model_line = _MODEL_LINE % (body_model.encode("ascii") if body_model.isascii() and body_model.isprintable()
                                 else quote(body_model, safe=_MODEL_SAFE).encode("ascii"))
-    return b"".join((
-        *path, target.head, lines, model_line, credentials, b"content-length: %d\r\n\r\n" % length,
-    ))
+    head = [*path, target.head, lines, model_line]
+    credentials = ref.auth(head, body, headers)  # the provider's per-attempt hook: header edits, credentials
+    if credentials is None:
+        return None
+    head += (credentials, b"content-length: %d\r\n\r\n" % len(body))
+    return b"".join(head)
+
 
 _OUTCOMES = {200: "200"}  # the common label value without formatting a number per request
 
@@ -216,19 +211,20 @@ class Forwarding:
         client = exchange.client
         name = ref.backend.name
         model = ref.ref.model_override or exchange.model
-        translator = ref.backend.translators[client]
+        try:
+            translator = ref.backend.translators[client]
+        except KeyError:  # no translator from the client's API to this backend's schema yet
+            raise GatewayError(501, "schema_not_supported", f"Backend {name} speaks {ref.backend.backend.schema}, "
+                               f"which {'Anthropic' if client == 'anthropic' else 'OpenAI'} clients cannot reach yet.",
+                               name) from None
         if translator is None:  # the backend speaks the client's API: bytes through, edited at most
             body = rewrite_body(self.passthrough, ref.ref.model_override, ref.ref.body_set,
                                 ref.ref.body_remove) if ref.rewrite else self.passthrough
-        elif translator is UNSUPPORTED:
-            raise GatewayError(501, "schema_not_supported", f"Backend {name} speaks {ref.backend.backend.schema}, "
-                               f"which {'Anthropic' if client == 'anthropic' else 'OpenAI'} clients cannot reach yet.",
-                               name)
         else:
             try:
                 if self.decoded is None:
                     self.decoded = msgspec.json.decode(exchange.request_body)
-                body = translator.request(dict(self.decoded), model)  # type: ignore[attr-defined]
+                body = translator.request(dict(self.decoded), model)
                 if ref.ref.body_set or ref.ref.body_remove:
                     body = rewrite_body(body, None, ref.ref.body_set, ref.ref.body_remove)
             except TranslationError as e:
@@ -237,11 +233,11 @@ class Forwarding:
         if target.tail is not None and model in DOT_SEGMENTS:  # Azure: the model is a path segment
             raise GatewayError(400, "invalid_model", f"The model name {model!r} cannot name a deployment of {name}.",
                                name)
-        # The one place an attempt's request head is built.
-        head = _request_head(self.scope, ref, target, len(body), model, exchange.model)
+        # The one place an attempt's request head is built (with the provider's per-attempt auth hook).
+        head = _request_head(self.scope, ref, target, body, model, exchange.model)
         if head is None:
             raise GatewayError(401, "missing_credentials", f"Backend {name} needs your API key in the "
-                               f"{ref.override[0]} header.", name)  # type: ignore[index]
+                               f"{ref.override.client_header} header.", name)  # type: ignore[union-attr]
         return body, head
 
 
@@ -318,7 +314,7 @@ async def forward(upstream: Upstream, fwd: Forwarding) -> None:
                                               deadline - loop.time() if deadline is not None else None))
         ref, target = nxt
     name = exchange.backend = ref.backend.name
-    exchange.provider = ref.backend.provider
+    exchange.provider = ref.backend.provider_name
     exchange.request_model = ref.ref.model_override or exchange.model
     if error is not None:
         if error.kind == "timeout" and (deadline is None or loop.time() < deadline):

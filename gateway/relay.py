@@ -25,7 +25,8 @@ from modelyard.gateway.client_window import ClientWindow
 from modelyard.gateway.errors import BACKEND_HEADER, CLIENT_GONE, INTERNAL_ERROR_MESSAGE, JSON_HEADERS, log_unexpected
 from modelyard.gateway.http1 import Connection, UpstreamError
 from modelyard.gateway.state import RefRuntime, Target
-from modelyard.gateway.stream_trackers import AnthropicStreamUsage, Translated, anthropic_usage
+from modelyard.gateway.stream_trackers import AnthropicStreamUsage, anthropic_usage
+from modelyard.gateway.translators import Translator
 from modelyard.gateway.translators.anthropic_openai import anthropic_error_event
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
     status = conn.status  # the exchange's status once an answer begins: a bug before it is answered 500
     headers = response_headers(conn.headers, name)
     client = exchange.client
-    translator = ref.backend.translators[client]
+    translator: Translator | None = ref.backend.translators[client]  # prepare() found it
     if not result.streaming:
         try:
             # A translated answer is decoded whole (up to MAX_TRANSLATED_BODY); one passed through
@@ -129,7 +130,7 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
     tracker: Any = None
     if status < 300:
         if translator is not None:
-            tracker = Translated(translator.stream(wants_usage(fwd.sniffed)))
+            tracker = translator.stream(wants_usage(fwd.sniffed))
         elif client == "anthropic":
             tracker = AnthropicStreamUsage()
         else:

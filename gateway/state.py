@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import ssl
 import time
 from collections.abc import Iterator
 from itertools import count
-from urllib.parse import quote
 from typing import Union
 
 import msgspec
 
 from modelyard.core.costs import CostCompileError, CostProgram
-from modelyard.core.health import HEALTH_ENV, HealthBoard
+from modelyard.core.health import HealthBoard
 from modelyard.core.router import SLICE, Router, RuleRuntime
 from modelyard.core.table import Backend, BackendRef, RouteInfo, Table, credential_headers
 from modelyard.core.wire import (
     HEADER_ENCODING, header_name_problem, header_value_problem, host_problem, is_ip, owned_header_problem, path_problem,
     text_problem,
 )
-from modelyard.gateway.accounting import PROVIDER_NAMES
 from modelyard.gateway.http1 import Pool
-from modelyard.gateway.translators import translator_for
+from modelyard.gateway.providers import AuthHook, Provider, provider_for
+from modelyard.gateway.translators import Translator
 
 log = logging.getLogger("modelyard.worker")
 
@@ -44,9 +42,6 @@ OPERATIONS = {
 }
 ANTHROPIC_OPERATIONS = {"/v1/messages": "/messages", "/anthropic/v1/messages": "/messages"}
 ALL_SUFFIXES = (*OPERATIONS.values(), "/messages")
-DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
-OPENAI_BODIES = frozenset({"OpenAI", "AzureOpenAI", "Cohere"})
-UNSUPPORTED = object()  # a (client API, backend schema) pair no translator covers yet
 
 
 def _ssl_context(backend: Backend) -> ssl.SSLContext | None:
@@ -92,8 +87,7 @@ class _NoBoard:
 Board = Union[HealthBoard, _NoBoard]
 
 
-def attach_board() -> Board:
-    path = os.environ.get(HEALTH_ENV)
+def attach_board(path: str) -> Board:
     return HealthBoard.attach(path) if path else _NoBoard()
 
 
@@ -124,12 +118,16 @@ class Pools:
 
 
 class BackendRuntime:
-    __slots__ = ("backend", "name", "provider", "targets", "_next", "error", "tokenize_unserved", "translators")
+    __slots__ = ("backend", "name", "provider", "provider_name", "targets", "_next", "error", "tokenize_unserved",
+                 "translators", "passthrough")
 
     def __init__(self, backend: Backend, resolve: dict[str, str], pools: Pools):
         self.backend = backend
         self.name = backend.name
-        self.provider = PROVIDER_NAMES.get(backend.schema, backend.schema.lower())
+        # What its schema brings (paths, translators, auth), and its name in metrics.
+        provider: Provider = provider_for(backend.schema)
+        self.provider = provider
+        self.provider_name = provider.metric_name
         self.tokenize_unserved = False  # learned: its server has no /tokenize
         self.error = backend.error
         tls = backend.tls
@@ -157,18 +155,13 @@ class BackendRuntime:
         # One target per (operation, endpoint); endpoints share load round-robin.
         self.targets: dict[str, list[Target]] = {}
         for suffix in ALL_SUFFIXES:
-            route = _upstream_path(backend, suffix)
+            route = provider.upstream_path(backend, suffix)
             self.targets[suffix] = [] if route is None else [
                 Target(pool, route[0], host, where, health, route[1]) for pool, host, where, health in endpoints]
-        # What each client API needs to reach this backend: None (it speaks it), a translator, or UNSUPPORTED.
-        self.translators: dict[str, object] = {}
-        for client in ("openai", "anthropic"):
-            try:
-                # Azure OpenAI and Cohere's compatibility API take OpenAI's bodies; only their paths differ.
-                family = "OpenAI" if backend.schema in OPENAI_BODIES else backend.schema
-                self.translators[client] = translator_for(client, family)
-            except KeyError:
-                self.translators[client] = UNSUPPORTED
+        # What each client API needs to reach this backend: None (it speaks it) or a translator; a
+        # client API missing here cannot reach it (501).
+        self.translators: dict[str, Translator | None] = dict(provider.translators)
+        self.passthrough = provider.passthrough_paths(backend)  # endpoint -> upstream path
         self._next = count()
 
     def target(self, suffix: str, tried: list[Target], now: float, board: Board, healthy_only: bool) -> Target | None:
@@ -182,20 +175,6 @@ class BackendRuntime:
                 continue
             return t
         return None
-
-
-def _upstream_path(backend: Backend, suffix: str) -> tuple[bytes, bytes | None] | None:
-    """Where an operation goes on this backend: (path, or the path up to Azure's deployment, and the
-    rest after it); None when the backend has no such operation."""
-    if backend.schema == "Anthropic":
-        if suffix in ("/chat/completions", "/messages"):
-            return f"{backend.prefix}/v1/messages".encode("latin-1"), None
-        return None
-    op = "/chat/completions" if suffix == "/messages" else suffix  # Anthropic clients reach OpenAI chat
-    if backend.schema == "AzureOpenAI":
-        return (f"{backend.prefix}/deployments/".encode("latin-1"),
-                f"{op}?api-version={quote(backend.version or '', safe='')}".encode("latin-1"))
-    return f"{backend.prefix}{op}".encode("latin-1"), None
 
 
 def _host(host: str) -> str:
@@ -228,25 +207,22 @@ class RefRuntime:
     """A backendRef with its backend, header edits and timeout resolved."""
 
     __slots__ = ("ref", "backend", "remove", "set_lines", "mutation_lines", "auth_lines", "override", "timeout",
-                 "rewrite")
+                 "rewrite", "auth")
 
     def __init__(self, ref: BackendRef, backend: BackendRuntime, override_headers: frozenset[str] = frozenset()):
         self.ref = ref
         self.backend = backend
         auth = backend.backend.auth_headers
         # Credentials go last so that neither clients nor mutations can replace them.
-        header_set = tuple(ref.header_set)
-        if backend.backend.schema == "Anthropic":
-            header_set += (("anthropic-version", backend.backend.version or DEFAULT_ANTHROPIC_VERSION),)
+        header_set = tuple(ref.header_set) + backend.provider.static_headers(backend.backend)
         what = f"backend {backend.name}"
         if ref.model_override is not None:
             _require(text_problem(ref.model_override), f"{what} modelNameOverride")
         self.mutation_lines = _header_lines(header_set, what)
         self.auth_lines = _header_lines(tuple(auth), f"{what} credentials")
         self.set_lines = self.mutation_lines + self.auth_lines
-        # (client header, upstream header, value template, fall back to the configured key?)
         self.override = override = backend.backend.credential_override
-        if override is not None and not valid_header(override[1], override[2].replace("{}", "")):
+        if override is not None and not valid_header(override.upstream_header, override.template.replace("{}", "")):
             log.error("credentialOverride of %s names an invalid upstream header; client keys are not sent",
                       backend.name)
             self.override = None
@@ -254,8 +230,11 @@ class RefRuntime:
         # table, is removed on every attempt to every backend: the key goes only where it belongs.
         remove = {name.lower() for name, _ in (*header_set, *auth)} | override_headers
         if override is not None:
-            remove |= {override[0], override[1]}
+            remove |= {override.client_header, override.upstream_header}
         self.remove = frozenset(ref.header_remove) | remove
+        # Called per attempt: the header edits, then the credentials (for API keys, set_lines).
+        self.auth: AuthHook = backend.provider.auth(backend.backend, self.mutation_lines, self.auth_lines,
+                                                    self.override)
         self.timeout = ref.timeout or None
         self.rewrite = bool(ref.model_override is not None or ref.body_set or ref.body_remove)
 
@@ -286,7 +265,7 @@ def _cost_program(info: RouteInfo) -> CostProgram | None:
     if not info.costs:
         return None
     try:
-        return CostProgram.compile(info.costs, info.name)
+        return CostProgram.compile(tuple((c.metadata_key, c.type, c.cel) for c in info.costs), info.name)
     except CostCompileError:  # the watcher rejects such a table; never take a worker down for it
         log.exception("llmRequestCosts of %s do not compile; its requests cost nothing", info.name)
         return None

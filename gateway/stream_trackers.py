@@ -1,39 +1,14 @@
 """Followers of a relayed stream that the proxy feeds chunk by chunk, beside core.usage.StreamUsage
-(OpenAI streams): a translated stream, and an Anthropic stream passed through unchanged whose
-usage is read on the side.
+(OpenAI streams) and the stream translators (same feed/flush/usage face): an Anthropic stream
+passed through unchanged whose usage is read on the side.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from modelyard.core.usage import Usage
 from modelyard.gateway.translators.common import loads_object
 from modelyard.gateway.translators.openai_anthropic import AnthropicStreamToOpenAI as ANTHROPIC_TO_OPENAI_STREAM
 from modelyard.gateway.translators.openai_anthropic import usage_of as anthropic_usage_of
-
-
-class Translated:
-    """A stream translator behind the same feed/flush/usage face as StreamUsage."""
-
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-
-    def feed(self, chunk: bytes) -> bytes:
-        return self.inner.feed(chunk)
-
-    def flush(self) -> bytes:
-        return self.inner.end()
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.inner.usage
-
-    @property
-    def model(self) -> str | None:
-        return self.inner.model
 
 
 class AnthropicStreamUsage:

@@ -20,11 +20,13 @@ _KINDS = ("unit", "integration", "bench")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with the folder it lives in (tests/unit, tests/integration, tests/bench)."""
+    """Mark each test with the folder it lives in (tests/unit, tests/integration, tests/bench),
+    subfolders such as tests/unit/translators included."""
+    tests = Path(__file__).resolve().parent
     for item in items:
-        kind = Path(str(item.fspath)).parent.name
-        if kind in _KINDS:
-            item.add_marker(getattr(pytest.mark, kind))
+        parts = Path(str(item.fspath)).resolve().relative_to(tests).parts
+        if len(parts) > 1 and parts[0] in _KINDS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
 
 
 class Mock:

@@ -1,17 +1,20 @@
-"""Helpers for tests that start real processes on 127.0.0.1 and stop them by PID."""
+"""Helpers shared by the tests: real processes on 127.0.0.1 stopped by PID, plain HTTP requests,
+waiting for a condition, and realistic text to count tokens of."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +156,46 @@ class HealthPoller:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(self.timeout + 5)
+
+
+def realistic_text(size: int, seed: int = 7) -> str:
+    """Prose, code and markup from this repository, shuffled by line: about `size` characters."""
+    lines = [line for p in ("README.md", "core/tokenizer.py", "gateway/app.py", "core/token_endpoints.py")
+             for line in (REPO / p).read_text().splitlines(keepends=True)]
+    rng = random.Random(seed)
+    out: list[str] = []
+    n = 0
+    while n < size:
+        line = rng.choice(lines)
+        out.append(line)
+        n += len(line)
+    return "".join(out)[:size]
+
+
+@contextmanager
+def worker_on_segment(tmp_path: Path, monkeypatch: Any, first_table: bytes) -> Iterator[tuple[Any, Any, Any]]:
+    """(app, segment, loop): a GatewayApp as a worker process holds it, on a new table segment that
+    publishes `first_table` as generation 1 (the test calls app.__rsgi_init__(loop)). Afterwards its
+    tasks are cancelled, the loop closed, the worker unregistered and the segment closed."""
+    import asyncio
+
+    from modelyard.core import worker_registry
+    from modelyard.core.settings import SETTINGS_ENV, Settings
+    from modelyard.core.shm import TableSegment
+    from modelyard.gateway.app import GatewayApp
+
+    segment = TableSegment.create(str(tmp_path / "table"), capacity=1 << 16)
+    (tmp_path / "workers").mkdir()
+    settings = Settings(table=segment.path, workers_dir=str(tmp_path / "workers"))
+    monkeypatch.setenv(SETTINGS_ENV, settings.encode())
+    segment.publish(first_table, 1)
+    loop = asyncio.new_event_loop()
+    try:
+        yield GatewayApp(), segment, loop
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        worker_registry.forget(settings.workers_dir)
+        segment.close()

@@ -165,12 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", metavar="PATH",
                        help="a YAML file or a directory of them, as for run --config (at least one)")
 
-    from modelyard.loadtest.mock import backend as mock_backend
+    from modelyard.loadtest.mock import cli as mock_cli
 
     mock = sub.add_parser("mock", help="start the mock OpenAI-compatible backend",
                           description="Start the mock OpenAI-compatible (or Anthropic or Azure) backend\n"
                                       "that the tests and benchmarks use.", epilog=MOCK_EXAMPLES, formatter_class=raw)
-    mock_backend.add_arguments(mock)
+    mock_cli.add_arguments(mock)
 
     from modelyard.loadtest.bench import harness as bench
 
@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         from modelyard.loadtest.bench import harness as bench
         return bench.main(args)
     if args.command == "mock":
-        from modelyard.loadtest.mock import backend as mock_backend
-        return mock_backend.run(args)
+        from modelyard.loadtest.mock import cli as mock_cli
+        return mock_cli.run(args)
     return cmd_demo(args)
 
 

@@ -8,7 +8,6 @@ with SO_REUSEPORT and would otherwise quietly share a port another server holds.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -22,15 +21,16 @@ import threading
 import time
 from typing import Any
 
-from modelyard.core.health import HEALTH_ENV, HealthBoard
-from modelyard.core.tokenizer import TOKENIZERS_ENV, counter_env_value
-from modelyard.core.token_frames import TOKENS_SOCKET_ENV
-from modelyard.core.settings import ACCESS_LOG_ENV, BODY_TIMEOUT_ENV, HEADER_LABELS_ENV, MAX_COUNT_BYTES_ENV
+import msgspec
+
+from modelyard.core import segments
+from modelyard.core.credentials import CredentialsSegment
+from modelyard.core.health import HealthBoard
+from modelyard.core.settings import Settings
 from modelyard.core.shm import TableSegment, default_dir
 from modelyard.core.table import ListenerLimits
 from modelyard.config.control import FirstLoad, RunOptions, control_main, setup_logging
 from modelyard.core import worker_registry
-from modelyard.core.worker_registry import WORKERS_DIR_ENV
 
 DEFAULT_PORT = 1975
 log = logging.getLogger("modelyard.supervisor")
@@ -116,20 +116,22 @@ def _control_entry(opts: RunOptions, conn, port: int | None = None) -> None:  # 
 
 def run(opts: RunOptions) -> int:
     setup_logging(opts.log_level)
-    run_dir = tempfile.mkdtemp(prefix="modelyard-run-", dir=default_dir())
-    for sub, env in (("metrics", "PROMETHEUS_MULTIPROC_DIR"), ("workers", WORKERS_DIR_ENV)):
-        os.mkdir(os.path.join(run_dir, sub))
-        os.environ[env] = os.path.join(run_dir, sub)
-    segment = TableSegment.create()
-    os.environ["MODELYARD_TABLE"] = segment.path
-    os.environ[HEALTH_ENV] = HealthBoard.create(run_dir).path  # removed with the run directory
-    # What the workers account and log, set before they are forked.
-    os.environ[ACCESS_LOG_ENV] = opts.access_log
-    os.environ[HEADER_LABELS_ENV] = json.dumps(opts.header_labels)
-    os.environ[TOKENIZERS_ENV] = counter_env_value(opts.tokenizers)
-    os.environ[TOKENS_SOCKET_ENV] = os.path.join(run_dir, "tokens.sock")  # served by the control's tokens process
-    os.environ[MAX_COUNT_BYTES_ENV] = str(opts.max_count_bytes)
-    opts.table_path = segment.path
+    run_dir = tempfile.mkdtemp(prefix=segments.RUN_DIR_PREFIX, dir=default_dir())
+    paths = segments.run_paths(run_dir)
+    for folder in (paths.workers, paths.metrics):  # the others are files, made by their owners
+        os.mkdir(folder)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = paths.metrics  # prometheus-client's own variable
+    segment = TableSegment.create(paths.table)
+    HealthBoard.create(path=paths.health_board)  # removed with the run directory
+    CredentialsSegment.create(path=paths.credentials)  # written by the control process
+    # Set before the control process and the workers are forked; the tokens socket is served
+    # by the control's tokens process.
+    settings = Settings(table=segment.path, health_board=paths.health_board, workers_dir=paths.workers,
+                        tokens_socket=paths.tokens_socket,
+                        credentials=paths.credentials, access_log=opts.access_log,
+                        header_labels=tuple(opts.header_labels), tokenizers=tuple(opts.tokenizers),
+                        max_count_bytes=opts.max_count_bytes, log_level=opts.log_level)
+    settings.export()
     control = ControlProcess(opts)
     try:
         require_port(opts.admin_host, opts.admin_port, "admin")
@@ -144,11 +146,13 @@ def run(opts: RunOptions) -> int:
         require_port(opts.host, port, "listener")
         control.confirm(port)
         listener_settings(opts, first.listener or ListenerLimits())
-        os.environ[BODY_TIMEOUT_ENV] = str(opts.body_timeout)  # read by the workers, forked later
+        assert opts.body_timeout is not None
+        settings = msgspec.structs.replace(settings, body_timeout=opts.body_timeout)
+        settings.export()  # for the workers, forked later
         assert opts.max_connections is not None
         raise_open_files(opts.max_connections, opts.workers)
         _banner(opts, first, port)
-        return _serve_workers(opts, port, control)
+        return _serve_workers(opts, port, control, settings)
     except StartupError as e:
         print(f"modelyard: {e}", file=sys.stderr)
         return 1
@@ -223,7 +227,7 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
+def _serve_workers(opts: RunOptions, port: int, control: ControlProcess, settings: Settings) -> int:
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
@@ -254,7 +258,7 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess) -> int:
             super().signal_handler_interrupt(*args, **kwargs)
 
         def shutdown(self, exit_code: int = 0) -> None:
-            requests, streams = worker_registry.load(os.environ[WORKERS_DIR_ENV])
+            requests, streams = worker_registry.load(settings.workers_dir)
             log.info("draining: %d request(s) in flight, %d of them streams; up to %gs", requests, streams,
                      opts.grace)
             started = time.monotonic()

@@ -30,36 +30,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelyard.core.errors import ANTHROPIC_ERROR_TYPES, anthropic_error
+from modelyard.core.errors import anthropic_error
 from modelyard.core.usage import Usage
 
-from .common import (
-    SSEParser,
-    TranslationError,
-    dumps,
-    dumps_str,
-    guarded,
-    loads,
-    loads_object,
-    sse,
-    text_of,
+from .common import TranslationError, dumps, dumps_str, guarded, loads_object, text_of
+from .anthropic_openai_answer import (
+    anthropic_error_event, anthropic_usage, build_response, error_from_openai, stop_reason,
 )
+from .anthropic_openai_stream import OpenAIStreamToAnthropic
 
-# OpenAI finish_reason -> Anthropic stop_reason.
-STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
-
-__all__ = ["AnthropicToOpenAI", "anthropic_error", "anthropic_error_event", "anthropic_usage", "stop_reason"]
-
-
-def anthropic_error_event(message: str, etype: str = "api_error") -> bytes:
-    """The SSE event Anthropic clients raise on when a stream fails midway."""
-    return sse({"type": "error", "error": {"type": etype, "message": message}}, "error")
+# The pair behind one interface: its answer and stream halves are in anthropic_openai_answer.py and _stream.py.
+__all__ = ["AnthropicToOpenAI", "OpenAIStreamToAnthropic", "anthropic_error", "anthropic_error_event",
+           "anthropic_usage", "build_request", "stop_reason"]
 
 
 # ---------------------------------------------------------------- request
@@ -235,253 +217,10 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------- response
-
-
-def stop_reason(finish: str | None) -> str:
-    return STOP_REASONS.get(finish or "stop", "end_turn")
-
-
-def usage_of(u: dict[str, Any]) -> Usage:
-    """The gateway's Usage from an OpenAI usage block."""
-    inp = u.get("prompt_tokens") or 0
-    out = u.get("completion_tokens") or 0
-    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or u.get("cache_read_input_tokens") or 0
-    reasoning = (u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    total = u.get("total_tokens")
-    return Usage(input_tokens=inp, output_tokens=out, total_tokens=total if total is not None else inp + out,
-                 cached_input_tokens=cached, cache_creation_input_tokens=u.get("cache_creation_input_tokens") or 0,
-                 reasoning_tokens=reasoning)
-
-
-def anthropic_usage(u: Usage | None) -> dict[str, int]:
-    if u is None:
-        return {"input_tokens": 0, "output_tokens": 0}
-    return {"input_tokens": max(u.input_tokens - u.cached_input_tokens - u.cache_creation_input_tokens, 0),
-            "cache_creation_input_tokens": u.cache_creation_input_tokens,
-            "cache_read_input_tokens": u.cached_input_tokens,
-            "output_tokens": u.output_tokens}
-
-
-def _tool_input(arguments: Any) -> dict[str, Any]:
-    parsed = loads(arguments or "{}") if isinstance(arguments, str) else arguments
-    # Anthropic's input must be an object; a model's malformed arguments are kept, not lost.
-    return parsed if isinstance(parsed, dict) else {"arguments": arguments}
-
-
-def _stop_sequence(choice: dict[str, Any]) -> str | None:
-    # vLLM names the stop string that ended the answer; plain OpenAI does not.
-    reason = choice.get("stop_reason")
-    return reason if isinstance(reason, str) and choice.get("finish_reason") == "stop" else None
-
-
-def build_response(answer: dict[str, Any]) -> tuple[dict[str, Any], Usage | None]:
-    choice = (answer.get("choices") or [{}])[0]
-    msg = choice.get("message") or {}
-    content: list[dict[str, Any]] = []
-    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
-    text = text_of(msg.get("content")) or msg.get("refusal")
-    if isinstance(text, str) and text:
-        content.append({"type": "text", "text": text})
-    for call in msg.get("tool_calls") or []:
-        fn = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
-                        "input": _tool_input(fn.get("arguments"))})
-    usage = usage_of(answer["usage"]) if isinstance(answer.get("usage"), dict) else None
-    stop_seq = _stop_sequence(choice)
-    out = {
-        "id": answer.get("id"), "type": "message", "role": "assistant", "model": answer.get("model"),
-        "content": content,
-        "stop_reason": "stop_sequence" if stop_seq else stop_reason(choice.get("finish_reason")),
-        "stop_sequence": stop_seq, "usage": anthropic_usage(usage),
-    }
-    return out, usage
-
-
-# ---------------------------------------------------------------- errors
-
-
-def error_message(body: bytes) -> str | None:
-    """The message of an OpenAI-style error, or of the shapes other servers use."""
-    parsed = loads_object(body)
-    if parsed is None:
-        return None
-    err = parsed.get("error")
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return err["message"]  # OpenAI, vLLM, SGLang
-    if isinstance(err, str):
-        return err  # Ollama: {"error": "..."}
-    for key in ("message", "detail"):  # vLLM's older {"object": "error", "message"}, FastAPI's detail
-        if isinstance(parsed.get(key), str):
-            return parsed[key]
-    return None
-
-
-def error_from_openai(status: int, body: bytes) -> tuple[int, bytes]:
-    message = error_message(body) or body.decode("utf-8", "replace").strip() or f"upstream answered {status}"
-    return status, anthropic_error(status, message)
-
-
-# ---------------------------------------------------------------- stream
-
-
-class OpenAIStreamToAnthropic:
-    """OpenAI chat.completion.chunk events -> Anthropic message events.
-
-    Order written: message_start, then per block content_block_start, its deltas and
-    content_block_stop, then message_delta (stop_reason and usage), message_stop.
-    OpenAI sends usage after the finish chunk, so message_delta waits for [DONE] (or
-    the end of the stream); input counts therefore arrive in message_delta, and
-    message_start carries zeros. The last usage seen wins: it is never summed.
-    """
-
-    def __init__(self) -> None:
-        self.usage: Usage | None = None
-        self.model: str | None = None
-        self._sse = SSEParser()
-        self._started = False
-        self._closed = False
-        self._finish: str | None = None
-        self._stop_seq: str | None = None
-        self._index = -1  # index of the open Anthropic block, -1 when none is open
-        self._open: str | None = None  # "thinking", "text", or "tool:<n>"
-        self._tool_blocks: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
-        self._next = 0
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._closed:
-            return b""
-        return self._events(self._sse.feed(chunk))
-
-    def end(self) -> bytes:
-        if self._closed:
-            return b""
-        out = self._events(self._sse.flush())
-        if self._closed:
-            return out
-        return out + (self._done() if self._finish is not None else self._cut())
-
-    def _cut(self) -> bytes:
-        """No finish_reason ever came: the answer was cut short."""
-        self._closed = True
-        return anthropic_error_event("the backend's stream ended before the message did")
-
-    def _events(self, events: list[tuple[str | None, str]]) -> bytes:
-        out: list[bytes] = []
-        for _, data in events:
-            if data.strip() == "[DONE]":
-                out.append(self._done() if self._started else self._cut())
-                break
-            chunk = loads_object(data)
-            if chunk is not None:
-                try:
-                    out.append(self._chunk(chunk))
-                except (AttributeError, TypeError):  # a malformed chunk is skipped, not fatal
-                    pass
-            if self._closed:
-                break
-        return b"".join(out)
-
-    def _chunk(self, chunk: dict[str, Any]) -> bytes:
-        if "error" in chunk and "choices" not in chunk:
-            self._closed = True
-            err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
-            return anthropic_error_event(err.get("message") or "upstream error", _stream_error_type(err))
-        out = [self._start(chunk)]
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = usage_of(chunk["usage"])
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            out.append(self._delta(choice.get("delta") or {}))
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-                self._stop_seq = _stop_sequence(choice)
-                out.append(self._close_block())
-        return b"".join(out)
-
-    def _start(self, chunk: dict[str, Any]) -> bytes:
-        if self._started:
-            return b""
-        self._started = True
-        self.model = chunk.get("model")
-        return sse({"type": "message_start", "message": {
-            "id": chunk.get("id"), "type": "message", "role": "assistant", "model": self.model, "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}},
-            "message_start")
-
-    def _open_block(self, kind: str, block: dict[str, Any]) -> bytes:
-        out = self._close_block()
-        self._index, self._open = self._next, kind
-        self._next += 1
-        return out + sse({"type": "content_block_start", "index": self._index, "content_block": block},
-                         "content_block_start")
-
-    def _close_block(self) -> bytes:
-        if self._open is None:
-            return b""
-        out = sse({"type": "content_block_stop", "index": self._index}, "content_block_stop")
-        self._open = None
-        return out
-
-    def _block_delta(self, index: int, delta: dict[str, Any]) -> bytes:
-        return sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
-
-    def _delta(self, delta: dict[str, Any]) -> bytes:
-        out: list[bytes] = []
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            if self._open != "thinking":
-                out.append(self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""}))
-            out.append(self._block_delta(self._index, {"type": "thinking_delta", "thinking": reasoning}))
-        if delta.get("content"):
-            if self._open != "text":
-                out.append(self._open_block("text", {"type": "text", "text": ""}))
-            out.append(self._block_delta(self._index, {"type": "text_delta", "text": delta["content"]}))
-        for call in delta.get("tool_calls") or []:
-            out.append(self._tool_delta(call))
-        return b"".join(out)
-
-    def _tool_delta(self, call: dict[str, Any]) -> bytes:
-        n = call.get("index", 0)
-        fn = call.get("function") or {}
-        out = b""
-        if n not in self._tool_blocks:
-            out = self._open_block(f"tool:{n}", {"type": "tool_use", "id": call.get("id"),
-                                                 "name": fn.get("name"), "input": {}})
-            self._tool_blocks[n] = self._index
-        if fn.get("arguments"):
-            out += self._block_delta(self._tool_blocks[n], {"type": "input_json_delta",
-                                                            "partial_json": fn["arguments"]})
-        return out
-
-    def _done(self) -> bytes:
-        self._closed = True
-        stop = "stop_sequence" if self._stop_seq else stop_reason(self._finish)
-        return (self._close_block()
-                + sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": self._stop_seq},
-                       "usage": anthropic_usage(self.usage)}, "message_delta")
-                + sse({"type": "message_stop"}, "message_stop"))
-
-
-def _stream_error_type(err: dict[str, Any]) -> str:
-    code = err.get("code")
-    if isinstance(code, int) and code in ANTHROPIC_ERROR_TYPES:
-        return ANTHROPIC_ERROR_TYPES[code]
-    etype = err.get("type")
-    if etype in ("rate_limit_error", "invalid_request_error", "authentication_error", "permission_error"):
-        return etype
-    return "api_error"
-
-
 # ---------------------------------------------------------------- the translator
 
 
 class AnthropicToOpenAI:
-    upstream_path = "/chat/completions"  # after the OpenAI backend's prefix, e.g. "/v1"
-
     def request(self, body: dict[str, Any], model: str) -> bytes:
         return dumps(guarded(build_request, body, model))
 

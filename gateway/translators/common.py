@@ -101,6 +101,32 @@ class SSEParser:
         return [ev] if ev is not None else []
 
 
+class SSETranslator:
+    """What both stream translators do with the bytes: parse them as SSE, turn the events into the
+    client's (`_events`), add what the stream's end calls for (`_end`), and send nothing once closed."""
+
+    _sse: SSEParser
+    _closed: bool
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._closed:
+            return b""
+        return self._events(self._sse.feed(chunk))
+
+    def flush(self) -> bytes:
+        if self._closed:
+            return b""
+        out = self._events(self._sse.flush())
+        return out if self._closed else out + self._end()
+
+    def _events(self, events: list[tuple[str | None, str]]) -> bytes:
+        raise NotImplementedError
+
+    def _end(self) -> bytes:
+        """The client's end of the stream, when the backend's ended without an error that closed it."""
+        raise NotImplementedError
+
+
 def _parse_event(raw: bytes) -> tuple[str | None, str] | None:
     event: str | None = None
     data: list[str] = []

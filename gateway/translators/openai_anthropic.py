@@ -35,19 +35,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from modelyard.core.errors import openai_error, sse_error_event
 from modelyard.core.usage import Usage
 
-from .common import (
-    SSEParser,
-    TranslationError,
-    dumps,
-    dumps_str,
-    guarded,
-    loads,
-    loads_object,
-    text_of,
+from .common import TranslationError, dumps, guarded, loads, loads_object, text_of
+from .openai_anthropic_answer import (
+    build_response, error_from_anthropic, finish_reason, openai_error, openai_usage, usage_of,
 )
+from .openai_anthropic_stream import AnthropicStreamToOpenAI
 
 DEFAULT_MAX_TOKENS = 4096
 MIN_THINKING_BUDGET = 1024  # Anthropic rejects smaller budgets
@@ -55,33 +49,9 @@ THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
 NO_THINKING = {"none"}
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
 
-# Anthropic stop_reason -> OpenAI finish_reason. pause_turn (a server-tool loop paused)
-# and unknown reasons are "stop": the turn ended without an error the client can act on.
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-
-# Anthropic error type -> HTTP status, for errors that arrive inside a stream.
-ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
-
-__all__ = ["OpenAIToAnthropic", "finish_reason", "openai_error", "openai_usage", "usage_of"]
+# The pair behind one interface: its answer and stream halves are in openai_anthropic_answer.py and _stream.py.
+__all__ = ["AnthropicStreamToOpenAI", "OpenAIToAnthropic", "build_request", "finish_reason", "openai_error",
+           "openai_usage", "usage_of"]
 
 
 # ---------------------------------------------------------------- request
@@ -274,226 +244,10 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------- response
-
-
-def finish_reason(stop_reason: str | None) -> str | None:
-    if stop_reason is None:
-        return None
-    return FINISH_REASONS.get(stop_reason, "stop")
-
-
-def usage_of(u: dict[str, Any]) -> Usage:
-    """The gateway's Usage from an Anthropic usage block (input counted with its cache parts)."""
-    read = u.get("cache_read_input_tokens") or 0
-    created = u.get("cache_creation_input_tokens") or 0
-    inp = (u.get("input_tokens") or 0) + read + created
-    out = u.get("output_tokens") or 0
-    return Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + out,
-                 cached_input_tokens=read, cache_creation_input_tokens=created)
-
-
-def openai_usage(u: Usage) -> dict[str, Any]:
-    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens}}
-
-
-def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
-    return {"id": block.get("id"), "type": "function",
-            "function": {"name": block.get("name"), "arguments": dumps_str(block.get("input") or {})}}
-
-
-def build_response(msg: dict[str, Any], created: int) -> tuple[dict[str, Any], Usage | None]:
-    text: list[str] = []
-    reasoning: list[str] = []
-    thinking_blocks: list[dict[str, Any]] = []
-    calls: list[dict[str, Any]] = []
-    for block in msg.get("content") or []:
-        kind = block.get("type")
-        if kind == "text":
-            text.append(block.get("text") or "")
-        elif kind == "tool_use":
-            calls.append(_tool_call(block))
-        elif kind == "thinking":
-            reasoning.append(block.get("thinking") or "")
-            thinking_blocks.append(block)
-        elif kind == "redacted_thinking":
-            thinking_blocks.append(block)
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    if thinking_blocks:
-        message["thinking_blocks"] = thinking_blocks
-    if calls:
-        message["tool_calls"] = calls
-    usage = usage_of(msg["usage"]) if isinstance(msg.get("usage"), dict) else None
-    out: dict[str, Any] = {
-        "id": msg.get("id"), "object": "chat.completion", "created": created, "model": msg.get("model"),
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": finish_reason(msg.get("stop_reason")) or "stop"}],
-    }
-    if usage is not None:
-        out["usage"] = openai_usage(usage)
-    return out, usage
-
-
-# ---------------------------------------------------------------- errors
-
-
-def client_status(status: int) -> int:
-    """529 (Anthropic's overloaded) is not an HTTP status OpenAI clients know: 503 says the same."""
-    return 503 if status == 529 else status
-
-
-def error_from_anthropic(status: int, body: bytes) -> tuple[int, bytes]:
-    parsed = loads_object(body) or {}
-    err = parsed.get("error") if isinstance(parsed.get("error"), dict) else {}
-    message = err.get("message") or body.decode("utf-8", "replace").strip() or f"upstream answered {status}"
-    etype = err.get("type") if isinstance(err.get("type"), str) else None
-    status = client_status(status)
-    return status, openai_error(status, message, etype)
-
-
-# ---------------------------------------------------------------- stream
-
-
-class AnthropicStreamToOpenAI:
-    """Anthropic message events -> OpenAI chat.completion.chunk events.
-
-    Usage is read, never added up: input and cache counts from message_start,
-    output from the last message_delta (Anthropic's counts there are cumulative;
-    a message_delta that repeats input counts replaces them).
-    """
-
-    def __init__(self, include_usage: bool, created: int | None = None):
-        self.include_usage = include_usage
-        self.usage: Usage | None = None
-        self.model: str | None = None
-        self.created = int(time.time()) if created is None else created
-        self._sse = SSEParser()
-        self._id: str | None = None
-        self._raw_usage: dict[str, Any] = {}
-        self._stop: str | None = None
-        self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
-        self._started = False
-        self._finished = False  # finish chunk (and usage chunk) sent
-        self._closed = False  # nothing more to send: [DONE] or an error went out
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._closed:
-            return b""
-        return self._events(self._sse.feed(chunk))
-
-    def end(self) -> bytes:
-        if self._closed:
-            return b""
-        out = self._events(self._sse.flush())
-        if self._closed:
-            return out
-        self._closed = True
-        if self._stop is None:  # no message_delta: the answer was cut short
-            return out + sse_error_event("the backend's stream ended before the message did", "upstream_reset")
-        return out + self._finish() + b"data: [DONE]\n\n"
-
-    def _events(self, events: list[tuple[str | None, str]]) -> bytes:
-        out: list[bytes] = []
-        for name, data in events:
-            ev = loads_object(data)
-            if ev is None:
-                continue
-            try:
-                out.append(self._event(ev.get("type") or name, ev))
-            except (AttributeError, TypeError):  # a malformed event is skipped, not fatal
-                continue
-            if self._closed:
-                break
-        return b"".join(out)
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return b"data: " + dumps({
-            "id": self._id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }) + b"\n\n"
-
-    def _event(self, kind: str | None, ev: dict[str, Any]) -> bytes:
-        if kind == "message_start":
-            return self._start(ev.get("message") or {})
-        if kind == "content_block_start":
-            return self._block_start(ev.get("index", 0), ev.get("content_block") or {})
-        if kind == "content_block_delta":
-            return self._delta(ev.get("index", 0), ev.get("delta") or {})
-        if kind == "message_delta":
-            self._stop = (ev.get("delta") or {}).get("stop_reason") or self._stop or "end_turn"
-            self._take_usage(ev.get("usage"), final=True)
-            return b""
-        if kind == "message_stop":
-            self._closed = True
-            return self._finish() + b"data: [DONE]\n\n"
-        if kind == "error":
-            self._closed = True
-            err = ev.get("error") or {}
-            etype = err.get("type") or "api_error"
-            status = client_status(ERROR_STATUS.get(etype, 500))
-            return b"data: " + openai_error(status, err.get("message") or etype, etype) + b"\n\n"
-        return b""  # ping, content_block_stop, and event types added later
-
-    def _start(self, msg: dict[str, Any]) -> bytes:
-        self._id = msg.get("id")
-        self.model = msg.get("model")
-        self._take_usage(msg.get("usage"), final=False)
-        if self._started:
-            return b""
-        self._started = True
-        return self._chunk({"role": "assistant", "content": ""})
-
-    def _take_usage(self, u: Any, final: bool) -> None:
-        # Later counts replace earlier ones key by key; usage is only published once the
-        # output count is final, so a stream cut short leaves it to the token estimator.
-        if isinstance(u, dict):
-            self._raw_usage.update({k: v for k, v in u.items() if isinstance(v, int)})
-        if final:
-            self.usage = usage_of(self._raw_usage)
-
-    def _block_start(self, index: int, block: dict[str, Any]) -> bytes:
-        kind = block.get("type")
-        if kind == "tool_use":
-            n = self._tools[index] = len(self._tools)
-            return self._chunk({"tool_calls": [{"index": n, "id": block.get("id"), "type": "function",
-                                                "function": {"name": block.get("name"), "arguments": ""}}]})
-        if kind == "text" and block.get("text"):
-            return self._chunk({"content": block["text"]})
-        if kind == "thinking" and block.get("thinking"):
-            return self._chunk({"reasoning_content": block["thinking"]})
-        return b""
-
-    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
-        kind = delta.get("type")
-        if kind == "text_delta" and delta.get("text"):
-            return self._chunk({"content": delta["text"]})
-        if kind == "input_json_delta" and delta.get("partial_json") and index in self._tools:
-            return self._chunk({"tool_calls": [{"index": self._tools[index],
-                                                "function": {"arguments": delta["partial_json"]}}]})
-        if kind == "thinking_delta" and delta.get("thinking"):
-            return self._chunk({"reasoning_content": delta["thinking"]})
-        return b""  # signature_delta, citations_delta: nothing OpenAI clients read
-
-    def _finish(self) -> bytes:
-        if self._finished:
-            return b""
-        self._finished = True
-        out = self._chunk({}, finish_reason(self._stop) or "stop")
-        if self.include_usage and self.usage is not None:
-            out += b"data: " + dumps({"id": self._id, "object": "chat.completion.chunk", "created": self.created,
-                                      "model": self.model, "choices": [], "usage": openai_usage(self.usage)}) + b"\n\n"
-        return out
-
-
 # ---------------------------------------------------------------- the translator
 
 
 class OpenAIToAnthropic:
-    upstream_path = "/v1/messages"
-
     def request(self, body: dict[str, Any], model: str) -> bytes:
         return dumps(guarded(build_request, body, model))
 

@@ -4,7 +4,9 @@ Every profile sends ``POST /v1/chat/completions`` to the ``--host`` base URL
 (``http://127.0.0.1:1975``; a host that already ends in ``/v1`` gets
 ``/chat/completions``). Pick profiles by user class name on the command line
 (several may be named; with none, Locust runs all of them), or with the
-``LOCUST_USER_CLASSES`` environment variable.
+``LOCUST_USER_CLASSES`` environment variable. The shared options and base user are in
+``profile_common.py`` and the failover drill in ``failover_drill.py``, imported from the
+installed ``modelyard`` package (``make install`` or ``pip install -e .``).
 
 Profiles
 ========
@@ -82,6 +84,7 @@ Options (also settable as environment variables, shown in brackets)
 ``--max-tokens N`` [LOCUST_MAX_TOKENS]     ``max_tokens`` to send (default 0: none sent)
 ``--api-key KEY`` [LOCUST_API_KEY]         sent as ``Authorization: Bearer KEY`` (default: none)
 ``--wait-ms N`` [LOCUST_WAIT_MS]           pause between a user's requests in ms (default 0)
+``--iterations N`` [LOCUST_ITERATIONS]     requests per user, then the run ends (default 0: until --run-time)
 ``--drill-after S``, ``--drill-down S``, ``--drill-grace S``  the automatic drill's timing (3, 3, 5)
 
 Commands
@@ -129,152 +132,28 @@ in the page's custom parameters and can be changed there for each run.
 
 from __future__ import annotations
 
-import atexit
+import itertools
 import json
-import logging
-import os
 import random
-import signal
 import time
 import uuid
-from collections import Counter
 from typing import Any
 
-import gevent
-from locust import FastHttpUser, events, task
-from locust.env import Environment
-from locust.runners import WorkerRunner
+from locust import task
 
-log = logging.getLogger("modelyard.profiles")
+from modelyard.loadtest.bench.failover_drill import FailoverDrillUser
+from modelyard.loadtest.bench.profile_common import (
+    DEFAULT_MODELS,
+    DEFAULT_UNKNOWN_MODEL,
+    _fire,
+    _json,
+    _OpenAIUser,
+    _openai_error,
+    _opt,
+    _short,
+)
 
-DRILL_PID_ENV = "MODELYARD_DRILL_PID"
-DEFAULT_MODEL = "mock-model"
-DEFAULT_MODELS = "mock-model,mock-model-2,mock-model-3,mock-model-4"
-DEFAULT_UNKNOWN_MODEL = "modelyard-loadtest-unknown-model"
-FAILOVER_STATUSES = frozenset({502, 503, 504})
-
-
-# --- options ------------------------------------------------------------------------------------
-
-
-@events.init_command_line_parser.add_listener
-def _add_arguments(parser: Any) -> None:
-    # parser.add_argument, not a group's: only the former puts the option in the web UI.
-    group = parser
-    group.add_argument("--model", env_var="LOCUST_MODEL", default=DEFAULT_MODEL,
-                       help=f"model for the single-model profiles (default {DEFAULT_MODEL})")
-    group.add_argument("--models", env_var="LOCUST_MODELS", default=DEFAULT_MODELS,
-                       help=f"comma-separated models for MixedModelsUser (default {DEFAULT_MODELS})")
-    group.add_argument("--unknown-model", env_var="LOCUST_UNKNOWN_MODEL", default=DEFAULT_UNKNOWN_MODEL,
-                       help="a model no route serves; MixedModelsUser expects 404 model_not_found for it "
-                            "(empty: leave it out)")
-    group.add_argument("--prompt-kb", env_var="LOCUST_PROMPT_KB", type=float, default=100.0,
-                       help="request body size of LongPromptUser in KiB (default 100)")
-    group.add_argument("--max-tokens", env_var="LOCUST_MAX_TOKENS", type=int, default=0,
-                       help="max_tokens to send (default 0: not sent)")
-    group.add_argument("--api-key", env_var="LOCUST_API_KEY", default="", is_secret=True,
-                       help="sent as Authorization: Bearer KEY (default: no header)")
-    group.add_argument("--wait-ms", env_var="LOCUST_WAIT_MS", type=float, default=0.0,
-                       help="pause between a user's requests in milliseconds (default 0)")
-    group.add_argument("--drill-after", env_var="LOCUST_DRILL_AFTER", type=float, default=3.0,
-                       help=f"with {DRILL_PID_ENV}: seconds from the test start to SIGSTOP (default 3)")
-    group.add_argument("--drill-down", env_var="LOCUST_DRILL_DOWN", type=float, default=3.0,
-                       help=f"with {DRILL_PID_ENV}: seconds the backend stays stopped (default 3)")
-    group.add_argument("--drill-grace", env_var="LOCUST_DRILL_GRACE", type=float, default=5.0,
-                       help="seconds after SIGCONT during which 502/503/504 are still expected (default 5)")
-
-
-def _opt(environment: Environment, name: str, default: Any) -> Any:
-    """An option's value; the default when the profiles run without Locust's parser (as a library)."""
-    options = getattr(environment, "parsed_options", None)
-    value = getattr(options, name, None) if options is not None else None
-    return default if value is None else value
-
-
-def _configured_wait(user: FastHttpUser) -> float:
-    """`wait_time` of every profile: `--wait-ms` (default 0, back-to-back requests)."""
-    return max(0.0, float(_opt(user.environment, "wait_ms", 0.0))) / 1000.0
-
-
-def _openai_error(body: Any) -> dict | None:
-    """The `error` object of an OpenAI-style error body, or None if the body is not one."""
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        err = body["error"]
-        if isinstance(err.get("message"), str) and "code" in err:
-            return err
-    return None
-
-
-def _json(resp: Any) -> Any:
-    try:
-        return json.loads(resp.content or b"")
-    except (ValueError, TypeError):
-        return None
-
-
-def _short(resp: Any, limit: int = 300) -> str:
-    try:
-        text = (resp.content or b"")[:limit].decode("utf-8", "replace")
-    except Exception:  # noqa: BLE001 - a broken connection has no content to show
-        text = ""
-    error = getattr(resp, "error", None)
-    return f"status {resp.status_code}: {text or error!r}"
-
-
-def _fire(environment: Environment, request_type: str, name: str, ms: float, exception: Exception | None = None) -> None:
-    environment.events.request.fire(request_type=request_type, name=name, response_time=ms,
-                                    response_length=0, exception=exception, context={})
-
-
-# --- the shared base ----------------------------------------------------------------------------
-
-
-class _OpenAIUser(FastHttpUser):
-    """Common request building; not a profile by itself."""
-
-    abstract = True
-    wait_time = _configured_wait
-    network_timeout = 120.0
-    connection_timeout = 10.0
-
-    def on_start(self) -> None:
-        base = (self.host or "").rstrip("/")
-        self.client.base_url = base
-        self.path = "/chat/completions" if base.endswith("/v1") else "/v1/chat/completions"
-        self.model = str(_opt(self.environment, "model", DEFAULT_MODEL))
-        key = str(_opt(self.environment, "api_key", ""))
-        self.headers = {"authorization": f"Bearer {key}"} if key else {}
-
-    def body(self, model: str, content: str = "Say hello in one short sentence.", **extra: Any) -> dict:
-        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-        max_tokens = int(_opt(self.environment, "max_tokens", 0))
-        if max_tokens > 0:
-            body["max_tokens"] = max_tokens
-        return body
-
-    def check_completion(self, resp: Any) -> str | None:
-        """Why a non-streaming answer is not a valid chat completion, or None if it is."""
-        if resp.status_code != 200:
-            return f"expected 200, got {_short(resp)}"
-        body = _json(resp)
-        try:
-            content = body["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            return f"no choices[0].message.content in the body: {_short(resp)}"
-        if not isinstance(content, str):
-            return f"choices[0].message.content is not a string: {content!r}"
-        return None
-
-    def chat(self, model: str, name: str, body: dict | None = None, data: str | None = None) -> None:
-        """One non-streaming completion that must come back valid."""
-        kw: dict[str, Any] = {"data": data, "headers": {**self.headers, "content-type": "application/json"}} \
-            if data is not None else {"json": body if body is not None else self.body(model), "headers": self.headers}
-        with self.client.post(self.path, name=name, catch_response=True, **kw) as resp:
-            problem = self.check_completion(resp)
-            if problem:
-                resp.failure(problem)
-            else:
-                resp.success()
+__all__ = ["ChatUser", "FailoverDrillUser", "LongPromptUser", "MixedModelsUser", "StreamingChatUser"]
 
 
 # --- the profiles -------------------------------------------------------------------------------
@@ -381,10 +260,14 @@ class MixedModelsUser(_OpenAIUser):
         if not self.choices:
             self.choices = [self.model]
             self.models = [self.model]
+        # In turn from a random start, not at random: any user that makes len(choices) requests has
+        # asked for every model, the unknown one included.
+        start = random.randrange(len(self.choices))
+        self.turns = itertools.cycle(self.choices[start:] + self.choices[:start])
 
     @task
     def chat_some_model(self) -> None:
-        model = random.choice(self.choices)
+        model = next(self.turns)
         if model is not None:
             self.chat(model, f"/v1/chat/completions model={model}")
             return
@@ -421,153 +304,3 @@ class LongPromptUser(_OpenAIUser):
     @task
     def long_prompt(self) -> None:
         self.chat(self.model, self.stats_name, data=self._data())
-
-
-# --- the failover drill -------------------------------------------------------------------------
-
-
-class _Drill:
-    """The state of this node's drill for the current test."""
-
-    def __init__(self) -> None:
-        self.greenlet: gevent.Greenlet | None = None
-        self.stopped: list[int] = []
-        self.reset()
-
-    def reset(self) -> None:
-        self.pid: int | None = None  # None: a manual drill, the whole run is the window
-        self.window_start = 0.0  # time.time() of the planned or actual SIGSTOP
-        self.up_at = 0.0  # time.time() of the planned or actual SIGCONT
-        self.grace = 5.0
-        self.expected: Counter[int] = Counter()
-        self.recovery_ms: float | None = None
-
-    def in_window(self, started: float, ended: float) -> bool:
-        if self.pid is None:
-            return True
-        return started <= self.up_at + self.grace and ended >= self.window_start
-
-    def resume(self) -> None:
-        """SIGCONT whatever this node stopped (idempotent)."""
-        pids, self.stopped = self.stopped, []
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            except OSError as e:
-                log.error("failover drill: could not continue PID %d: %s", pid, e)
-        if pids:
-            self.up_at = time.time()
-            log.warning("failover drill: SIGCONT sent to %s", pids)
-
-
-DRILL = _Drill()
-atexit.register(DRILL.resume)
-
-
-def _process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants, parents first."""
-    try:
-        import psutil  # a dependency of Locust
-    except ImportError:
-        return [pid]
-    try:
-        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _run_drill(pid: int, after: float, down: float) -> None:
-    try:
-        gevent.sleep(after)
-        tree = _process_tree(pid)
-        if not tree:
-            log.error("failover drill: no process with PID %d; no drill", pid)
-            return
-        DRILL.window_start = time.time()
-        for p in tree:
-            try:
-                os.kill(p, signal.SIGSTOP)
-                DRILL.stopped.append(p)
-            except ProcessLookupError:
-                pass
-        log.warning("failover drill: SIGSTOP sent to %s for %gs", DRILL.stopped, down)
-        gevent.sleep(down)
-    finally:
-        DRILL.resume()
-
-
-@events.test_start.add_listener
-def _on_test_start(environment: Environment, **_kw: Any) -> None:
-    _stop_drill()
-    DRILL.reset()
-    raw = os.environ.get(DRILL_PID_ENV, "").strip()
-    if not raw:
-        return
-    try:
-        pid = int(raw)
-    except ValueError:
-        log.error("failover drill: %s=%r is not a PID; no drill", DRILL_PID_ENV, raw)
-        return
-    after = float(_opt(environment, "drill_after", 3.0))
-    down = float(_opt(environment, "drill_down", 3.0))
-    DRILL.pid = pid
-    DRILL.grace = float(_opt(environment, "drill_grace", 5.0))
-    DRILL.window_start = time.time() + after
-    DRILL.up_at = DRILL.window_start + down
-    if isinstance(environment.runner, WorkerRunner):
-        return  # the master (or a local runner) sends the signals
-    DRILL.greenlet = gevent.spawn(_run_drill, pid, after, down)
-
-
-def _stop_drill() -> None:
-    if DRILL.greenlet is not None:
-        DRILL.greenlet.kill(block=True, timeout=5)
-        DRILL.greenlet = None
-    DRILL.resume()
-
-
-@events.test_stop.add_listener
-def _on_test_stop(environment: Environment, **_kw: Any) -> None:
-    _stop_drill()
-    if DRILL.pid is not None or DRILL.expected:
-        recovery = f"{DRILL.recovery_ms:.0f} ms" if DRILL.recovery_ms is not None else "not seen"
-        log.info("failover drill: %d expected errors %s; recovery after the restart: %s",
-                 sum(DRILL.expected.values()), dict(DRILL.expected), recovery)
-
-
-@events.quitting.add_listener
-def _on_quitting(environment: Environment, **_kw: Any) -> None:
-    _stop_drill()
-
-
-class FailoverDrillUser(_OpenAIUser):
-    """ChatUser's requests; during the drill window 502/503/504 OpenAI errors count as `failover-errors`."""
-
-    @task
-    def chat_through_the_drill(self) -> None:
-        started = time.time()
-        with self.client.post(self.path, json=self.body(self.model), headers=self.headers,
-                              name="/v1/chat/completions", catch_response=True) as resp:
-            ended = time.time()
-            status = resp.status_code
-            if status in FAILOVER_STATUSES:
-                err = _openai_error(_json(resp))
-                if err is None:
-                    resp.failure(f"a {status} without an OpenAI-style error body: {_short(resp)}")
-                elif not DRILL.in_window(started, ended):
-                    resp.failure(f"{status} {err.get('code')} outside the drill window: {err.get('message')}")
-                else:
-                    DRILL.expected[status] += 1
-                    resp.request_meta["name"] = "failover-errors"
-                    resp.success()
-                return
-            problem = self.check_completion(resp)
-            if problem:
-                resp.failure(problem)
-                return
-            resp.success()
-        if DRILL.pid is not None and DRILL.recovery_ms is None and not DRILL.stopped and started >= DRILL.up_at:
-            DRILL.recovery_ms = (ended - DRILL.up_at) * 1000
-            _fire(self.environment, "DRILL", "recovery", DRILL.recovery_ms)

@@ -13,7 +13,6 @@ second is missing, failures included; the exit code and the JSON file are final)
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import os
@@ -119,49 +118,54 @@ def _state(pid: int) -> str:
 
 
 class Run:
-    """One finished locust run: its exit code, output and final stats by (type, name)."""
+    """One finished locust run: its exit code, output and final stats by (method, name).
 
-    def __init__(self, proc: subprocess.CompletedProcess, prefix: Path):
+    The stats are the final ones locust prints with --json when it shuts down. Its CSV files are
+    not used: they are snapshots rewritten once a second, so requests made after the last one are
+    missing from them (a run that ends within a second has none at all)."""
+
+    def __init__(self, proc: subprocess.CompletedProcess):
         self.returncode = proc.returncode
-        self.output = proc.stdout
-        with open(f"{prefix}_stats.csv", newline="") as f:
-            self.csv = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
-        final = Path(f"{prefix}.json")
-        self.final = {(e["method"], e["name"]): e for e in json.loads(final.read_text())} if final.exists() else {}
-        self.failures_csv = Path(f"{prefix}_failures.csv").read_text()
+        self.output = proc.stdout + proc.stderr
+        start = proc.stdout.find("[")
+        entries, _ = json.JSONDecoder().raw_decode(proc.stdout[start:]) if start >= 0 else ([], 0)
+        self.final = {(e["method"], e["name"]): e for e in entries}
 
     def describe(self) -> str:
-        return f"exit code {self.returncode}\nfailures:\n{self.failures_csv}\noutput:\n{self.output[-4000:]}"
+        return f"exit code {self.returncode}\noutput:\n{self.output[-4000:]}"
 
     def requests(self, method: str, name: str) -> int:
         entry = self.final.get((method, name))
         return entry["num_requests"] if entry else 0
 
+    def failures(self, method: str, name: str) -> int:
+        entry = self.final.get((method, name))
+        return entry["num_failures"] if entry else 0
+
     def assert_clean(self) -> None:
-        """Exit code 0, requests in the CSV and the final stats, and no failure in either."""
+        """Exit code 0, requests in the final stats, and no failure."""
         assert self.returncode == 0, self.describe()
-        total = self.csv[("", "Aggregated")]
-        assert int(total["Request Count"]) > 0, self.describe()
-        assert int(total["Failure Count"]) == 0, self.describe()
         assert sum(e["num_requests"] for e in self.final.values()) > 0, self.describe()
         assert sum(e["num_failures"] for e in self.final.values()) == 0, self.describe()
 
 
-def run_locust(gw: Gateway, tmp_path: Path, *args: str, seconds: int = 3, users: int = 4,
-               env: dict[str, str] | None = None, json_file: bool = True) -> Run:
-    """Run the profiles headless; without `json_file` locust prints its final tables and error report."""
-    prefix = tmp_path / "out"
+def run_locust(gw: Gateway, tmp_path: Path, *args: str, seconds: int = 60, users: int = 4, iterations: int = 8,
+               env: dict[str, str] | None = None) -> Run:
+    """Run the profiles headless; locust prints its final stats as JSON, then its tables and error report.
+    Each user makes `iterations` requests and the run ends (`seconds` only caps it): a count, not a
+    time window, so a busy machine gets the same requests, later. 0: run for `seconds`."""
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("LOCUST_", "OPENAI_", "MODELYARD_DRILL"))}
     full_env.update(env or {})
     cmd = [sys.executable, "-m", "locust", "-f", str(PROFILES), "--headless",
            "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
            "--host", f"http://127.0.0.1:{gw.port}", "--only-summary", "--exit-code-on-error", "1",
-           "--csv", str(prefix), *(("--json-file", str(prefix)) if json_file else ()), *args]
+           "--json",
+           *(("--iterations", str(iterations)) if iterations else ()), *args]
     # cwd is the test's folder so that no locust.conf or pyproject.toml around changes the options.
     proc = subprocess.run(cmd, check=False, cwd=tmp_path, env=full_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=seconds + 45)
-    return Run(proc, prefix)
+                          stderr=subprocess.PIPE, text=True, timeout=seconds + 45)
+    return Run(proc)
 
 
 def test_chat_user(setup: Setup, tmp_path: Path) -> None:
@@ -175,7 +179,7 @@ def test_streaming_chat_user_records_ttft_and_inter_chunk(setup: Setup, tmp_path
     run.assert_clean()
     streams = run.requests("POST", "/v1/chat/completions stream")
     assert streams > 0, run.describe()
-    assert ("SSE", "ttft") in run.csv, run.describe()
+    assert ("SSE", "ttft") in run.final, run.describe()
     assert run.requests("SSE", "ttft") >= streams, run.describe()  # also those cut off at the end
     # The mock sends 16 content chunks and a final one: 16 gaps per stream.
     assert run.requests("SSE", "inter-chunk") >= 16 * streams, run.describe()
@@ -183,11 +187,10 @@ def test_streaming_chat_user_records_ttft_and_inter_chunk(setup: Setup, tmp_path
 
 def test_streaming_chat_user_fails_on_an_error_event(setup: Setup, tmp_path: Path) -> None:
     # The slow route's 1 s timeout cuts every stream short; the gateway ends it with an error event.
-    run = run_locust(setup.gateway, tmp_path, "--model", "slow-model", "StreamingChatUser", seconds=3, users=2,
-                     json_file=False)
+    run = run_locust(setup.gateway, tmp_path, "--model", "slow-model", "StreamingChatUser", users=2, iterations=2)
     assert run.returncode == 1, run.describe()
-    streams = run.csv[("POST", "/v1/chat/completions stream")]
-    assert 0 < int(streams["Request Count"]) == int(streams["Failure Count"]), run.describe()
+    name = "/v1/chat/completions stream"
+    assert 0 < run.requests("POST", name) == run.failures("POST", name), run.describe()
     report = run.output.partition("Error report")[2]
     assert "error event in the stream" in report and "upstream_timeout" in report, run.describe()
 
@@ -204,11 +207,12 @@ def test_mixed_models_user_counts_404_for_the_unknown_model_as_success(setup: Se
 def test_mixed_models_user_fails_when_the_unknown_model_is_served(setup: Setup, tmp_path: Path) -> None:
     # A model the gateway does serve, posing as the unknown one: its 200s must be failures.
     run = run_locust(setup.gateway, tmp_path, "--models", MODELS[0], "--unknown-model", MODELS[1],
-                     "MixedModelsUser", seconds=2, users=2, json_file=False)
+                     "MixedModelsUser", users=2, iterations=4)
     assert run.returncode == 1, run.describe()
-    unknown = run.csv[("POST", "/v1/chat/completions unknown model")]
-    assert 0 < int(unknown["Request Count"]) == int(unknown["Failure Count"]), run.describe()
-    assert int(run.csv[("POST", f"/v1/chat/completions model={MODELS[0]}")]["Failure Count"]) == 0, run.describe()
+    unknown = "/v1/chat/completions unknown model"
+    assert 0 < run.requests("POST", unknown) == run.failures("POST", unknown), run.describe()
+    assert run.requests("POST", f"/v1/chat/completions model={MODELS[0]}") > 0, run.describe()
+    assert run.failures("POST", f"/v1/chat/completions model={MODELS[0]}") == 0, run.describe()
     assert "was served (200)" in run.output.partition("Error report")[2], run.describe()
 
 
@@ -225,7 +229,7 @@ def test_failover_drill_stops_and_continues_the_backend(setup: Setup, tmp_path: 
     try:
         run = run_locust(setup.gateway, tmp_path, "--model", "drill-model",
                          "--drill-after", "1", "--drill-down", "2", "FailoverDrillUser",
-                         seconds=6, env={"MODELYARD_DRILL_PID": str(pid)})
+                         seconds=6, iterations=0, env={"MODELYARD_DRILL_PID": str(pid)})
     finally:
         _continue_tree(pid)
     run.assert_clean()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, route, write_config
+from tests.integration.helpers import serve
 
 BACKEND = "x-ai-gateway-backend"
 
@@ -43,12 +44,7 @@ def setup(tmp_path_factory) -> Iterator[dict]:
                         "      backendRefs: [{name: b}]\n---\n", 1)
     cfg = write_config(folder / "routes.yaml", text)
     gw = Gateway("--config", str(cfg), workers=1)
-    try:
-        yield {"gw": gw, **mocks}
-    finally:
-        gw.stop()
-        for m in mocks.values():
-            m.stop()
+    yield from serve(gw, mocks)
 
 
 def chat(setup: dict, model: str, backend: str | None) -> tuple[int, dict, dict]:

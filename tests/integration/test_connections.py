@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Gateway, Mock, openai_backend, route, write_config
+from tests.integration.helpers import module_mock
 
 IDLE = 5_000
 STREAMS = 2_000
@@ -33,11 +34,7 @@ def open_files() -> None:
         pytest.skip(f"the open-file hard limit ({hard}) is too low for {IDLE} connections")
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[Mock]:
-    m = Mock("conn-mock", "--ttft-ms", "100", "--itl-ms", "100", "--tokens", "8")
-    yield m
-    m.stop()
+mock = module_mock("conn-mock", "--ttft-ms", "100", "--itl-ms", "100", "--tokens", "8")
 
 
 POLICY = """\

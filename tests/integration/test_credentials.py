@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, route, write_config
-
-
-def keyed_backend(name: str, port: int, override: str, key: str | None = "configured-key") -> str:
-    """An OpenAI backend with an APIKey policy (and its Secret, when `key`) carrying `override`."""
-    secret = "" if key is None else textwrap.dedent(f"""\
-        ---
-        apiVersion: v1
-        kind: Secret
-        metadata: {{name: {name}-secret, namespace: default}}
-        stringData: {{apiKey: {key}}}
-        """)
-    key_ref = f"\n  apiKey: {{secretRef: {{name: {name}-secret}}}}" if key is not None else ""
-    return openai_backend(name, "127.0.0.1", port) + textwrap.dedent(f"""\
-        apiVersion: aigateway.envoyproxy.io/v1alpha1
-        kind: BackendSecurityPolicy
-        metadata: {{name: {name}-key, namespace: default}}
-        spec:
-          type: APIKey
-          targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {name}}}]
-          credentialOverride: {override}""") + key_ref + "\n" + secret + "---\n"
+from tests.conftest import Gateway, Mock, assert_openai_error, route, write_config
+from tests.resources import keyed_backend
 
 
 @pytest.fixture(scope="module")

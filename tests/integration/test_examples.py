@@ -71,6 +71,26 @@ def test_check_accepts_each_example_folder(folder: str) -> None:
     assert not [line for line in out.splitlines() if line.startswith("error")], out
 
 
+def _serve(folder: Path, mocks: dict[str, Mock | TlsMock], never_logged: str | None = None) -> Iterator[Gateway]:
+    """A fixture's body: the gateway on example `folder`, each `host:port` of `mocks` resolved to its
+    mock. Afterwards the gateway is stopped, its log checked for tracebacks (and for `never_logged`,
+    a secret), and the mocks stopped."""
+    gw = None
+    try:
+        resolve = [arg for host, m in mocks.items() for arg in ("--resolve", f"{host}=127.0.0.1:{m.port}")]
+        gw = Gateway("--config", str(folder), *resolve)
+        yield gw
+    finally:
+        if gw is not None:
+            gw.stop()
+            out = gw.proc.log_path.read_text(errors="replace")
+            assert "Traceback" not in out, out
+            if never_logged is not None:
+                assert never_logged not in out, "the API key from the Secret must never be logged"
+        for m in mocks.values():
+            m.stop()
+
+
 # --- nrp-models-config --------------------------------------------------------------
 
 
@@ -78,19 +98,8 @@ def test_check_accepts_each_example_folder(folder: str) -> None:
 def nrp() -> Iterator[tuple[Gateway, Mock, Mock]]:
     mock_a = Mock("nrp-a")
     mock_b = Mock("sdsc-b")
-    gw = None
-    try:
-        gw = Gateway("--config", str(NRP), "--resolve", f"{NRP_HOST}=127.0.0.1:{mock_a.port}",
-                     "--resolve", f"{SDSC_HOST}=127.0.0.1:{mock_b.port}")
+    for gw in _serve(NRP, {NRP_HOST: mock_a, SDSC_HOST: mock_b}, never_logged=NRP_KEY):
         yield gw, mock_a, mock_b
-    finally:
-        if gw is not None:
-            gw.stop()
-            out = gw.proc.log_path.read_text(errors="replace")
-            assert "Traceback" not in out, out
-            assert NRP_KEY not in out, "the API key from the Secret must never be logged"
-        mock_a.stop()
-        mock_b.stop()
 
 
 def test_nrp_qwen3_reaches_nrp_backend_with_override(nrp: tuple[Gateway, Mock, Mock]) -> None:
@@ -219,16 +228,8 @@ def single() -> Iterator[tuple[Gateway, Mock, Mock]]:
     # and replaces it; each address goes to its own mock so the test can tell which definition won.
     later = Mock("ollama-later")
     earlier = Mock("ollama-earlier")
-    gw = None
-    try:
-        gw = Gateway("--config", str(SINGLE), "--resolve", f"127.0.0.1:11434=127.0.0.1:{later.port}",
-                     "--resolve", f"0.0.0.0:11434=127.0.0.1:{earlier.port}")
+    for gw in _serve(SINGLE, {"127.0.0.1:11434": later, "0.0.0.0:11434": earlier}):
         yield gw, later, earlier
-    finally:
-        if gw is not None:
-            gw.stop()
-        later.stop()
-        earlier.stop()
 
 
 def test_single_backend_catch_all_needs_no_header(single: tuple[Gateway, Mock, Mock]) -> None:
@@ -277,16 +278,8 @@ def test_single_backend_warns_about_redefinition(single: tuple[Gateway, Mock, Mo
 @pytest.fixture(scope="module")
 def skill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, TlsMock]]:
     mock = TlsMock("openai-tls", tmp_path_factory.mktemp("skill-tls"), trustme.CA(), "api.openai.com")
-    gw = None
-    try:
-        gw = Gateway("--config", str(SKILL), "--resolve", f"api.openai.com:443=127.0.0.1:{mock.port}")
+    for gw in _serve(SKILL, {"api.openai.com:443": mock}):
         yield gw, mock
-    finally:
-        if gw is not None:
-            gw.stop()
-            out = gw.proc.log_path.read_text(errors="replace")
-            assert "Traceback" not in out, out
-        mock.stop()
 
 
 def test_skill_failover_rule_names_missing_backend(skill: tuple[Gateway, TlsMock]) -> None:

@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, write_config
+from tests.integration.helpers import serve
 from tests.support import free_port, http_request, wait_for
 
 BACKEND = "x-ai-gateway-backend"
@@ -149,12 +150,7 @@ def bad_primaries(tmp_path_factory) -> Iterator[dict]:
     text += failover_route("r-alone", "alone", "alone", None)
     cfg = write_config(folder / "routes.yaml", text)
     gw = Gateway("--config", str(cfg))
-    try:
-        yield {"gw": gw, **mocks}
-    finally:
-        gw.stop()
-        for m in mocks.values():
-            m.stop()
+    yield from serve(gw, mocks)
 
 
 @pytest.mark.parametrize("model", ["p500", "p429", "phang"])

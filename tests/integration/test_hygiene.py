@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Gateway, Mock, write_config
 from tests.support import wait_for
-from tests.integration.test_translation import backend
+from tests.resources import schema_backend
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -50,8 +50,8 @@ POST_PATHS = [(path, shape) for method, path, shape in ENDPOINTS if method == "P
 def gw(tmp_path_factory) -> Iterator[Gateway]:
     folder = tmp_path_factory.mktemp("hygiene")
     mock = Mock("hygiene")
-    config = (backend("gpt", mock.port, "OpenAI") + backend("cohere", mock.port, "Cohere")
-              + backend("bedrock", mock.port, "AWSBedrock")
+    config = (schema_backend("gpt", mock.port, "OpenAI") + schema_backend("cohere", mock.port, "Cohere")
+              + schema_backend("bedrock", mock.port, "AWSBedrock")
               + "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIGatewayRoute\n"
                 "metadata: {name: hygiene, namespace: default}\nspec:\n  rules:\n"
                 "    - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: rr}]}]\n"

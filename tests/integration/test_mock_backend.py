@@ -7,14 +7,12 @@ import asyncio
 import base64
 import http.client
 import json
-import socket
 import ssl
 import struct
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
@@ -22,9 +20,9 @@ import trustme
 
 from modelyard.loadtest.mock import backend as mock_backend
 from tests.support import Proc, free_port, http_request, wait_http
+from tests.integration.mock_wire import CHAT, error_fields, raw_stream
 
 MODELS = ("mock-a", "mock-b")
-CHAT = {"model": "mock-a", "messages": [{"role": "user", "content": "hello there"}]}
 
 
 def _mock(*args: str) -> list[str]:
@@ -48,12 +46,6 @@ def port() -> Iterator[int]:
 @pytest.fixture(scope="module")
 def client(port: int) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-
-
-def _error(body: bytes) -> dict[str, Any]:
-    err = json.loads(body)["error"]
-    assert set(err) == {"message", "type", "param", "code"}
-    return err
 
 
 def _sse_events(body: bytes) -> list[bytes]:
@@ -193,20 +185,20 @@ def test_invalid_json(port: int) -> None:
     status, headers, body = http_request(port, "POST", "/v1/chat/completions", raw=b"{not json")
     assert status == 400
     assert headers["x-mock-name"] == "alpha"
-    assert _error(body)["type"] == "invalid_request_error"
+    assert error_fields(body)["type"] == "invalid_request_error"
 
 
 def test_missing_model_and_messages(port: int) -> None:
     status, _, body = http_request(port, "POST", "/v1/chat/completions", {"messages": [{"role": "user"}]})
-    assert status == 400 and _error(body)["type"] == "invalid_request_error"
+    assert status == 400 and error_fields(body)["type"] == "invalid_request_error"
     status, _, body = http_request(port, "POST", "/v1/chat/completions", {"model": "mock-a", "messages": []})
-    assert status == 400 and _error(body)["param"] == "messages"
+    assert status == 400 and error_fields(body)["param"] == "messages"
 
 
 def test_unknown_model(port: int, client: openai.OpenAI) -> None:
     status, _, body = http_request(port, "POST", "/v1/chat/completions", {**CHAT, "model": "gpt-x"})
     assert status == 404
-    assert _error(body)["code"] == "model_not_found"
+    assert error_fields(body)["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         client.embeddings.create(model="gpt-x", input="a")
 
@@ -214,16 +206,16 @@ def test_unknown_model(port: int, client: openai.OpenAI) -> None:
 def test_unknown_path(port: int) -> None:
     status, _, body = http_request(port, "GET", "/v1/nothing/here")
     assert status == 404
-    assert "Invalid URL" in _error(body)["message"]
+    assert "Invalid URL" in error_fields(body)["message"]
 
 
 def test_status_header(port: int, client: openai.OpenAI) -> None:
     status, headers, body = http_request(port, "POST", "/v1/chat/completions", CHAT, headers={"x-mock-status": "500"})
-    assert status == 500 and _error(body)["type"] == "server_error"
+    assert status == 500 and error_fields(body)["type"] == "server_error"
     assert headers["x-mock-name"] == "alpha"
     status, headers, body = http_request(port, "POST", "/v1/chat/completions", CHAT, headers={"x-mock-status": "429"})
     assert status == 429 and headers["retry-after"] == "1"
-    assert _error(body)["code"] == "rate_limit_exceeded"
+    assert error_fields(body)["code"] == "rate_limit_exceeded"
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(**CHAT, extra_headers={"x-mock-status": "401"})
 
@@ -251,27 +243,8 @@ def test_hang_header(port: int) -> None:
         http_request(port, "POST", "/v1/chat/completions", CHAT, headers={"x-mock-hang": "1"}, timeout=0.3)
 
 
-def _stream_request(die_after: int | None = None) -> bytes:
-    body = json.dumps({**CHAT, "stream": True}).encode()
-    extra = b"" if die_after is None else b"x-mock-die-after: %d\r\n" % die_after
-    return (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        b"%scontent-length: %d\r\n\r\n%s" % (extra, len(body), body)
-    )
-
-
-def _raw_stream(port: int, die_after: int | None) -> bytes:
-    """POST a stream on a bare socket and read until the server closes it (a timeout fails the test)."""
-    data = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(_stream_request(die_after))
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
-
-
 def test_die_after_breaks_the_chunked_stream(port: int) -> None:
-    data = _raw_stream(port, 2)
+    data = raw_stream(port, 2)
     assert b"transfer-encoding: chunked" in data.lower()
     assert data.count(b'"content":"tok') == 2
     assert b"[DONE]" not in data and b"finish_reason\":\"stop" not in data
@@ -285,87 +258,6 @@ def test_die_after_sdk_sees_broken_stream(client: openai.OpenAI) -> None:
             if chunk.choices and chunk.choices[0].delta.content:
                 received.append(chunk.choices[0].delta.content)
     assert received == ["tok0 ", "tok1 ", "tok2 "]
-
-
-# --- per-process misbehaviour flags: one mock each ---------------------------------
-
-
-def _post_all(port: int) -> list[tuple[int, dict[str, str], bytes]]:
-    """The three inference endpoints, each POSTed once."""
-    return [
-        http_request(port, "POST", "/v1/chat/completions", CHAT),
-        http_request(port, "POST", "/v1/completions", {"model": "mock-a", "prompt": "hi"}),
-        http_request(port, "POST", "/v1/embeddings/", {"model": "mock-a", "input": "hi"}),
-    ]
-
-
-def test_status_flag_with_retry_after(start_mock) -> None:
-    mock = start_mock("broken", "--status", "503", "--retry-after", "7")
-    for status, headers, body in _post_all(mock.port):
-        assert status == 503 and headers["retry-after"] == "7"
-        assert headers["x-mock-name"] == "broken"
-        assert _error(body) == {"message": "Mock error (--status 503)", "type": "server_error", "param": None,
-                                "code": None}
-    assert [r["body"]["model"] for r in mock.requests()] == ["mock-a"] * 3  # bodies read and recorded
-    assert http_request(mock.port, "GET", "/v1/models")[0] == 200  # only inference POSTs are broken
-    status, headers, _ = http_request(mock.port, "POST", "/v1/chat/completions", CHAT, {"x-mock-status": "429"})
-    assert status == 429 and headers["retry-after"] == "7"  # the per-request header wins
-
-
-def test_status_flag_uses_openai_codes(start_mock) -> None:
-    mock = start_mock("limited", "--status", "429")
-    status, headers, body = http_request(mock.port, "POST", "/v1/chat/completions", CHAT)
-    assert status == 429 and headers["retry-after"] == "1"  # 429's default hint, as without the flag
-    assert _error(body)["code"] == "rate_limit_exceeded"
-    status, headers, _ = http_request(mock.port, "POST", "/v1/chat/completions", CHAT, {"x-mock-status": "503"})
-    assert status == 503 and "retry-after" not in headers  # 503 gets one only with --retry-after
-
-
-def test_retry_after_flag_alone(start_mock) -> None:
-    mock = start_mock("hinted", "--retry-after", "0")
-    for code, hint in (("429", "0"), ("503", "0"), ("500", None)):
-        status, headers, _ = http_request(mock.port, "POST", "/v1/chat/completions", CHAT, {"x-mock-status": code})
-        assert status == int(code) and headers.get("retry-after") == hint, code
-    status, headers, _ = http_request(mock.port, "POST", "/v1/chat/completions", CHAT)
-    assert status == 200 and "retry-after" not in headers
-
-
-def test_hang_flag(start_mock) -> None:
-    mock = start_mock("hung", "--hang")
-    for path, body in (("/v1/chat/completions", CHAT), ("/v1/embeddings", {"model": "m", "input": "x"})):
-        with pytest.raises(TimeoutError):
-            http_request(mock.port, "POST", path, body, timeout=0.3)
-    assert http_request(mock.port, "GET", "/v1/models")[0] == 200
-    posts = [r["path"] for r in mock.requests() if r["method"] == "POST"]
-    assert posts == ["/v1/chat/completions", "/v1/embeddings"]  # recorded although never answered
-
-
-def test_die_after_flag(start_mock) -> None:
-    mock = start_mock("flaky", "--die-after", "2")
-    data = _raw_stream(mock.port, None)
-    assert data.count(b'"content":"tok') == 2
-    assert b"[DONE]" not in data and not data.endswith(b"0\r\n\r\n")
-    assert _raw_stream(mock.port, 4).count(b'"content":"tok') == 4  # the header wins
-    status, _, body = http_request(mock.port, "POST", "/v1/chat/completions", CHAT)
-    assert status == 200 and json.loads(body)["usage"]["completion_tokens"] == 16  # only streams are cut
-
-
-def test_ttft_sends_the_head_before_the_delay(start_mock) -> None:
-    mock = start_mock("slow", "--ttft-ms", "800")
-    with socket.create_connection(("127.0.0.1", mock.port), timeout=5) as sock:
-        start = time.monotonic()
-        sock.sendall(_stream_request())
-        head = sock.recv(65536)
-        head_at = time.monotonic() - start
-        sock.settimeout(0.3)
-        with pytest.raises(TimeoutError):  # silence after the head
-            sock.recv(65536)
-        sock.settimeout(5)
-        first = sock.recv(65536)
-        first_at = time.monotonic() - start
-    assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n"), head
-    assert b"data: " in first
-    assert head_at < 0.4 and first_at >= 0.75, (head_at, first_at)
 
 
 def test_flags_parse_into_config() -> None:
@@ -414,7 +306,7 @@ def test_error_rate_in_process() -> None:
     app = mock_backend.MockApp(mock_backend.MockConfig(error_rate=1.0))
     proto = _FakeProto(json.dumps(CHAT).encode())
     asyncio.run(app.__rsgi__(_FakeScope("POST", "/v1/chat/completions"), proto))
-    assert proto.status == 500 and _error(proto.sent)["type"] == "server_error"
+    assert proto.status == 500 and error_fields(proto.sent)["type"] == "server_error"
 
     app = mock_backend.MockApp(mock_backend.MockConfig(stall_rate=1.0))
     proto = _FakeProto(json.dumps(CHAT).encode())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,19 +23,11 @@ import openai
 import pytest
 
 from tests.conftest import Gateway, Mock, assert_openai_error, openai_backend, route, write_config
+from tests.integration.helpers import module_mock, replace_atomically
 from tests.support import wait_for
 
 RELOAD_BOUND = 2.0  # seconds: the stated bound for a change to be served
 STABLE_REQUESTS = 8
-
-
-
-def replace_atomically(path: Path, text: str) -> None:
-    """Write a temporary file beside `path` and rename it over `path`, as editors and kubelet do."""
-    tmp = path.with_name(f".{path.name}.tmp-{time.monotonic_ns()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
 
 
 def status_of(gw: Gateway, model: str) -> int:
@@ -65,11 +56,7 @@ BASE_ROUTES = route("main", "alpha")
 
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[Mock]:
-    m = Mock("reload-mock")
-    yield m
-    m.stop()
+mock = module_mock("reload-mock")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from modelyard.config.loader import Resource
 from modelyard.core.table import decode_table, encode_table
 from modelyard.loadtest.bench.targets import models_config
 from tests.conftest import Gateway, Mock
+from tests.integration.helpers import module_mock
 from tests.support import HealthPoller, http_request, wait_for
 
 RULES = 10_000
@@ -40,11 +40,7 @@ POLL_EVERY = 0.05
 POLL_TIMEOUT = 1.0  # generous: a kubelet probe's default timeout
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[Mock]:
-    m = Mock("stall-mock")
-    yield m
-    m.stop()
+mock = module_mock("stall-mock")
 
 
 PROBE = """

@@ -1,13 +1,12 @@
-"""Token counting under load: the --max-count-bytes cap (413 in each API's shape), exact counts of
-long texts encoded in slices, and the tokens process (a child of the control process) that keeps
-the admin port answering, stays under its RSS bound, and comes back on its own when killed."""
+"""Token counting under load: the --max-count-bytes cap (413 in each API's shape), and the tokens
+process (a child of the control process) that keeps the admin port answering, stays under its RSS
+bound, and comes back on its own when killed. Counts of long texts in slices: tests/unit/test_token_slices.py."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
-import random
 import select
 import signal
 import time
@@ -17,32 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.core import token_slices
-from modelyard.core.tokenizer import MESSAGE_OVERHEAD, REPLY_OVERHEAD, TokenCounter, load_tokenizer
+from modelyard.core.tokenizer import MESSAGE_OVERHEAD, REPLY_OVERHEAD
 from modelyard.config.token_process import RECYCLE_RSS_ENV, TITLE
 from modelyard.config.token_service import RECYCLE_RSS
 from modelyard.core.settings import DEFAULT_MAX_COUNT_BYTES
 from tests.conftest import Gateway
-from tests.support import REPO, HealthPoller, free_port, wait_for
-from tests.integration.test_lifecycle import _running, children, title
+from tests.integration.helpers import children, running, title
+from tests.support import HealthPoller, free_port, realistic_text, wait_for
 
 CAP = DEFAULT_MAX_COUNT_BYTES
 CONTROL_RSS_BOUND = 256 << 20  # README, "Limits and hardening": the control process after counting load
 COUNT_PATHS = ("/v1/messages/count_tokens", "/anthropic/v1/messages/count_tokens")
-
-
-def realistic_text(size: int, seed: int = 7) -> str:
-    """Prose, code and markup from this repository, shuffled by line: about `size` characters."""
-    lines = [line for p in ("README.md", "core/tokenizer.py", "gateway/app.py", "core/token_endpoints.py")
-             for line in (REPO / p).read_text().splitlines(keepends=True)]
-    rng = random.Random(seed)
-    out: list[str] = []
-    n = 0
-    while n < size:
-        line = rng.choice(lines)
-        out.append(line)
-        n += len(line)
-    return "".join(out)[:size]
 
 
 def exact_body(path: str, text: str, size: int) -> bytes:
@@ -69,7 +53,7 @@ def vm(pid: int, field: str) -> int:
 
 
 def titled(pids: list[int], name: str) -> list[int]:
-    return [pid for pid in pids if title(pid) == name and _running(pid)]
+    return [pid for pid in pids if title(pid) == name and running(pid)]
 
 
 def control_and_tokens(gw: Gateway) -> tuple[int, int | None]:
@@ -86,32 +70,6 @@ def gw() -> Iterator[Gateway]:
     g = Gateway("--backend", f"http://127.0.0.1:{free_port()}/v1")
     yield g
     assert g.stop() == 0, g.proc.output()
-
-
-# --- slices ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["builtin:qwen", "builtin:qwen3.6"])
-@pytest.mark.parametrize("size", [300, 4096, token_slices.SLICE_CHARS])
-def test_sliced_counts_equal_whole_counts_on_realistic_text(name: str, size: int) -> None:
-    tok = load_tokenizer(name)
-    text = realistic_text(100_000) + "  two spaces\n\n\tand a tab  \n x <|im_start|>user\nhi<|im_end|>\n"
-    pieces = list(token_slices.slices(text, size))
-    assert "".join(pieces) == text and len(pieces) >= len(text) // (2 * size)
-    whole = tok.encode(text, add_special_tokens=False).ids
-    assert list(token_slices.ids(tok, text, False, size)) == whole
-    assert token_slices.count(tok, [text, "short"], True, size) == len(whole) + len(tok.encode("short").ids)
-
-
-def test_an_estimate_past_its_budget_is_extrapolated() -> None:
-    counter = TokenCounter()
-    text = realistic_text(200_000)
-    body = {"model": "m", "messages": [{"role": "user", "content": text}]}
-    exact = counter.count_request("m", body)
-    assert exact == counter.count_text("m", text) + MESSAGE_OVERHEAD + REPLY_OVERHEAD
-    estimate = counter.count_request("m", body, budget=50_000)
-    assert estimate != exact and abs(estimate - exact) < exact * 0.05, (estimate, exact)
-    assert counter.count_request("m", body, budget=len(text)) == exact
 
 
 # --- the cap -----------------------------------------------------------------------------------

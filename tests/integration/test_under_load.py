@@ -26,14 +26,14 @@ from typing import Self
 
 from tests.conftest import Gateway, Mock, openai_backend, route, write_config
 from tests.support import wait_for
-from tests.integration.test_lifecycle import (
+from tests.integration.helpers import (
     established_per_process,
     exited,
     listening_workers,
     refused,
+    replace_atomically,
     workers,
 )
-from tests.integration.test_reload import replace_atomically
 
 THREADS = 8
 STATE_WAIT = 20.0  # seconds: the most any wait for a state may take (a reload, a respawn, a drain)

@@ -8,22 +8,18 @@ Hosts they name do not exist here, so a default backend points at a local mock.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import Gateway, Mock
+from tests.integration.helpers import module_mock
 from tests.support import REPO, http_request, modelyard
 
 UPSTREAM = REPO / "tests" / "fixtures" / "envoy-ai-gateway" / "examples"
 FOLDERS = ["token_ratelimit", "inference-pool", "monitoring"]
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[Mock]:
-    m = Mock("upstream-examples")
-    yield m
-    m.stop()
+mock = module_mock("upstream-examples")
 
 
 @pytest.mark.parametrize("folder", FOLDERS)

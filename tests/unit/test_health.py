@@ -9,7 +9,7 @@ from modelyard.config.compiler import CompileOptions, compile_table, with_health
 from modelyard.config.diagnostics import Diagnostics
 from modelyard.config.loader import load_paths
 from modelyard.core.health import HealthBoard
-from modelyard.core.table import BACKEND_HEADER_NAMESPACE, BACKEND_HEADER_OFF, BACKEND_HEADER_RULES, OutlierPolicy
+from modelyard.core.table import BackendHeader, OutlierPolicy
 from tests.conftest import openai_backend, route
 
 
@@ -112,14 +112,14 @@ def test_defaults_annotations_and_the_global_flags(tmp_path: Path) -> None:
     assert not diags.errors, diags.errors
     plain, scoped = table.routes
     assert plain.retry.retries == 2 and plain.retry.any_5xx and 429 in plain.retry.statuses
-    assert plain.backend_header == BACKEND_HEADER_OFF and plain.header_refs == ()
-    assert scoped.retry.retries == 0 and scoped.backend_header == BACKEND_HEADER_NAMESPACE
+    assert plain.backend_header == BackendHeader.OFF and plain.header_refs == ()
+    assert scoped.retry.retries == 0 and scoped.backend_header == BackendHeader.NAMESPACE
     names = {table.backends[r.backend].name for r in scoped.header_refs}
     assert names == {"default/a", "default/b", "default/c"}
 
     table, _ = _compile(tmp_path, text, allow_backend_header=True, retries=5)
     plain = table.routes[0]
-    assert plain.backend_header == BACKEND_HEADER_RULES and plain.retry.retries == 5
+    assert plain.backend_header == BackendHeader.RULES and plain.retry.retries == 5
     assert {table.backends[r.backend].name for r in plain.header_refs} == {"default/a"}
 
 

