@@ -4,24 +4,33 @@ and the 404 and 405 answers for requests outside it, which list what is served.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 from modelyard.core.errors import GatewayError
 
-# path, method, handler (a GatewayApp method), operation (as logged), upstream operation (proxied
-# endpoints), the client API (the shape of its errors), listed in the 404's message
-ENDPOINTS: tuple[tuple[str, str, str, str, str, str, bool], ...] = (
-    ("/v1/chat/completions", "POST", "_proxy", "chat", "/chat/completions", "openai", True),
-    ("/v1/completions", "POST", "_proxy", "text_completion", "/completions", "openai", True),
-    ("/v1/embeddings", "POST", "_proxy", "embeddings", "/embeddings", "openai", True),
-    ("/v1/models", "GET", "_models", "models", "", "openai", True),
-    ("/v1/messages", "POST", "_proxy", "chat", "/messages", "anthropic", True),
-    ("/v1/messages/count_tokens", "POST", "_count", "count_tokens", "", "anthropic", True),
-    ("/tokenize", "POST", "_count", "tokenize", "", "openai", True),
-    ("/cohere/v2/rerank", "POST", "_rerank", "rerank", "", "openai", True),
-    ("/anthropic/v1/messages", "POST", "_proxy", "chat", "/messages", "anthropic", False),
-    ("/anthropic/v1/models", "GET", "_models", "models", "", "anthropic", False),
-    ("/anthropic/v1/messages/count_tokens", "POST", "_count", "count_tokens", "", "anthropic", False),
+
+class Endpoint(NamedTuple):
+    path: str
+    method: str
+    handler: str  # the name of a GatewayApp method
+    operation: str  # as logged and in metrics
+    upstream: str  # the operation's path at a backend (proxied endpoints); "" otherwise
+    client: str  # the API it speaks: the shape of its errors
+    listed: bool  # named in the 404's list of what is served
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("/v1/chat/completions", "POST", "_proxy", "chat", "/chat/completions", "openai", True),
+    Endpoint("/v1/completions", "POST", "_proxy", "text_completion", "/completions", "openai", True),
+    Endpoint("/v1/embeddings", "POST", "_proxy", "embeddings", "/embeddings", "openai", True),
+    Endpoint("/v1/models", "GET", "_models", "models", "", "openai", True),
+    Endpoint("/v1/messages", "POST", "_proxy", "chat", "/messages", "anthropic", True),
+    Endpoint("/v1/messages/count_tokens", "POST", "_count", "count_tokens", "", "anthropic", True),
+    Endpoint("/tokenize", "POST", "_count", "tokenize", "", "openai", True),
+    Endpoint("/cohere/v2/rerank", "POST", "_rerank", "rerank", "", "openai", True),
+    Endpoint("/anthropic/v1/messages", "POST", "_proxy", "chat", "/messages", "anthropic", False),
+    Endpoint("/anthropic/v1/models", "GET", "_models", "models", "", "anthropic", False),
+    Endpoint("/anthropic/v1/messages/count_tokens", "POST", "_count", "count_tokens", "", "anthropic", False),
 )
 
 
@@ -29,7 +38,7 @@ def _listing(paths: list[str]) -> str:
     return ", ".join(paths[:-1]) + " and " + paths[-1]
 
 
-SERVED = _listing([path for path, *_, listed in ENDPOINTS if listed])
+SERVED = _listing([e.path for e in ENDPOINTS if e.listed])
 
 
 class Route:
@@ -49,8 +58,8 @@ class Route:
 
 def build_routes(owner: Any) -> dict[str, Route]:
     """The route table, with the handlers bound to `owner` (the worker's app)."""
-    return {path: Route(path, method, getattr(owner, handler), operation, upstream, client)
-            for path, method, handler, operation, upstream, client, _ in ENDPOINTS}
+    return {e.path: Route(e.path, e.method, getattr(owner, e.handler), e.operation, e.upstream, e.client)
+            for e in ENDPOINTS}
 
 
 def client_of(path: str) -> str:
