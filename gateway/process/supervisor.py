@@ -257,6 +257,24 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess, setting
             control.stopping.set()  # shutting down: a control process that exits now stays down
             super().signal_handler_interrupt(*args, **kwargs)
 
+        def _stop_workers(self) -> None:
+            # Granian's own version joins each worker here while that worker's watcher thread
+            # joins it too. Whichever reaps it second gets "no such child", and until the other
+            # thread records the exit code the worker reads as alive; on a busy machine that lasts
+            # past Granian's 1 ms second look, and it warns that a worker which exited "refused to
+            # gracefully stop" and kills it. Here a worker is stopped once its process is gone.
+            for wrk in self.wrks:
+                wrk.terminate()
+            deadline = time.monotonic() + self.workers_kill_timeout
+            for wrk in self.wrks:
+                while _running(wrk.inner.pid) and time.monotonic() < deadline:
+                    wrk.join(max(0.001, min(0.1, deadline - time.monotonic())))
+                if _running(wrk.inner.pid):
+                    log.warning("worker-%d did not stop within %ds: killing it", wrk.idx + 1,
+                                self.workers_kill_timeout)
+                    wrk.kill()
+                    wrk.join()
+
         def shutdown(self, exit_code: int = 0) -> None:
             requests, streams = worker_registry.load(settings.workers_dir)
             log.info("draining: %d request(s) in flight, %d of them streams; up to %gs", requests, streams,
@@ -294,6 +312,17 @@ def _serve_workers(opts: RunOptions, port: int, control: ControlProcess, setting
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _running(pid: int | None) -> bool:
+    """Whether a worker process still runs: not reaped, and not a zombie waiting to be."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 class _MaskedApp:
