@@ -322,7 +322,15 @@ def _running(pid: int | None) -> bool:
         with open(f"/proc/{pid}/stat", "rb") as f:
             return f.read().rpartition(b")")[2].split()[0] != b"Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
+        if os.path.isdir("/proc/self"):
+            return False  # Linux: no such process
+    try:  # no /proc (macOS): signal 0 says whether the PID exists; a zombie counts until reaped
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except PermissionError:
+        pass
+    return True
 
 
 class _MaskedApp:

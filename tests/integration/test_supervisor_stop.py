@@ -21,3 +21,19 @@ def test_a_worker_is_running_until_it_exits_zombie_or_reaped() -> None:
     assert not _running(pid)
     os.waitpid(pid, 0)
     assert not _running(pid)  # reaped: no such process
+
+
+def test_without_proc_the_pid_is_asked_with_signal_zero(monkeypatch) -> None:
+    from modelyard.gateway.process import supervisor
+
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("no /proc here")
+
+    monkeypatch.setattr(supervisor, "open", no_proc, raising=False)
+    monkeypatch.setattr(supervisor.os.path, "isdir", lambda path: False)
+    assert _running(os.getpid())
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert not _running(pid)
