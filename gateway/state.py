@@ -41,7 +41,7 @@ OPERATIONS = {
     "/v1/embeddings": "/embeddings",
 }
 ANTHROPIC_OPERATIONS = {"/v1/messages": "/messages", "/anthropic/v1/messages": "/messages"}
-ALL_SUFFIXES = (*OPERATIONS.values(), "/messages")
+ALL_OPERATIONS = (*OPERATIONS.values(), "/messages")
 
 
 def _ssl_context(backend: Backend) -> ssl.SSLContext | None:
@@ -154,9 +154,9 @@ class BackendRuntime:
                 endpoints.append((pool, host_header, f"backend {backend.name} ({address})", ep.health))
         # One target per (operation, endpoint); endpoints share load round-robin.
         self.targets: dict[str, list[Target]] = {}
-        for suffix in ALL_SUFFIXES:
-            route = provider.upstream_path(backend, suffix)
-            self.targets[suffix] = [] if route is None else [
+        for operation in ALL_OPERATIONS:
+            route = provider.upstream_path(backend, operation)
+            self.targets[operation] = [] if route is None else [
                 Target(pool, route[0], host, where, health, route[1]) for pool, host, where, health in endpoints]
         # What each client API needs to reach this backend: None (it speaks it) or a translator; a
         # client API missing here cannot reach it (501).
@@ -164,9 +164,9 @@ class BackendRuntime:
         self.passthrough = provider.passthrough_paths(backend)  # endpoint -> upstream path
         self._next = count()
 
-    def target(self, suffix: str, tried: list[Target], now: float, board: Board, healthy_only: bool) -> Target | None:
+    def target(self, operation: str, tried: list[Target], now: float, board: Board, healthy_only: bool) -> Target | None:
         """The next endpoint in turn that this request has not tried (and, if asked, is not ejected)."""
-        targets = self.targets[suffix]
+        targets = self.targets[operation]
         n = len(targets)
         start = next(self._next) if n > 1 else 0
         for k in range(n):
@@ -333,7 +333,7 @@ class GenerationState:
     def pick(self, rule: RuleRuntime) -> RefRuntime:
         return self.refs[id(rule.pick())]
 
-    def choose(self, rule: RuleRuntime, suffix: str, tried: list[Target], now: float,
+    def choose(self, rule: RuleRuntime, operation: str, tried: list[Target], now: float,
                skip: frozenset[int] = frozenset()) -> tuple[RefRuntime, Target] | None:
         """The backend and endpoint for the next attempt, or None when nothing is left to try.
 
@@ -345,7 +345,7 @@ class GenerationState:
         board = self.board
         if not tried and not skip:  # the common case: one weighted pick, one health read
             ref = self.refs[id(rule.pick())]
-            target = ref.backend.target(suffix, tried, now, board, True)
+            target = ref.backend.target(operation, tried, now, board, True)
             if target is not None:
                 return ref, target
         for healthy_only in (True, False):
@@ -356,7 +356,7 @@ class GenerationState:
                 weights: list[int] = []
                 for r in group.refs:
                     ref = self.refs[id(r)]
-                    target = ref.backend.target(suffix, tried, now, board, healthy_only)
+                    target = ref.backend.target(operation, tried, now, board, healthy_only)
                     if target is not None:
                         options.append((ref, target))
                         weights.append(r.weight)
@@ -364,10 +364,10 @@ class GenerationState:
                     return options[0] if len(options) == 1 else random.choices(options, weights)[0]
         return None
 
-    def choose_fixed(self, ref: RefRuntime, suffix: str, tried: list[Target],
+    def choose_fixed(self, ref: RefRuntime, operation: str, tried: list[Target],
                      now: float) -> tuple[RefRuntime, Target] | None:
         """The next endpoint of a backend the client picked by header: no other backend is tried."""
         backend = ref.backend
-        target = backend.target(suffix, tried, now, self.board, True) or backend.target(
-            suffix, tried, now, self.board, False)
+        target = backend.target(operation, tried, now, self.board, True) or backend.target(
+            operation, tried, now, self.board, False)
         return (ref, target) if target is not None else None
