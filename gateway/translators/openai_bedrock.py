@@ -1,0 +1,239 @@
+"""OpenAI chat completions client -> AWS Bedrock Converse backend (whole requests and answers).
+
+Not wired into a provider yet: the AWSBedrock provider still answers 501. The model is part of the
+URL (POST /model/{modelId}/converse), so `request` ignores it and the body names no model.
+
+Request mapping decisions (OpenAI field -> Converse field):
+- system and developer messages, wherever they appear -> top-level `system: [{text}]`.
+- user/assistant content -> `messages[].content` blocks: text -> {text}; base64 data: URL images
+  -> {image: {format, source: {bytes}}} (format png|jpeg|gif|webp); http(s) image URLs are a 400
+  (Converse takes bytes or an S3 location, never a web URL); file parts are a 400 for now.
+- assistant tool_calls -> {toolUse: {toolUseId, name, input}} with the arguments parsed to an object;
+  `tool` messages -> {toolResult: {toolUseId, content: [{text}]}} in a user turn.
+- consecutive messages that land on the same role are merged into one turn (Converse alternates).
+- `max_completion_tokens` or `max_tokens` -> inferenceConfig.maxTokens (left out when absent: the
+  model's default applies); temperature -> temperature; top_p -> topP; stop -> stopSequences.
+- tools -> toolConfig.tools[].toolSpec {name, description, inputSchema: {json}}; tool_choice auto ->
+  {auto: {}}, required -> {any: {}}, a named function -> {tool: {name}}. Converse has no "none":
+  the tools are then left out, unless the history holds toolUse/toolResult blocks (Converse then
+  requires a toolConfig), in which case the tools are sent without a toolChoice.
+- response_format json_object -> a system instruction (as for Anthropic); json_schema is a 400.
+- `stream: true` (ConverseStream is not translated yet), `n` > 1 and reasoning_effort (other than
+  "none") are 400s; seed, penalties, logit_bias, logprobs, user, parallel_tool_calls are not
+  expressible and ignored.
+
+The answer and error halves are in openai_bedrock_answer.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelyard.core.usage import Usage
+
+from .common import TranslationError, dumps, guarded, loads, loads_object, text_of
+from .openai_bedrock_answer import build_response, error_from_bedrock
+
+JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
+# media type -> Converse ImageBlock format
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
+                 "image/webp": "webp"}
+
+__all__ = ["IMAGE_FORMATS", "JSON_OBJECT_INSTRUCTION", "OpenAIToBedrock", "build_request"]
+
+
+# ---------------------------------------------------------------- request
+
+
+def _image_block(url: Any) -> dict[str, Any]:
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise TranslationError("image_url must be a base64 data: URL on this backend "
+                               "(Bedrock Converse cannot fetch web URLs)", "messages")
+    header, sep, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not sep or encoding != "base64":
+        raise TranslationError("image_url data URLs must be base64 encoded", "messages")
+    fmt = IMAGE_FORMATS.get(media_type.lower())
+    if fmt is None:
+        raise TranslationError(f"image type {media_type!r} is not supported by this backend "
+                               "(png, jpeg, gif, webp)", "messages")
+    return {"image": {"format": fmt, "source": {"bytes": data}}}
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for part in content or []:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                blocks.append({"text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url") or {}
+            blocks.append(_image_block(image if isinstance(image, str) else image.get("url")))
+        else:
+            raise TranslationError(f"content part type {kind!r} is not supported by this backend", "messages")
+    return blocks
+
+
+def _tool_input(arguments: Any) -> dict[str, Any]:
+    if isinstance(arguments, dict):
+        return arguments
+    parsed = loads(arguments or "{}")
+    if not isinstance(parsed, dict):
+        raise TranslationError("tool_calls[].function.arguments must be a JSON object", "messages")
+    return parsed
+
+
+def _assistant_blocks(msg: dict[str, Any]) -> list[dict[str, Any]]:
+    content = msg.get("content")
+    if isinstance(content, list):  # text and refusal parts
+        text = "".join(p.get("text") or p.get("refusal") or "" for p in content if isinstance(p, dict))
+    else:
+        text = content or ""
+    blocks: list[dict[str, Any]] = [{"text": text}] if text else []
+    for call in msg.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        blocks.append({"toolUse": {"toolUseId": call.get("id"), "name": fn.get("name"),
+                                   "input": _tool_input(fn.get("arguments"))}})
+    return blocks
+
+
+def _tool_result(msg: dict[str, Any]) -> dict[str, Any]:
+    return {"toolResult": {"toolUseId": msg.get("tool_call_id"),
+                           "content": [{"text": text_of(msg.get("content"))}]}}
+
+
+def _messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for msg in messages:
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            if text := text_of(msg.get("content")):
+                system.append(text)
+            continue
+        if role == "user":
+            out_role, blocks = "user", _user_blocks(msg.get("content"))
+        elif role == "assistant":
+            out_role, blocks = "assistant", _assistant_blocks(msg)
+        elif role == "tool":
+            out_role, blocks = "user", [_tool_result(msg)]
+        else:
+            raise TranslationError(f"message role {role!r} is not supported by this backend", "messages")
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == out_role:  # Converse turns alternate: merge
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": out_role, "content": blocks})
+    return system, turns
+
+
+def _tool_specs(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        if tool.get("type", "function") != "function":
+            raise TranslationError(f"tool type {tool.get('type')!r} is not supported by this backend", "tools")
+        fn = tool.get("function") or {}
+        spec: dict[str, Any] = {"name": fn.get("name")}
+        if fn.get("description"):
+            spec["description"] = fn["description"]
+        spec["inputSchema"] = {"json": fn.get("parameters") or {"type": "object", "properties": {}}}
+        out.append({"toolSpec": spec})
+    return out
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice is None or choice == "none":
+        return None
+    if choice == "auto":
+        return {"auto": {}}
+    if choice == "required":
+        return {"any": {}}
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"tool": {"name": (choice.get("function") or {}).get("name")}}
+    raise TranslationError(f"tool_choice {choice!r} is not supported", "tool_choice")
+
+
+def _uses_tools(turns: list[dict[str, Any]]) -> bool:
+    return any("toolUse" in b or "toolResult" in b for t in turns for b in t["content"])
+
+
+def _tool_config(body: dict[str, Any], turns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not body.get("tools"):
+        return None
+    choice = body.get("tool_choice")
+    if choice == "none" and not _uses_tools(turns):
+        return None
+    config: dict[str, Any] = {"tools": _tool_specs(body["tools"])}
+    if (converse_choice := _tool_choice(choice)) is not None:
+        config["toolChoice"] = converse_choice
+    return config
+
+
+def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The Converse body; `model` belongs in the URL path, so it is not used here."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise TranslationError("messages must be a list", "messages")
+    if (body.get("n") or 1) != 1:
+        raise TranslationError("n > 1 is not supported by this backend", "n")
+    if body.get("stream"):
+        raise TranslationError("streaming is not supported by this backend yet", "stream")
+    if body.get("reasoning_effort") not in (None, "none"):
+        raise TranslationError("reasoning_effort is not supported by this backend yet", "reasoning_effort")
+    system, turns = _messages(messages)
+    out: dict[str, Any] = {"messages": turns}
+
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        raise TranslationError("response_format json_schema is not supported by this backend", "response_format")
+    if fmt.get("type") == "json_object":
+        system.append(JSON_OBJECT_INSTRUCTION)
+    if system:
+        out["system"] = [{"text": s} for s in system]
+
+    config: dict[str, Any] = {}
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if limit:
+        config["maxTokens"] = int(limit)
+    if body.get("temperature") is not None:
+        config["temperature"] = float(body["temperature"])
+    if body.get("top_p") is not None:
+        config["topP"] = float(body["top_p"])
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if config:
+        out["inferenceConfig"] = config
+    if (tool_config := _tool_config(body, turns)) is not None:
+        out["toolConfig"] = tool_config
+    return out
+
+
+# ---------------------------------------------------------------- the translator
+
+
+class OpenAIToBedrock:
+    def request(self, body: dict[str, Any], model: str) -> bytes:
+        return dumps(guarded(build_request, body, model))
+
+    def response(self, body: bytes) -> tuple[bytes, Usage | None, str | None]:
+        msg = loads_object(body)
+        if msg is None or not isinstance(msg.get("output"), dict):
+            return body, None, None  # not an answer we understand: relay it unchanged
+        try:
+            out, usage = build_response(msg)
+        except (AttributeError, TypeError):  # a malformed answer: relay it as it came
+            return body, None, None
+        return dumps(out), usage, None  # Converse answers name no model: the caller knows it
+
+    def error(self, status: int, body: bytes) -> tuple[int, bytes]:
+        return error_from_bedrock(status, body)
+
+    def stream(self, include_usage: bool) -> Any:
+        # ConverseStream answers in AWS event-stream framing (binary, not SSE); its translator is not
+        # written yet, so a streamed request cannot be served through this translator.
+        raise NotImplementedError("streaming from Bedrock ConverseStream is not supported yet")
