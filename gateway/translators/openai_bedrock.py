@@ -1,7 +1,8 @@
-"""OpenAI chat completions client -> AWS Bedrock Converse backend (whole requests and answers).
+"""OpenAI chat completions client -> AWS Bedrock Converse backend (requests, answers whole or streamed).
 
 Not wired into a provider yet: the AWSBedrock provider still answers 501. The model is part of the
-URL (POST /model/{modelId}/converse), so `request` ignores it and the body names no model.
+URL (POST /model/{modelId}/converse, or /converse-stream for `stream: true`: the same body), so
+`request` ignores it and the body names no model.
 
 Request mapping decisions (OpenAI field -> Converse field):
 - system and developer messages, wherever they appear -> top-level `system: [{text}]`.
@@ -18,11 +19,13 @@ Request mapping decisions (OpenAI field -> Converse field):
   the tools are then left out, unless the history holds toolUse/toolResult blocks (Converse then
   requires a toolConfig), in which case the tools are sent without a toolChoice.
 - response_format json_object -> a system instruction (as for Anthropic); json_schema is a 400.
-- `stream: true` (ConverseStream is not translated yet), `n` > 1 and reasoning_effort (other than
+- `stream: true` is accepted (the provider picks the converse-stream path); stream_options is not
+  sent (Converse streams always end with their usage). `n` > 1 and reasoning_effort (other than
   "none") are 400s; seed, penalties, logit_bias, logprobs, user, parallel_tool_calls are not
   expressible and ignored.
 
-The answer and error halves are in openai_bedrock_answer.py.
+The answer and error halves are in openai_bedrock_answer.py, the streamed answer in
+openai_bedrock_stream.py.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from modelyard.core.usage import Usage
 
 from .common import TranslationError, dumps, guarded, loads, loads_object, text_of
 from .openai_bedrock_answer import build_response, error_from_bedrock
+from .openai_bedrock_stream import BedrockStreamToOpenAI
 
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
 # media type -> Converse ImageBlock format
@@ -180,8 +184,6 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
         raise TranslationError("messages must be a list", "messages")
     if (body.get("n") or 1) != 1:
         raise TranslationError("n > 1 is not supported by this backend", "n")
-    if body.get("stream"):
-        raise TranslationError("streaming is not supported by this backend yet", "stream")
     if body.get("reasoning_effort") not in (None, "none"):
         raise TranslationError("reasoning_effort is not supported by this backend yet", "reasoning_effort")
     system, turns = _messages(messages)
@@ -233,7 +235,6 @@ class OpenAIToBedrock:
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:
         return error_from_bedrock(status, body)
 
-    def stream(self, include_usage: bool) -> Any:
-        # ConverseStream answers in AWS event-stream framing (binary, not SSE); its translator is not
-        # written yet, so a streamed request cannot be served through this translator.
-        raise NotImplementedError("streaming from Bedrock ConverseStream is not supported yet")
+    def stream(self, include_usage: bool) -> BedrockStreamToOpenAI:
+        # ConverseStream answers in AWS event-stream framing (binary, not SSE): see openai_bedrock_stream.
+        return BedrockStreamToOpenAI(include_usage)

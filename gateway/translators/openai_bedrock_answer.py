@@ -36,6 +36,7 @@ EXCEPTIONS = {
     "ServiceUnavailableException": (503, "server_error"),
     "ModelTimeoutException": (504, "server_error"),
     "ModelErrorException": (502, "server_error"),
+    "ModelStreamErrorException": (424, "server_error"),  # the model's stream failed: retry
     "UnrecognizedClientException": (403, "authentication_error"),
     "InvalidSignatureException": (403, "authentication_error"),
     "ExpiredTokenException": (403, "authentication_error"),

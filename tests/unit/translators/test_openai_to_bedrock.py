@@ -79,7 +79,6 @@ def test_request_data_url_images(media, fmt):
     ({"messages": [{"role": "function", "content": "x"}]}, "messages"),
     ({"messages": "hi"}, "messages"),
     ({"messages": [user("hi")], "n": 2}, "n"),
-    ({"messages": [user("hi")], "stream": True}, "stream"),
     ({"messages": [user("hi")], "reasoning_effort": "high"}, "reasoning_effort"),
     ({"messages": [user("hi")], "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
      "response_format"),
@@ -244,9 +243,10 @@ def test_response_not_understood_is_relayed(body):
     assert O2B.response(body) == (body, None, None)
 
 
-def test_stream_is_not_supported_yet():
-    with pytest.raises(NotImplementedError):
-        O2B.stream(True)
+def test_stream_request_is_the_converse_body():
+    # ConverseStream takes the same body as Converse; stream and stream_options are not in it.
+    streamed = o2b(stream=True, stream_options={"include_usage": True}, max_tokens=5)
+    assert streamed == o2b(max_tokens=5) == {"messages": [text_turn("user", "hi")], "inferenceConfig": {"maxTokens": 5}}
 
 
 # ---------------------------------------------------------------- errors
