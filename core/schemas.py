@@ -19,7 +19,8 @@ assert set(SCHEMA_NAMES) == set(SERVED_SCHEMAS) | set(NOT_SERVED_SCHEMAS)
 
 # The path prefix of a backend whose schema names none. Cohere speaks OpenAI's chat and embeddings
 # under its compatibility prefix; Azure's paths are built per request
-# (/openai/deployments/{deployment}/...), so its prefix is /openai.
+# (/openai/deployments/{deployment}/...), so its prefix is /openai; Bedrock's are too
+# (/model/{modelId}/converse), at the endpoint's root.
 DEFAULT_PREFIX = {"OpenAI": "/v1", "AzureOpenAI": "/openai", "Cohere": "/compatibility/v1", "Anthropic": "",
                   "AWSBedrock": ""}
 FALLBACK_PREFIX = "/v1"

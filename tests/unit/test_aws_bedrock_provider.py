@@ -336,3 +336,31 @@ def test_no_published_keys_is_a_401() -> None:
         _forward({})
     assert (raised.value.status, raised.value.code) == (401, "missing_credentials")
     assert "default/bedrock" in raised.value.message and "API key" not in raised.value.message
+
+
+@pytest.mark.parametrize("model", [MODEL, "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.x-v1:0"])
+def test_the_path_is_the_one_botocore_serializes(model: str) -> None:
+    """botocore's own bedrock-runtime model (requestUri /model/{modelId}/converse[-stream]) serializes
+    the same path for the same modelId."""
+    import botocore.session
+    from botocore.serialize import create_serializer
+    service = botocore.session.get_session().get_service_model("bedrock-runtime")
+    assert service.signing_name == "bedrock"
+    provider, backend = PROVIDERS["AWSBedrock"], _backend()
+    prefix, tail = provider.upstream_path(backend, "/chat/completions")  # type: ignore[misc]
+    encoded = _request_head(_scope(), _ref(lambda *a: b""), Target(None, prefix, HOST, "w", -1, tail, provider.stream_tail(  # type: ignore[arg-type]
+        backend, "/chat/completions")), b"{}", model, model, stream=False)
+    streamed = _request_head(_scope(), _ref(lambda *a: b""), Target(None, prefix, HOST, "w", -1, tail, provider.stream_tail(  # type: ignore[arg-type]
+        backend, "/chat/completions")), b"{}", model, model, stream=True)
+    for operation, head in (("Converse", encoded), ("ConverseStream", streamed)):
+        expected = create_serializer("rest-json").serialize_to_request(
+            {"modelId": model, "messages": []}, service.operation_model(operation))["url_path"]
+        assert head is not None and head.startswith(b"POST " + expected.encode() + b" HTTP/1.1\r\n")
+
+
+def test_the_canonical_path_is_encoded_once_more() -> None:
+    """SigV4 for services other than S3 encodes the already-encoded path again: %3A signs as %253A."""
+    request = AWSRequest(method="POST", url=f"https://{HOST}/model/m%3A0/converse", data=BODY, headers={"host": HOST})
+    request.context["timestamp"] = "20261203T123456Z"
+    canonical = SigV4Auth(Credentials("A", "s"), "bedrock", "us-east-1").canonical_request(request)
+    assert canonical.split("\n")[1] == "/model/m%253A0/converse"
