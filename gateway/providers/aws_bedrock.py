@@ -26,6 +26,7 @@ attempt, in this provider only: other providers' hooks are unchanged.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, ClassVar
 
@@ -40,6 +41,10 @@ from modelyard.gateway.providers.base import AuthHook, Provider, UpstreamRequest
 from modelyard.gateway.providers.credentials import CREDENTIALS, WorkerCredentials
 from modelyard.gateway.translators import Translator
 from modelyard.gateway.translators.openai_bedrock import OpenAIToBedrock
+
+# botocore's signer logs the canonical request at DEBUG, and with it x-amz-security-token's value: a
+# worker never lets that logger go below INFO, whatever level the rest of logging runs at.
+logging.getLogger("botocore.auth").setLevel(logging.INFO)
 
 SERVICE = "bedrock"  # the SigV4 signing name of bedrock-runtime
 # The headers the hook adds, in the order it adds them; a client's own are never forwarded.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import logging
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -364,3 +365,11 @@ def test_the_canonical_path_is_encoded_once_more() -> None:
     request.context["timestamp"] = "20261203T123456Z"
     canonical = SigV4Auth(Credentials("A", "s"), "bedrock", "us-east-1").canonical_request(request)
     assert canonical.split("\n")[1] == "/model/m%253A0/converse"
+
+
+def test_botocore_never_logs_the_session_token(caplog: pytest.LogCaptureFixture) -> None:
+    keys = {**KEYS, "session_token": "TOKENVALUE"}
+    assert logging.getLogger("botocore.auth").level == logging.INFO  # set when the provider loads
+    with caplog.at_level(logging.DEBUG):  # the root at DEBUG, as a debugging operator would set it
+        assert sigv4_auth(b"", "default/bedrock", credentials=_credentials(keys))(_head(b"/model/m/converse"), BODY, {})
+    assert "TOKENVALUE" not in caplog.text and SECRET not in caplog.text
