@@ -231,9 +231,9 @@ class Forwarding:
             except TranslationError as e:
                 raise GatewayError(400, "untranslatable_request", f"The request cannot be sent to {name}: {e}",
                                    name) from None
-        if target.tail is not None and model in DOT_SEGMENTS:  # Azure: the model is a path segment
-            raise GatewayError(400, "invalid_model", f"The model name {model!r} cannot name a deployment of {name}.",
-                               name)
+        if target.tail is not None and model in DOT_SEGMENTS:  # Azure, Bedrock: the model is a path segment
+            raise GatewayError(400, "invalid_model", f"The model name {model!r} cannot name a model or deployment "
+                               f"of {name}.", name)
         # The one place an attempt's request head is built (with the provider's per-attempt auth hook).
         head = _request_head(self.scope, ref, target, body, model, exchange.model, exchange.stream)
         if head is None:
