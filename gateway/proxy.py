@@ -80,16 +80,17 @@ def _query(query: str) -> bytes:
 
 
 def _request_head(scope: Any, ref: RefRuntime, target: Target, body: bytes, model: str,
-                  body_model: str) -> bytes | None:
+                  body_model: str, stream: bool = False) -> bytes | None:
     """The upstream request up to its body; None when the credentials it needs are missing."""
     headers = scope.headers
     lines = _client_lines(headers, ref.remove)
     query = scope.query_string
     if target.tail is None:
         path = (target.path, b"?" + _query(query) if query else b"")
-    else:  # Azure: the deployment is the model (dot segments refused before), api-version is in the tail
-        path = (target.path, quote(model, safe="").encode("ascii"), target.tail,
-                b"&" + _query(query) if query else b"")
+    else:  # Azure, Bedrock: the model is a path segment (dot segments refused before), every reserved
+        # character escaped; Azure's api-version is in the tail, Bedrock's tail depends on streaming.
+        path = (target.path, quote(model, safe="").encode("ascii"), target.stream_tail if stream else target.tail,
+                target.query_joint + _query(query) if query else b"")
     model_line = _MODEL_LINE % (body_model.encode("ascii") if body_model.isascii() and body_model.isprintable()
                                 else quote(body_model, safe=_MODEL_SAFE).encode("ascii"))
     head = [*path, target.head, lines, model_line]
@@ -230,14 +231,16 @@ class Forwarding:
             except TranslationError as e:
                 raise GatewayError(400, "untranslatable_request", f"The request cannot be sent to {name}: {e}",
                                    name) from None
-        if target.tail is not None and model in DOT_SEGMENTS:  # Azure: the model is a path segment
-            raise GatewayError(400, "invalid_model", f"The model name {model!r} cannot name a deployment of {name}.",
-                               name)
+        if target.tail is not None and model in DOT_SEGMENTS:  # Azure, Bedrock: the model is a path segment
+            raise GatewayError(400, "invalid_model", f"The model name {model!r} cannot name a model or deployment "
+                               f"of {name}.", name)
         # The one place an attempt's request head is built (with the provider's per-attempt auth hook).
-        head = _request_head(self.scope, ref, target, body, model, exchange.model)
+        head = _request_head(self.scope, ref, target, body, model, exchange.model, exchange.stream)
         if head is None:
+            if ref.override is None:  # credentials published by the control process (AWS keys): none yet
+                raise GatewayError(401, "missing_credentials", f"Backend {name} has no credentials yet.", name)
             raise GatewayError(401, "missing_credentials", f"Backend {name} needs your API key in the "
-                               f"{ref.override.client_header} header.", name)  # type: ignore[union-attr]
+                               f"{ref.override.client_header} header.", name)
         return body, head
 
 

@@ -59,16 +59,20 @@ class Target:
     """One (operation, endpoint) of a backend: its connection pool, the request head up to the
     query, and the endpoint's slot on the health board."""
 
-    __slots__ = ("pool", "path", "head", "where", "health", "tail")
+    __slots__ = ("pool", "path", "head", "where", "health", "tail", "stream_tail", "query_joint")
 
-    def __init__(self, pool: Pool, path: bytes, host: str, where: str, health: int, tail: bytes | None = None):
+    def __init__(self, pool: Pool, path: bytes, host: str, where: str, health: int, tail: bytes | None = None,
+                 stream_tail: bytes | None = None):
         self.pool = pool
         self.path = b"POST " + path
         self.head = f" HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")
         self.where = where
         self.health = health
-        # Azure OpenAI: the path continues with the deployment (the model) and then this tail.
+        # Azure OpenAI, AWS Bedrock: the path continues with the model and then this tail, or for a
+        # streaming request stream_tail where the provider has one (Bedrock's /converse-stream).
         self.tail = tail
+        self.stream_tail = tail if stream_tail is None else stream_tail
+        self.query_joint = b"&" if tail is not None and b"?" in tail else b"?"  # before the client's query
 
 
 class _NoBoard:
@@ -156,8 +160,10 @@ class BackendRuntime:
         self.targets: dict[str, list[Target]] = {}
         for operation in ALL_OPERATIONS:
             route = provider.upstream_path(backend, operation)
+            stream_tail = provider.stream_tail(backend, operation) if route is not None else None
             self.targets[operation] = [] if route is None else [
-                Target(pool, route[0], host, where, health, route[1]) for pool, host, where, health in endpoints]
+                Target(pool, route[0], host, where, health, route[1], stream_tail)
+                for pool, host, where, health in endpoints]
         # What each client API needs to reach this backend: None (it speaks it) or a translator; a
         # client API missing here cannot reach it (501).
         self.translators: dict[str, Translator | None] = dict(provider.translators)
@@ -228,7 +234,7 @@ class RefRuntime:
             self.override = None
         # Every header that carries a client's key to a credentialOverride backend, in the whole
         # table, is removed on every attempt to every backend: the key goes only where it belongs.
-        remove = {name.lower() for name, _ in (*header_set, *auth)} | override_headers
+        remove = {name.lower() for name, _ in (*header_set, *auth)} | override_headers | backend.provider.owned_headers
         if override is not None:
             remove |= {override.client_header, override.upstream_header}
         self.remove = frozenset(ref.header_remove) | remove

@@ -84,12 +84,19 @@ class Provider:
     translators: ClassVar[dict[str, Translator | None]] = {}
     # Passthrough endpoint (TOKENIZE, ...) -> its upstream path; "{prefix}" is the backend's prefix.
     passthrough: ClassVar[dict[str, str]] = {}
+    # Headers the provider's auth hook writes (SigV4's x-amz-*): a client's own never go upstream.
+    owned_headers: ClassVar[frozenset[str]] = frozenset()
 
     def upstream_path(self, backend: Backend, operation: str) -> tuple[bytes, bytes | None] | None:
         """Where an operation goes: (path, None), or (the path up to a deployment named by the model,
         the rest after it) for Azure; None when the backend has no such operation."""
         path = self.paths.get(operation)
         return None if path is None else (f"{backend.prefix}{path}".encode("latin-1"), None)
+
+    def stream_tail(self, backend: Backend, operation: str) -> bytes | None:
+        """For a provider whose path depends on the model: the tail a streaming request takes in
+        place of upstream_path's (Bedrock's /converse-stream); None: the same tail either way."""
+        return None
 
     def passthrough_paths(self, backend: Backend) -> dict[str, bytes]:
         return {name: path.format(prefix=backend.prefix).encode("latin-1") for name, path in self.passthrough.items()}

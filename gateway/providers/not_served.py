@@ -22,7 +22,6 @@ class NotServed(Provider):
 
 # gen_ai.provider.name per OpenTelemetry's GenAI conventions.
 PROVIDERS = [
-    NotServed("AWSBedrock", "aws.bedrock"),
     NotServed("AWSAnthropic", "aws.bedrock"),
     NotServed("GCPVertexAI", "gcp.vertex_ai"),
     NotServed("GCPAnthropic", "gcp.vertex_ai"),

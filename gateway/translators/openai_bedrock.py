@@ -1,8 +1,8 @@
 """OpenAI chat completions client -> AWS Bedrock Converse backend (requests, answers whole or streamed).
 
-Not wired into a provider yet: the AWSBedrock provider still answers 501. The model is part of the
-URL (POST /model/{modelId}/converse, or /converse-stream for `stream: true`: the same body), so
-`request` ignores it and the body names no model.
+The AWSBedrock provider (gateway/providers/aws_bedrock.py) uses it for OpenAI clients. The model is
+part of the URL (POST /model/{modelId}/converse, or /converse-stream for `stream: true`: the same
+body), so `request` ignores it and the body names no model.
 
 Request mapping decisions (OpenAI field -> Converse field):
 - system and developer messages, wherever they appear -> top-level `system: [{text}]`.
