@@ -25,7 +25,7 @@ from modelyard.core.wire import HEADER_ENCODING, header_value_problem
 from modelyard.core import metrics
 from modelyard.gateway.accounting import Exchange
 from modelyard.gateway.http1 import Connection, UpstreamError
-from modelyard.gateway.relay import BACKEND_HEADER, EVENT_STREAM, IdleWatch, relay_answer
+from modelyard.gateway.relay import BACKEND_HEADER, IdleWatch, relay_answer
 from modelyard.gateway.retry import Retries, attempt_deadline, backoff_pause, retriable_status, retry_after
 from modelyard.gateway.state import GenerationState, Pools, RefRuntime, RouteRuntime, Target
 from modelyard.gateway.translators import TranslationError
@@ -140,7 +140,7 @@ async def attempt(target: Target, head: bytes, body: bytes, deadline: float | No
                 conn = await pool.connect()
                 conn.send(head, body)
                 await conn.response()
-            if not _streams(conn) or conn.status >= 400:
+            if not _streams(conn, target.stream_types) or conn.status >= 400:
                 return Attempt(conn)
             first = await conn.read_chunk()
     except UpstreamError as e:
@@ -158,12 +158,13 @@ async def attempt(target: Target, head: bytes, body: bytes, deadline: float | No
     return Attempt(conn, first, True)
 
 
-def _streams(conn: Connection) -> bool:
-    """Whether the answer is relayed chunk by chunk: an event stream, or a body without a length."""
+def _streams(conn: Connection, types: tuple[bytes, ...]) -> bool:
+    """Whether the answer is relayed chunk by chunk: an event stream (a content-type of the
+    provider's stream_content_types), or a body without a length."""
     sized = False
     for name, value in conn.headers:
         lname = name.lower()
-        if lname == b"content-type" and value.startswith(EVENT_STREAM):
+        if lname == b"content-type" and value.startswith(types):
             return True
         if lname == b"content-length":
             sized = True

@@ -126,26 +126,38 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
                 exchange.answer = [data]
         return
     exchange.status = status
-    transport = proto.response_stream(status, headers)
     tracker: Any = None
+    kept: list[bytes] | None = None  # the bytes kept for the token estimator, in case no usage comes
+    pumped: list[bytes] | None = None  # where pump keeps them (None: a _KeepOutput tracker does)
+    sse: bool | None = None  # whether the client gets SSE; found from the upstream's head when needed
     if status < 300:
+        kept = pumped = []
         if translator is not None:
+            # A translated stream is SSE to the client whatever the upstream sent (Bedrock: a binary
+            # event stream). Its kept bytes feed the token estimator, which reads SSE text: an
+            # upstream's SSE is kept as it comes, a binary stream's translation (the client's SSE)
+            # instead, by a wrapper, so that pump's loop stays the same for every stream.
             tracker = translator.stream(wants_usage(fwd.sniffed))
+            headers = [h for h in headers if h[0] != "content-type"]
+            headers.append(("content-type", "text/event-stream"))
+            if not _is_sse(conn):
+                tracker, pumped = _KeepOutput(tracker, kept), None  # the wrapper keeps what it sends
+            sse = True
         elif client == "anthropic":
             tracker = AnthropicStreamUsage()
         else:
             tracker = StreamUsage(fwd.forced)
-    kept: list[bytes] | None = [] if tracker is not None else None
+    transport = proto.response_stream(status, headers)
     first = result.first
     try:
         if first:
-            if kept is not None:
-                kept.append(first)
+            if pumped is not None:
+                pumped.append(first)
             out = tracker.feed(first) if tracker is not None else first
             if out:  # never an empty write: to chunked encoding that is the end of the body
                 await transport.send_bytes(out)
                 exchange.first_byte = time.perf_counter()
-        await pump(conn, transport, tracker, kept, exchange, ClientWindow(fwd.scope))
+        await pump(conn, transport, tracker, pumped, exchange, ClientWindow(fwd.scope))
     except UpstreamError as e:
         idle = fwd.idle
         if e.detail == "idle":
@@ -159,7 +171,7 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
         # The stored error's traceback holds the frames that hold the client's transport, and
         # Granian ends the response only when the transport is released: drop it now.
         e.__traceback__ = None
-        await _end_stream(transport, _is_sse(conn), message, code, client)
+        await _end_stream(transport, _is_sse(conn) if sse is None else sse, message, code, client)
     except CLIENT_GONE:  # the client went away: stop reading and drop the upstream connection
         exchange.error, exchange.status = "client_disconnected", CLIENT_CLOSED
         conn.abort()
@@ -168,7 +180,8 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
         exchange.error, exchange.status = "internal_error", 500
         conn.abort()
         e.__traceback__ = None
-        await _end_stream(transport, _is_sse(conn), INTERNAL_ERROR_MESSAGE, "internal_error", client)
+        await _end_stream(transport, _is_sse(conn) if sse is None else sse, INTERNAL_ERROR_MESSAGE,
+                          "internal_error", client)
     if tracker is not None:
         exchange.usage, exchange.response_model = tracker.usage, tracker.model
         if exchange.usage is None:
@@ -179,6 +192,38 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
 
 def _is_sse(conn: Connection) -> bool:
     return any(n.lower() == b"content-type" and v.startswith(EVENT_STREAM) for n, v in conn.headers)
+
+
+class _KeepOutput:
+    """A stream translator whose output, not its input, is kept (up to MAX_KEPT bytes) for the
+    token estimator: for an upstream that is not SSE text (Bedrock's binary event stream), whose
+    translation is the client's SSE. Only such streams pay for it."""
+
+    __slots__ = ("inner", "kept", "size")
+
+    def __init__(self, inner: Any, kept: list[bytes]):
+        self.inner, self.kept, self.size = inner, kept, 0
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.inner.usage
+
+    @property
+    def model(self) -> str | None:
+        return self.inner.model
+
+    def _keep(self, out: bytes) -> bytes:
+        if out:
+            self.size += len(out)
+            if self.size <= MAX_KEPT:
+                self.kept.append(out)
+        return out
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._keep(self.inner.feed(chunk))
+
+    def flush(self) -> bytes:
+        return self._keep(self.inner.flush())
 
 
 async def pump(conn: Connection, transport: Any, tracker: StreamUsage | None, kept: list[bytes] | None,

@@ -59,10 +59,11 @@ class Target:
     """One (operation, endpoint) of a backend: its connection pool, the request head up to the
     query, and the endpoint's slot on the health board."""
 
-    __slots__ = ("pool", "path", "head", "where", "health", "tail", "stream_tail", "query_joint")
+    __slots__ = ("pool", "path", "head", "where", "health", "tail", "stream_tail", "query_joint",
+                 "stream_types")
 
     def __init__(self, pool: Pool, path: bytes, host: str, where: str, health: int, tail: bytes | None = None,
-                 stream_tail: bytes | None = None):
+                 stream_tail: bytes | None = None, stream_types: tuple[bytes, ...] = (b"text/event-stream",)):
         self.pool = pool
         self.path = b"POST " + path
         self.head = f" HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")
@@ -73,6 +74,7 @@ class Target:
         self.tail = tail
         self.stream_tail = tail if stream_tail is None else stream_tail
         self.query_joint = b"&" if tail is not None and b"?" in tail else b"?"  # before the client's query
+        self.stream_types = stream_types  # the provider's stream_content_types: one startswith per answer
 
 
 class _NoBoard:
@@ -158,11 +160,12 @@ class BackendRuntime:
                 endpoints.append((pool, host_header, f"backend {backend.name} ({address})", ep.health))
         # One target per (operation, endpoint); endpoints share load round-robin.
         self.targets: dict[str, list[Target]] = {}
+        stream_types = tuple(t.encode("latin-1") for t in provider.stream_content_types)
         for operation in ALL_OPERATIONS:
             route = provider.upstream_path(backend, operation)
             stream_tail = provider.stream_tail(backend, operation) if route is not None else None
             self.targets[operation] = [] if route is None else [
-                Target(pool, route[0], host, where, health, route[1], stream_tail)
+                Target(pool, route[0], host, where, health, route[1], stream_tail, stream_types)
                 for pool, host, where, health in endpoints]
         # What each client API needs to reach this backend: None (it speaks it) or a translator; a
         # client API missing here cannot reach it (501).

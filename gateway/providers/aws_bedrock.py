@@ -46,6 +46,7 @@ from modelyard.gateway.translators.openai_bedrock import OpenAIToBedrock
 # worker never lets that logger go below INFO, whatever level the rest of logging runs at.
 logging.getLogger("botocore.auth").setLevel(logging.INFO)
 
+EVENT_STREAM_TYPE = "application/vnd.amazon.eventstream"  # ConverseStream's content-type
 SERVICE = "bedrock"  # the SigV4 signing name of bedrock-runtime
 # The headers the hook adds, in the order it adds them; a client's own are never forwarded.
 SIGNED_HEADERS = ("authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token")
@@ -151,6 +152,8 @@ class AWSBedrock(Provider):
     stream_paths: ClassVar[dict[str, str]] = {"/chat/completions": "/converse-stream"}
     translators: ClassVar[dict[str, Translator | None]] = {"openai": OpenAIToBedrock()}
     owned_headers = frozenset(SIGNED_HEADERS)
+    # ConverseStream's answer; the OpenAI translator (the only client API served) turns it into SSE.
+    stream_content_types = (EVENT_STREAM_TYPE,)
 
     def upstream_path(self, backend: Backend, operation: str) -> tuple[bytes, bytes | None] | None:
         tail = self.paths.get(operation)

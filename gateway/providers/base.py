@@ -86,6 +86,9 @@ class Provider:
     passthrough: ClassVar[dict[str, str]] = {}
     # Headers the provider's auth hook writes (SigV4's x-amz-*): a client's own never go upstream.
     owned_headers: ClassVar[frozenset[str]] = frozenset()
+    # Upstream content-types (prefixes) of an answer relayed as a stream, chunk by chunk: SSE, or
+    # Bedrock's binary event stream, which its translator turns into the client's SSE.
+    stream_content_types: ClassVar[tuple[str, ...]] = ("text/event-stream",)
 
     def upstream_path(self, backend: Backend, operation: str) -> tuple[bytes, bytes | None] | None:
         """Where an operation goes: (path, None), or (the path up to a deployment named by the model,

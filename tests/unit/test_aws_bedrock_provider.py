@@ -25,6 +25,7 @@ from modelyard.core.errors import GatewayError
 from modelyard.core.schemas import DEFAULT_PREFIX, NOT_SERVED_SCHEMAS, SERVED_SCHEMAS
 from modelyard.core.sniff import sniff
 from modelyard.core.table import Backend, Endpoint, decode_table, encode_table
+from modelyard.core.token_estimate import answer_text
 from modelyard.gateway.accounting import Exchange
 from modelyard.gateway.providers import PROVIDERS, provider_for
 from modelyard.gateway.providers.aws_bedrock import AWSBedrock, AWSKeys, parse_keys, region_of_host, sigv4_auth
@@ -32,6 +33,7 @@ from modelyard.gateway.providers.credentials import CREDENTIALS, WorkerCredentia
 from modelyard.gateway.proxy import Forwarding, Upstream, _request_head, forward
 from modelyard.gateway.state import GenerationState, Target
 from modelyard.gateway.translators.openai_bedrock import OpenAIToBedrock
+from tests.unit.translators.eventstream import START, USAGE, block_stop, metadata, stop, text_delta
 
 HOST = "bedrock-runtime.us-east-1.amazonaws.com"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -83,6 +85,20 @@ def test_registered_and_served() -> None:
     assert isinstance(provider, AWSBedrock) and provider_for("AWSBedrock") is provider
     assert provider.metric_name == "aws.bedrock" and DEFAULT_PREFIX["AWSBedrock"] == ""
     assert set(provider.translators) == {"openai"} and isinstance(provider.translators["openai"], OpenAIToBedrock)
+
+
+def test_stream_content_types_reach_the_targets() -> None:
+    assert AWSBedrock.stream_content_types == ("application/vnd.amazon.eventstream",)
+    assert provider_for("OpenAI").stream_content_types == ("text/event-stream",)
+    async def main() -> Any:
+        upstream = Upstream()
+        upstream.start(asyncio.get_running_loop())
+        state = GenerationState(_table(9), upstream.pools)
+        await upstream.close()
+        return state
+    [backend] = asyncio.run(main()).backends
+    [target] = backend.targets["/chat/completions"]
+    assert target.stream_types == (b"application/vnd.amazon.eventstream",)
 
 
 def test_paths_per_operation_and_stream() -> None:
@@ -241,11 +257,17 @@ CONVERSE_ANSWER = (b'{"output": {"message": {"role": "assistant", "content": [{"
                    b'"stopReason": "end_turn", "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}}')
 
 
-class _Bedrock:
-    """A 127.0.0.1 stand-in answering one Converse answer, keeping what it received."""
+CONVERSE_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(CONVERSE_ANSWER), CONVERSE_ANSWER))
 
-    def __init__(self) -> None:
+
+class _Bedrock:
+    """A 127.0.0.1 stand-in answering one response (a Converse answer by default), keeping what it
+    received; it closes the connection once the response is written."""
+
+    def __init__(self, response: bytes = CONVERSE_RESPONSE) -> None:
         self.received: list[bytes] = []
+        self.response = response
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -255,15 +277,24 @@ class _Bedrock:
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
         self.received.append(head + await reader.readexactly(length))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                     % (len(CONVERSE_ANSWER), CONVERSE_ANSWER))
+        writer.write(self.response)
         await writer.drain()
         writer.close()
 
 
 class _Proto:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []  # a streamed answer's writes
+
     def response_bytes(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
         self.status, self.headers, self.body = status, dict(headers), data
+
+    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
+        self.status, self.headers = status, dict(headers)
+        return self
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(data)
 
 
 def _table(port: int) -> Any:
@@ -287,17 +318,19 @@ def _resource(kind: str, name: str, spec: dict[str, Any], order: int) -> Resourc
     return Resource(kind, version, "default", name, body, "mem.yaml", order)
 
 
-def _forward(published: dict[str, str]) -> tuple[_Proto, list[bytes]]:
+def _forward(published: dict[str, str], response: bytes = CONVERSE_RESPONSE, stream: bool = False,
+             exchange: Exchange | None = None) -> tuple[_Proto, list[bytes]]:
     async def main() -> tuple[_Proto, list[bytes]]:
-        bedrock = _Bedrock()
+        bedrock = _Bedrock(response)
         port = await bedrock.start()
         upstream = Upstream()
         upstream.start(asyncio.get_running_loop())
         state = GenerationState(_table(port), upstream.pools)
-        body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+        body = (b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}' if stream
+                else b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
         rule = state.router.match("m", {})
         assert rule is not None
-        proto, o = _Proto(), Exchange(time.perf_counter(), "chat")
+        proto, o = _Proto(), exchange or Exchange(time.perf_counter(), "chat")
         o.model, o.request_body = "m", body
         scope = SimpleNamespace(headers={"x-amz-date": "19990101T000000Z", "x-trace": "t"}, query_string="")
         await forward(upstream, Forwarding(scope, proto, o, state, state.routes[rule.rule.route_index], rule,
@@ -330,6 +363,65 @@ def test_a_chat_request_reaches_bedrock_signed() -> None:
     assert sent_headers["x-trace"] == "t"
     assert sent_headers["authorization"] == _recompute(path, body, sent_headers["x-amz-date"],
                                                        host=sent_headers["host"])
+
+
+def _converse_stream(pieces: list[bytes], framing: str, end: bool = True) -> bytes:
+    """A ConverseStream response: its event-stream bytes in HTTP chunks, as Bedrock sends them, or
+    with a content-length (streamed by its content-type alone); without `end`, the connection closes
+    before the body is complete (a reset mid-stream)."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\nx-amzn-requestid: r-1\r\n"
+    if framing == "sized":
+        data = b"".join(pieces)
+        return head + b"content-length: %d\r\n\r\n%s" % (len(data) + (0 if end else 100), data)
+    return (head + b"transfer-encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+            + (b"0\r\n\r\n" if end else b""))
+
+
+def _sse(sent: list[bytes]) -> list[Any]:
+    data = b"".join(sent)
+    assert data.endswith(b"\n\n")
+    return [json.loads(e.removeprefix(b"data: ")) if e != b"data: [DONE]" else "[DONE]"
+            for e in data.split(b"\n\n") if e]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "sized"])
+def test_a_streaming_request_gets_converse_stream_as_openai_sse(framing: str) -> None:
+    events = [START, text_delta("Hel"), text_delta("lo"), block_stop(0), stop(), metadata()]
+    # Pieces cut mid-message: the translator reassembles them.
+    data = b"".join(events)
+    exchange = Exchange(time.perf_counter(), "chat")
+    proto, received = _forward({"default/bedrock": json.dumps(KEYS)}, _converse_stream([data[:50], data[50:200], data[200:]], framing),
+                               stream=True, exchange=exchange)
+    [sent] = received
+    assert sent.startswith(b"POST /model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/converse-stream HTTP/1.1")
+    assert proto.status == 200
+    assert proto.headers["content-type"] == "text/event-stream"  # not the upstream's event-stream type
+    assert proto.headers["x-amzn-requestid"] == "r-1"
+    chunks = _sse(proto.sent)
+    assert chunks[-1] == "[DONE]"
+    assert [c["object"] for c in chunks[:-1]] == ["chat.completion.chunk"] * (len(chunks) - 1)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1] if c["choices"]) == "Hello"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert (exchange.status, exchange.error) == (200, None)
+    assert exchange.usage is not None and exchange.usage.total_tokens == USAGE["totalTokens"]
+    assert exchange.answer is None  # usage came: nothing kept for the token estimator
+
+
+@pytest.mark.parametrize("framing", ["chunked", "sized"])
+def test_a_reset_mid_converse_stream_ends_with_the_sse_error_event(framing: str) -> None:
+    data = b"".join([START, text_delta("Hel")])
+    exchange = Exchange(time.perf_counter(), "chat")
+    proto, _ = _forward({"default/bedrock": json.dumps(KEYS)}, _converse_stream([data[:30], data[30:]], framing, end=False),
+                        stream=True, exchange=exchange)
+    assert proto.headers["content-type"] == "text/event-stream"
+    chunks = _sse(proto.sent)
+    assert chunks[1]["choices"][0]["delta"]["content"] == "Hel"
+    assert chunks[-1]["error"]["code"] == "upstream_reset" and "[DONE]" not in chunks
+    assert exchange.error == "upstream_reset" and exchange.usage is None
+    # Kept for the token estimator: the translated SSE the client got, never the binary event stream.
+    kept = b"".join(exchange.answer or ())
+    assert kept and kept.startswith(b"data: ") and b"Hel" in kept and b":event-type" not in kept
+    assert answer_text(kept, True) == "Hel"
 
 
 def test_no_published_keys_is_a_401() -> None:
