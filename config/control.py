@@ -21,7 +21,6 @@ from aiohttp import web
 
 from modelyard.config.compiler import CompileOptions
 from modelyard.config.watcher import ConfigWatcher
-from modelyard.core.credentials import CredentialsError, CredentialsSegment, table_credentials
 from modelyard.core.health import HealthBoard
 from modelyard.core.shm import TableSegment
 from modelyard.core.table import ListenerLimits, Table, credential_headers
@@ -101,15 +100,11 @@ def control_main(opts: RunOptions, conn: Connection | None, listen_port: int | N
             log.warning("ClientTrafficPolicy connectionLimit, requestReceivedTimeout and idleTimeout apply at start: "
                         "the changed values take effect when the gateway restarts")
         _warn_of_credential_labels(opts.header_labels, table, withheld, log)
-        if credentials is not None:
-            _publish_credentials(credentials, table, log)
 
     settings = current_settings()  # the shared segments' paths, from the supervisor
     segment = TableSegment.attach(settings.table, writable=True)
     health_path = settings.health_board
     health = HealthBoard.attach(health_path) if health_path else None
-    credentials_path = settings.credentials
-    credentials = CredentialsSegment.attach(credentials_path, writable=True) if credentials_path else None
     options = CompileOptions(resolve=opts.resolve, default_backend=opts.backend, default_api_key=opts.api_key,
                              retries=opts.retries, allow_backend_header=opts.allow_backend_header)
     watcher = ConfigWatcher(opts.config, options, segment, on_reload, health)
@@ -140,16 +135,6 @@ def _warn_of_credential_labels(header_labels: list[tuple[str, str]], table: Tabl
         if now:
             log.warning("--metrics-header %s: a BackendSecurityPolicy credentialOverride reads client keys from "
                         "this header, so its metric label is left empty", ", ".join(now))
-
-
-def _publish_credentials(segment: CredentialsSegment, table: Table, log: logging.Logger) -> None:
-    """Publish the credential values a new table's backends use (workers read them from the segment)."""
-    values = table_credentials(table)
-    try:
-        if segment.generation() == 0 or segment.read()[1] != values:
-            segment.publish(values)
-    except CredentialsError as e:  # names sizes, never values
-        log.error("credentials not published: %s", e)
 
 
 async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:

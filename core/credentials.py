@@ -3,7 +3,8 @@ the routing table (core/shm.py) and the health board (core/health.py), in one ma
 
 Tokens that change under a running table (cloud access tokens, refreshed before they expire) cannot
 live in the table, which is rendered once per generation: they live here, as a msgpack map from a
-key (a backend's name) to its current value, under a generation counter. Workers poll the counter
+key (a backend's name) to its current value, under a generation counter. Its writer is the control
+process's credential refresher (the next step); until then the segment stays empty, at generation 0. Workers poll the counter
 with the table's timer, off the hot path, and copy the map when it moved; auth hooks read the copy.
 
 Layout: a 64-byte header (magic, sequence, generation, length, crc32, capacity), then one area of
@@ -23,7 +24,6 @@ import zlib
 import msgspec
 
 from modelyard.core.mapped import SEQ, SEQ_AT, SeqlockSegment, attach_file, create_file
-from modelyard.core.table import Table
 
 MAGIC = b"MYARDCR1"
 HEADER = struct.Struct("<8sQQQIQ")  # magic, sequence, generation, length, crc32, capacity
@@ -88,8 +88,3 @@ class CredentialsSegment(SeqlockSegment):
             return None
         return generation, _decoder.decode(data) if length else {}
 
-
-def table_credentials(table: Table) -> dict[str, str]:
-    """The credential values a table's backends use today, by backend name: the configured API
-    key's header value. Refreshed tokens will be published under the same keys."""
-    return {b.name: b.auth_headers[0][1] for b in table.backends if b.auth_headers}

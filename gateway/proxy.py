@@ -272,9 +272,7 @@ async def forward(upstream: Upstream, fwd: Forwarding) -> None:
     policy, outlier, board = route.retry, route.outlier, fwd.state.board
     tried: list[Target] = []
     retries: Retries | None = None  # made at the first failure
-    fixed, rule = fwd.fixed, fwd.rule  # the first choice inline, as fwd.choose() makes it (once per request)
-    pick = fwd.state.choose_fixed(fixed, fwd.operation, tried, time.monotonic()) if fixed is not None else (
-        fwd.state.choose(rule, fwd.operation, tried, time.monotonic()) if rule is not None else None)
+    pick = fwd.choose(tried, time.monotonic())
     if pick is None:  # every backend of the rule lacks this operation (e.g. embeddings on Anthropic)
         raise GatewayError(501, "operation_not_supported",
                            f"No backend of this route can serve {fwd.operation.lstrip('/')}.")
@@ -305,7 +303,7 @@ async def forward(upstream: Upstream, fwd: Forwarding) -> None:
         if retriable and exchange.retries < policy.retries and (deadline is None or loop.time() < deadline):
             if retries is None:
                 retries = Retries(policy)
-            skip = retries.spend(ref.ref.priority) if fixed is None else retries.skip
+            skip = retries.spend(ref.ref.priority) if fwd.fixed is None else retries.skip
             nxt = fwd.choose(tried, now, skip)
         if nxt is None:
             break

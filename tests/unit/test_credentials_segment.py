@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.core.credentials import HEADER_SIZE, CredentialsError, CredentialsSegment, table_credentials
+from modelyard.core.credentials import HEADER_SIZE, CredentialsError, CredentialsSegment
 from modelyard.core.mapped import SEQ as _SEQ
 from modelyard.core.mapped import SEQ_AT as _SEQ_AT
 from modelyard.core.settings import SETTINGS_ENV, Settings
-from modelyard.core.table import Backend, Table
 from modelyard.gateway.providers.credentials import WorkerCredentials, bearer_auth
 
 SECRET = "sk-do-not-log-me"
@@ -110,9 +109,3 @@ def test_the_worker_copy_without_a_segment_is_empty(monkeypatch: pytest.MonkeyPa
     worker.refresh()
     assert (worker.generation, worker.values) == (0, {})
 
-
-def test_table_credentials_are_the_configured_keys_by_backend() -> None:
-    backends = (Backend("default/a", "OpenAI", None, "/v1", (), None, (("authorization", f"Bearer {SECRET}"),)),
-                Backend("default/b", "OpenAI", None, "/v1", (), None))
-    table = Table(1, (), {}, (), (), backends, (), (), {})
-    assert table_credentials(table) == {"default/a": f"Bearer {SECRET}"}
