@@ -17,7 +17,7 @@ import msgspec
 # The table's wire format. Raise it whenever a change to these Structs means that a worker running
 # older code would misread a newer table (or the reverse): such a worker refuses the table and keeps
 # the one it serves, instead of serving a misread one. encode_table writes it ahead of the msgpack.
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2
 _FORMAT_MAGIC = b"MYTF"
 _FORMAT_HEAD = struct.Struct("<4sI")  # magic, TABLE_FORMAT
 
@@ -136,6 +136,18 @@ class CredentialOverride(msgspec.Struct, array_like=True, frozen=True):
     fallback: bool  # without a client key, send the configured one (when there is one)
 
 
+class CloudAuth(msgspec.Struct, array_like=True, frozen=True):
+    """A BackendSecurityPolicy whose credential the control process fetches and refreshes
+    (AWSCredentials, GCPCredentials, AzureCredentials): what the data plane needs to find and use it.
+    The credential itself is never here: it is in the credentials segment (core/credentials.py)
+    under `key`, the policy's namespace/name, so backends sharing a policy share one refresh."""
+
+    type: str  # AWSCredentials | GCPCredentials | AzureCredentials
+    key: str  # the credentials-segment entry: "namespace/name" of the BackendSecurityPolicy
+    region: str = ""  # AWS: the SigV4 region; GCP: the Vertex AI location
+    project: str = ""  # GCP: projectName
+
+
 class Backend(msgspec.Struct, array_like=True, frozen=True):
     name: str  # namespace/name of the AIServiceBackend
     schema: str
@@ -146,6 +158,7 @@ class Backend(msgspec.Struct, array_like=True, frozen=True):
     auth_headers: tuple[tuple[str, str], ...] = ()  # secret material: never logged or shown
     error: ErrorReply | None = None  # when it cannot serve
     credential_override: CredentialOverride | None = None
+    cloud: CloudAuth | None = None  # a refreshed cloud credential, when its policy has one
 
 
 class ModelInfo(msgspec.Struct, array_like=True, frozen=True):

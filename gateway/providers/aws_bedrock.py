@@ -7,15 +7,17 @@ with every reserved character escaped (`us.anthropic.claude-3-5-sonnet-20241022-
 upstream_path returns, as it does Azure's deployment, and takes stream_tail's second part for a stream.
 
 Credentials: the worker's copy of the credentials segment (providers/credentials.py), under the
-backend's name ("namespace/name"), holds one JSON object as text:
+key its AWSCredentials policy names (Backend.cloud.key, the policy's "namespace/name"), holds one
+JSON object as text:
 
     {"access_key_id": "AKIA...", "secret_access_key": "...", "session_token": "..." | null,
      "region": "us-east-1"}
 
 session_token is optional (static IAM user keys have none) and is sent as x-amz-security-token;
-region is optional when the endpoint's host names it (bedrock-runtime.<region>.amazonaws.com).
-The control process that loads AWS credentials and publishes this entry is a later step; until an
-entry is published, and while it cannot be read, the hook returns None and the client gets a 401.
+The signing region is the policy's `region` (Backend.cloud.region), else the entry's, else the one
+the endpoint's host names (bedrock-runtime.<region>.amazonaws.com). The control process's
+credential refresher (config/cloud_credentials/) publishes the entry; until it has, and while it
+cannot be read, the hook returns None and the client gets a 401.
 
 The hook signs (botocore's SigV4Auth, service "bedrock") the attempt's method, path with its query,
 Host and body as they go out: the signed headers are host and the x-amz-* headers botocore adds.
@@ -95,16 +97,16 @@ class _Signer:
 
     __slots__ = ("credentials", "region")
 
-    def __init__(self, keys: AWSKeys):
+    def __init__(self, keys: AWSKeys, region: str | None = None):
         self.credentials = Credentials(keys.access_key_id, keys.secret_access_key, keys.session_token or None)
-        self.region = keys.region or None
+        self.region = region or keys.region or None
 
     def __repr__(self) -> str:
         return f"_Signer(region={self.region!r})"
 
 
 def sigv4_auth(mutation_lines: bytes, key: str, service: str = SERVICE,
-               credentials: WorkerCredentials = CREDENTIALS) -> AuthHook:
+               credentials: WorkerCredentials = CREDENTIALS, region: str | None = None) -> AuthHook:
     """SigV4 over each attempt with the AWS keys published under `key`; the backendRef's header
     edits first. None (a 401) while no usable entry is published, or no region is known."""
     cached: list[Any] = [-1, None]  # (credentials generation, _Signer | None)
@@ -112,7 +114,7 @@ def sigv4_auth(mutation_lines: bytes, key: str, service: str = SERVICE,
     def hook(head: list[bytes], body: bytes, client: Any) -> bytes | None:
         if cached[0] != credentials.generation:
             keys = parse_keys(credentials.values.get(key))
-            cached[:] = [credentials.generation, _Signer(keys) if keys is not None else None]
+            cached[:] = [credentials.generation, _Signer(keys, region) if keys is not None else None]
         signer: _Signer | None = cached[1]
         if signer is None:
             return None
@@ -166,4 +168,7 @@ class AWSBedrock(Provider):
     def auth(self, backend: Backend, mutation_lines: bytes, auth_lines: bytes,
              override: CredentialOverride | None) -> AuthHook:
         # No API keys and no client keys: the published AWS keys sign every attempt.
-        return sigv4_auth(mutation_lines, backend.name)
+        cloud = backend.cloud
+        if cloud is None:  # no AWSCredentials policy: the keys published under the backend's own name
+            return sigv4_auth(mutation_lines, backend.name)
+        return sigv4_auth(mutation_lines, cloud.key, region=cloud.region or None)
