@@ -214,7 +214,7 @@ class Forwarding:
         name = ref.backend.name
         model = ref.ref.model_override or exchange.model
         try:
-            translator = ref.backend.translators[client]
+            translator = ref.backend.translators[(client, self.operation)]
         except KeyError:  # no translator from the client's API to this backend's schema yet
             raise GatewayError(501, "schema_not_supported", f"Backend {name} speaks {ref.backend.backend.schema}, "
                                f"which {'Anthropic' if client == 'anthropic' else 'OpenAI'} clients cannot reach yet.",

@@ -91,7 +91,7 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
     status = conn.status  # the exchange's status once an answer begins: a bug before it is answered 500
     headers = response_headers(conn.headers, name)
     client = exchange.client
-    translator: Translator | None = ref.backend.translators[client]  # prepare() found it
+    translator: Translator | None = ref.backend.translators[(client, fwd.operation)]  # prepare() found it
     if not result.streaming:
         try:
             # A translated answer is decoded whole (up to MAX_TRANSLATED_BODY); one passed through

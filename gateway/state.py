@@ -167,9 +167,9 @@ class BackendRuntime:
             self.targets[operation] = [] if route is None else [
                 Target(pool, route[0], host, where, health, route[1], stream_tail, stream_types)
                 for pool, host, where, health in endpoints]
-        # What each client API needs to reach this backend: None (it speaks it) or a translator; a
-        # client API missing here cannot reach it (501).
-        self.translators: dict[str, Translator | None] = dict(provider.translators)
+        # What each (client API, operation) needs to reach this backend: None (it speaks it) or a
+        # translator; a pair missing here cannot reach it (501).
+        self.translators: dict[tuple[str, str], Translator | None] = provider.translator_table(ALL_OPERATIONS)
         self.passthrough = provider.passthrough_paths(backend)  # endpoint -> upstream path
         self._next = count()
 

@@ -82,6 +82,9 @@ class Provider:
     # Client API ("openai", "anthropic") -> None (the backend speaks it) or the translator to use;
     # a client API missing here cannot reach the backend (the proxy answers 501).
     translators: ClassVar[dict[str, Translator | None]] = {}
+    # (client API, operation) -> the translator for that pair where it differs from `translators`'
+    # (Bedrock's embeddings go through InvokeModel, its chat through Converse).
+    operation_translators: ClassVar[dict[tuple[str, str], Translator | None]] = {}
     # Passthrough endpoint (TOKENIZE, ...) -> its upstream path; "{prefix}" is the backend's prefix.
     passthrough: ClassVar[dict[str, str]] = {}
     # Headers the provider's auth hook writes (SigV4's x-amz-*): a client's own never go upstream.
@@ -100,6 +103,13 @@ class Provider:
         """For a provider whose path depends on the model: the tail a streaming request takes in
         place of upstream_path's (Bedrock's /converse-stream); None: the same tail either way."""
         return None
+
+    def translator_table(self, operations: tuple[str, ...]) -> dict[tuple[str, str], Translator | None]:
+        """(client API, operation) -> translator for each operation a client can ask for; a pair
+        missing from it cannot reach this backend."""
+        table = {(client, op): t for client, t in self.translators.items() for op in operations}
+        table.update(self.operation_translators)
+        return table
 
     def passthrough_paths(self, backend: Backend) -> dict[str, bytes]:
         return {name: path.format(prefix=backend.prefix).encode("latin-1") for name, path in self.passthrough.items()}

@@ -79,8 +79,9 @@ def _relay(translator: Any, transport: _Transport, conn: _Conn) -> Exchange:
     exchange = Exchange(0.0, "chat")
     exchange.method, exchange.path = "POST", "/v1/chat/completions"
     fwd = SimpleNamespace(exchange=exchange, proto=_Proto(transport), scope=SimpleNamespace(client="", server=""),
-                          sniffed=Sniffed(), forced=False, idle=0.0)
-    ref = SimpleNamespace(backend=SimpleNamespace(name="default/b", translators={"openai": translator}), timeout=None)
+                          sniffed=Sniffed(), forced=False, idle=0.0, operation="/chat/completions")
+    ref = SimpleNamespace(backend=SimpleNamespace(name="default/b", translators={("openai", "/chat/completions"): translator}),
+                          timeout=None)
     target = SimpleNamespace(where="backend default/b (127.0.0.1:9)")
     result = Attempt(conn, b"data: {}\n\n", True)  # type: ignore[arg-type]
     asyncio.run(relay_answer(fwd, result, ref, target))  # type: ignore[arg-type]
@@ -146,8 +147,10 @@ def test_a_translator_bug_in_a_whole_answer_is_answered_500_in_shape(caplog) -> 
     conn.headers = [(b"content-type", b"application/json"), (b"content-length", b"11")]
     exchange = Exchange(0.0, "chat", "anthropic")
     proto = _Answers(_Transport(fail=False))
-    fwd = SimpleNamespace(exchange=exchange, proto=proto, scope=None, sniffed=Sniffed(), forced=False, idle=0.0)
-    ref = SimpleNamespace(backend=SimpleNamespace(name="b", translators={"anthropic": _BuggyWhole()}), timeout=None)
+    fwd = SimpleNamespace(exchange=exchange, proto=proto, scope=None, sniffed=Sniffed(), forced=False, idle=0.0,
+                          operation="/messages")
+    ref = SimpleNamespace(backend=SimpleNamespace(name="b", translators={("anthropic", "/messages"): _BuggyWhole()}),
+                          timeout=None)
     with pytest.raises(KeyError) as info:
         asyncio.run(relay_answer(fwd, Attempt(conn), ref, SimpleNamespace(where="b")))  # type: ignore[arg-type]
     assert exchange.status == 0  # nothing was answered yet: the top level answers it
