@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from modelyard.config.cloud_credentials.refresher import CredentialCollector, CredentialRefresher
 from modelyard.config.watcher import ConfigWatcher
 from modelyard.core.health import HealthBoard
 from modelyard.core import metrics
@@ -17,8 +18,9 @@ from modelyard.core.settings import current as current_settings
 from modelyard.core.worker_registry import live_workers
 
 
-def config_view(watcher: ConfigWatcher) -> dict[str, Any]:
-    """What /config shows: the active table's shape, with credentials reduced to a yes/no."""
+def config_view(watcher: ConfigWatcher, refresher: CredentialRefresher | None = None) -> dict[str, Any]:
+    """What /config shows: the active table's shape, with credentials reduced to a yes/no, and each
+    cloud credential's state (never its value)."""
     table = watcher.table
     view: dict[str, Any] = {
         "generation": watcher.generation,
@@ -40,12 +42,15 @@ def config_view(watcher: ConfigWatcher) -> dict[str, Any]:
                 "endpoints": [f"{e.host}:{e.port}" for e in b.endpoints],
                 "health": [endpoint_health(watcher.health, e.health) for e in b.endpoints],
                 "tls": b.tls is not None,
-                "credentials": bool(b.auth_headers),
+                "credentials": bool(b.auth_headers) or b.cloud is not None,
+                "credential_policy": b.cloud.key if b.cloud is not None else None,
                 "error": b.error.message if b.error else None,
             }
             for b in table.backends
         ]
         view["body_limit"] = table.body_limit
+    if refresher is not None:
+        view["cloud_credentials"] = refresher.view()
     return view
 
 
@@ -100,7 +105,8 @@ class ListenerProbe:
         return self._ok
 
 
-def build_admin_app(watcher: ConfigWatcher, probe: ListenerProbe) -> web.Application:
+def build_admin_app(watcher: ConfigWatcher, probe: ListenerProbe,
+                    refresher: CredentialRefresher | None = None) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -109,6 +115,9 @@ def build_admin_app(watcher: ConfigWatcher, probe: ListenerProbe) -> web.Applica
             return web.Response(status=503, text="no routing table loaded yet\n")
         if not await probe.ok():
             return web.Response(status=503, text="workers are not accepting connections yet\n")
+        pending = refresher.pending() if refresher is not None else []
+        if pending:  # until each cloud credential was fetched once (or failed to be), its backends answer 401
+            return web.Response(status=503, text=f"fetching the cloud credentials of {', '.join(pending)}\n")
         failed = [w for w in live_workers(current_settings().workers_dir) if w.get("failed") == watcher.generation]
         if failed:
             served = failed[0]["generation"]
@@ -117,12 +126,12 @@ def build_admin_app(watcher: ConfigWatcher, probe: ListenerProbe) -> web.Applica
         return web.Response(text=f"ready (generation {watcher.generation})\n")
 
     async def metrics_handler(_: web.Request) -> web.Response:
-        collector = metrics.EndpointHealthCollector(watcher.table, watcher.health)
-        body = await asyncio.get_running_loop().run_in_executor(None, metrics.render, collector)
+        collectors = (metrics.EndpointHealthCollector(watcher.table, watcher.health), CredentialCollector(refresher))
+        body = await asyncio.get_running_loop().run_in_executor(None, metrics.render, *collectors)
         return web.Response(body=body, headers={"content-type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def config(_: web.Request) -> web.Response:
-        return web.json_response(config_view(watcher))
+        return web.json_response(config_view(watcher, refresher))
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

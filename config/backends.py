@@ -10,10 +10,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from modelyard.config.cloud_credentials.sources import Source
+from modelyard.config.cloud_policies import CLOUD_TYPES, check_type_fields, compile_cloud_policy
 from modelyard.config.diagnostics import Diagnostics, did_you_mean
 from modelyard.config.loader import Resource
 from modelyard.core.schemas import API_KEY_HEADERS, DEFAULT_PREFIX, DEFAULT_VERSION, FALLBACK_PREFIX, SERVED_SCHEMAS
-from modelyard.core.table import TLS, Backend, CredentialOverride, Endpoint, ErrorReply
+from modelyard.core.table import TLS, Backend, CloudAuth, CredentialOverride, Endpoint, ErrorReply
 from modelyard.core.wire import (
     header_name_problem, header_value_problem, host_problem, is_ip, path_problem, port_problem, token_problem,
 )
@@ -102,7 +104,10 @@ class BackendResolver:
         self.backends: list[Backend] = []
         self.index: dict[str, int] = {}
         self.timeouts: dict[int, float] = {}  # deprecated AIServiceBackend timeouts, by backend index
+        # Cloud credentials to fetch, by CloudAuth.key (the policy): the refresher's input, never in the table.
+        self.cloud_sources: dict[str, Source] = {}
         check_secrets(objs, diags)
+        check_type_fields(objs.all("BackendSecurityPolicy"), diags)
         self._policies = self._policies_by_target()
         self._tls = self._tls_by_target()
         # Every Backend once, referenced or not: each problem is reported once, and `check` sees them all.
@@ -145,6 +150,9 @@ class BackendResolver:
         if isinstance(where, ErrorReply):
             error, endpoints = where, ()
         auth, auth_error, override = self._credentials(res)
+        cloud = None
+        if isinstance(override, CloudAuth):  # a cloud policy: its credential is fetched and refreshed
+            cloud, override = override, None
         error = error or auth_error
         if schema not in SERVED_SCHEMAS:  # core/schemas.py: NOT_SERVED_SCHEMAS
             msg = f"AIServiceBackend {key} uses schema {schema}, which this gateway cannot translate to yet"
@@ -153,7 +161,7 @@ class BackendResolver:
         timeout = (spec.get("timeouts") or {}).get("request")
         if not version:
             version = DEFAULT_VERSION.get(schema, version)
-        backend = Backend(key, schema, version, prefix, endpoints, tls, auth, error, override)
+        backend = Backend(key, schema, version, prefix, endpoints, tls, auth, error, override, cloud)
         if timeout is not None:
             from modelyard.core.units import parse_duration
             try:
@@ -226,6 +234,12 @@ class BackendResolver:
             raise SecretError(f"Secret {namespace}/{name} key {key}: {problem}", field)
         return value
 
+    def _cloud_secret(self, namespace: str, name: str, key: str) -> str | None:
+        try:
+            return self._secret(namespace, name, key)
+        except SecretError:  # not base64 (check_secrets reported it): as good as missing
+            return None
+
     def _ca_bundle(self, owner: Resource, refs: list[dict[str, Any]], field: str) -> str | None:
         pems = []
         for i, ref in enumerate(refs):
@@ -290,12 +304,19 @@ class BackendResolver:
                                        file=sb.file, obj=sb.ref, field="spec.backendSecurityPolicyRef")
         return out
 
-    def _credentials(self, res: Resource) -> tuple[tuple[tuple[str, str], ...], Any, CredentialOverride | None]:
-        """(configured credential headers, an error, the per-request override) for a backend."""
+    def _credentials(self, res: Resource) -> tuple[tuple[tuple[str, str], ...], Any,
+                                                     CredentialOverride | CloudAuth | None]:
+        """(configured credential headers, an error, the per-request override or the cloud credential)
+        for a backend."""
         pol = self._policies.get((res.namespace, res.name))
         if pol is None:
             return (), None, None
         ptype = pol.spec["type"]
+        if ptype in CLOUD_TYPES:
+            cloud, error, source = compile_cloud_policy(pol, res.spec["schema"]["name"], self._cloud_secret, self.diags)
+            if cloud is not None and source is not None:
+                self.cloud_sources[cloud.key] = source
+            return (), error, cloud
         if ptype not in API_KEY_HEADERS:
             msg = f"BackendSecurityPolicy {pol.namespace}/{pol.name} of type {ptype} is not supported yet"
             self.diags.warning(msg, file=pol.file, obj=pol.ref, field="spec.type")

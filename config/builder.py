@@ -57,12 +57,13 @@ class Build:
 
     def __reduce__(self) -> tuple[Any, ...]:
         fields = (self.diags, self.compiled.summary, encode_table(self.compiled.table), self.fingerprint,
-                  self.unknown_kinds)
+                  self.unknown_kinds, self.compiled.cloud_sources)
         return _unpack, fields
 
 
-def _unpack(diags: Diagnostics, summary: list[str], table: bytes, taken: Fingerprint, kinds: set[str]) -> Build:
-    return Build(diags, Compiled(decode_table(table), summary), taken, kinds)
+def _unpack(diags: Diagnostics, summary: list[str], table: bytes, taken: Fingerprint, kinds: set[str],
+            cloud_sources: dict[str, Any]) -> Build:
+    return Build(diags, Compiled(decode_table(table), summary, cloud_sources), taken, kinds)
 
 
 def build(paths: Sequence[str], options: CompileOptions, unknown_kinds: set[str]) -> Build:

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from modelyard.config.backends import BackendResolver, Objects, backend_from_url
+from modelyard.config.cloud_credentials.sources import Source
 from modelyard.config.diagnostics import Diagnostics
 from modelyard.config.loader import Resource
 from modelyard.config.traffic import backend_header_scope, backend_traffic_policy, outlier_policy, retry_policy
@@ -59,6 +60,8 @@ class _Entry:
 class Compiled:
     table: Table
     summary: list[str]
+    # Cloud credentials the control process fetches, by CloudAuth.key: secrets, kept out of the table.
+    cloud_sources: dict[str, Source] = field(default_factory=dict)
 
 
 def compile_table(resources: list[Resource], diags: Diagnostics, options: CompileOptions | None = None) -> Compiled:
@@ -102,7 +105,7 @@ def compile_table(resources: list[Resource], diags: Diagnostics, options: Compil
         listen_port=_listen_port(objs),
         listener=_listener_limits(objs, diags),
     )
-    return Compiled(table, summary)
+    return Compiled(table, summary, backends.cloud_sources)
 
 
 def health_key(backend_name: str, host: str, port: int) -> str:

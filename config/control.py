@@ -19,8 +19,11 @@ from multiprocessing.connection import Connection
 import setproctitle
 from aiohttp import web
 
+from modelyard.config.cloud_credentials.fetch import Fetcher
+from modelyard.config.cloud_credentials.refresher import CredentialRefresher
 from modelyard.config.compiler import CompileOptions
 from modelyard.config.watcher import ConfigWatcher
+from modelyard.core.credentials import CredentialsSegment
 from modelyard.core.health import HealthBoard
 from modelyard.core.shm import TableSegment
 from modelyard.core.table import ListenerLimits, Table, credential_headers
@@ -143,7 +146,15 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    runner = web.AppRunner(build_admin_app(watcher, ListenerProbe(opts.host, port)), access_log=None,
+    # Cloud credentials: fetched and refreshed here, published to the workers beside the table.
+    credentials_path = current_settings().credentials
+    fetcher = Fetcher()
+    refresher = CredentialRefresher(CredentialsSegment.attach(credentials_path, writable=True)
+                                    if credentials_path else None, fetcher.fetch)
+    refresher.update(watcher.cloud_sources)
+    watcher.on_sources = refresher.update
+    refreshing = asyncio.create_task(refresher.run())
+    runner = web.AppRunner(build_admin_app(watcher, ListenerProbe(opts.host, port), refresher), access_log=None,
                            logger=ADMIN_SERVER_LOG)
     await runner.setup()
     await web.TCPSite(runner, opts.admin_host, opts.admin_port, reuse_address=True).start()
@@ -163,6 +174,9 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
                     break
     finally:
         watch.cancel()
+        refreshing.cancel()
+        await refresher.close()
+        await fetcher.close()
         watcher.builder.close()  # started here, ended here: with no files to watch, run() returned at once
         if tokens is not None:
             await tokens.stop()

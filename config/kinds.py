@@ -2,9 +2,9 @@
 
 Field names and meanings follow the Envoy AI Gateway (aigateway.envoyproxy.io
 v1alpha1 and v1beta1), Envoy Gateway (gateway.envoyproxy.io) and the Gateway API.
-Subtrees the gateway does not act on (for example the cloud credential types of
-a BackendSecurityPolicy, or ClientTrafficPolicy settings other than the buffer
-limit, connection limit and HTTP timeouts) are accepted as they are and not validated further.
+Subtrees the gateway does not act on (for example an OIDC provider's browser-login settings, or
+ClientTrafficPolicy settings other than the buffer limit, connection limit and HTTP timeouts) are
+accepted as they are and not validated further.
 """
 
 from __future__ import annotations
@@ -83,6 +83,18 @@ AISERVICEBACKEND = obj(
 )
 
 _secret_ref_holder = obj(("secretRef",), secretRef=_object_ref)
+# Envoy Gateway's OIDC type; the gateway uses the provider's issuer and tokenEndpoint, the client's
+# ID and secret, and scopes (a client-credentials grant). The rest configure browser logins.
+_oidc = obj(
+    ("clientSecret", "provider"),
+    provider=obj(("issuer",), issuer=STR, tokenEndpoint=STR, authorizationEndpoint=STR, endSessionEndpoint=STR,
+                 backendRef=ANY, backendRefs=ANY, backendSettings=ANY),
+    clientID=STR, clientIDRef=_object_ref, clientSecret=_object_ref, scopes=List(STR), resources=List(STR),
+    cookieConfig=ANY, cookieDomain=STR, cookieNames=ANY, csrfTokenTTL=STR, defaultRefreshTokenTTL=STR,
+    defaultTokenTTL=STR, denyRedirect=ANY, disableTokenEncryption=BOOL, forwardAccessToken=BOOL, forwardIDToken=BOOL,
+    logoutPath=STR, passThroughAuthHeader=BOOL, redirectURL=STR, refreshToken=BOOL,
+)
+_oidc_exchange = obj(("oidc",), oidc=_oidc, grantType=STR, aud=STR)
 BACKENDSECURITYPOLICY = obj(
     ("type",),
     type=Enum(CREDENTIAL_TYPES),
@@ -90,9 +102,24 @@ BACKENDSECURITYPOLICY = obj(
     apiKey=_secret_ref_holder,
     azureAPIKey=_secret_ref_holder,
     anthropicAPIKey=_secret_ref_holder,
-    awsCredentials=ANY,
-    azureCredentials=ANY,
-    gcpCredentials=ANY,
+    awsCredentials=obj(
+        ("region",), region=STR,
+        credentialsFile=obj(("secretRef",), secretRef=_object_ref, profile=STR),
+        oidcExchangeToken=obj(("oidc", "awsRoleArn"), oidc=_oidc, grantType=STR, aud=STR, awsRoleArn=STR),
+    ),
+    azureCredentials=obj(
+        ("clientID", "tenantID"), clientID=STR, tenantID=STR, clientSecretRef=_object_ref,
+        oidcExchangeToken=_oidc_exchange,
+    ),
+    gcpCredentials=obj(
+        ("projectName", "region"), projectName=STR, region=STR, credentialsFile=_secret_ref_holder,
+        workloadIdentityFederationConfig=obj(
+            ("projectID", "workloadIdentityProviderName", "workloadIdentityPoolName", "oidcExchangeToken"),
+            projectID=STR, workloadIdentityProviderName=STR, workloadIdentityPoolName=STR,
+            oidcExchangeToken=_oidc_exchange, serviceAccountImpersonation=obj(("serviceAccountName",),
+                                                                              serviceAccountName=STR),
+        ),
+    ),
     credentialOverride=obj(
         fromRequestHeaders=obj(header=STR, fallbackToConfigured=BOOL),
         fromDynamicMetadata=ANY,

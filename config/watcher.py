@@ -20,6 +20,7 @@ import msgspec
 import watchfiles
 
 from modelyard.config.builder import Build, Builder, Fingerprint, build, fingerprint
+from modelyard.config.cloud_credentials.sources import Source
 from modelyard.config.compiler import CompileOptions, with_health_slots
 from modelyard.config.diagnostics import Diagnostic, Diagnostics
 from modelyard.config.loader import YAML_SUFFIXES
@@ -54,6 +55,10 @@ class ConfigWatcher:
         self._payload = b""
         self._fingerprint: Fingerprint = ()
         self.builder = Builder()  # reloads while running; start() it to build in a process of its own
+        # The cloud credentials the compiled configuration needs (config/cloud_credentials/), and
+        # who wants to know when they change (the credential refresher).
+        self.cloud_sources: dict[str, Source] = {}
+        self.on_sources: Callable[[dict[str, Source]], None] | None = None
 
     def reload(self) -> bool:
         """Load and compile everything; publish when it compiled and differs. True when it compiled."""
@@ -87,6 +92,10 @@ class ConfigWatcher:
         self.errors = []
         self.warnings = diags.warnings
         self.summary = compiled.summary
+        if compiled.cloud_sources != self.cloud_sources:  # a Secret can change with the table unchanged
+            self.cloud_sources = compiled.cloud_sources
+            if self.on_sources is not None:
+                self.on_sources(self.cloud_sources)
         table = compiled.table
         if self.health is not None:
             table = with_health_slots(table, self.health.assign)

@@ -34,7 +34,8 @@ API_KEY_HEADERS = {
     "AzureAPIKey": ("api-key", "{}"),
     "AnthropicAPIKey": ("x-api-key", "{}"),
 }
-# Accepted, and answered 501 (credentials_not_supported) until their signing or token refresh lands.
-NOT_SERVED_CREDENTIALS = ("AWSCredentials", "AzureCredentials", "GCPCredentials")
+# Cloud credentials: fetched and refreshed by the control process (config/cloud_credentials/), handed
+# to the workers in the credentials segment (core/credentials.py).
+CLOUD_CREDENTIALS = ("AWSCredentials", "AzureCredentials", "GCPCredentials")
 CREDENTIAL_TYPES = ("APIKey", "AWSCredentials", "AzureAPIKey", "AzureCredentials", "GCPCredentials", "AnthropicAPIKey")
-assert set(CREDENTIAL_TYPES) == set(API_KEY_HEADERS) | set(NOT_SERVED_CREDENTIALS)
+assert set(CREDENTIAL_TYPES) == set(API_KEY_HEADERS) | set(CLOUD_CREDENTIALS)

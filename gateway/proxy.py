@@ -245,6 +245,17 @@ class Forwarding:
         return body, head
 
 
+def _without_credentials(fwd: Forwarding, ref: RefRuntime, tried: list[Target],
+                         error: GatewayError) -> tuple[RefRuntime, Target] | None:
+    """Another backend to try when this one's cloud credential is not published (it expired without
+    a refresh, or the first fetch has not succeeded): it cannot be asked, so the request fails over
+    without spending a retry. None for any other error, or when nothing else is left."""
+    if error.code != "missing_credentials" or ref.override is not None:  # a client's own key is missing
+        return None
+    tried.extend(t for t in ref.backend.targets[fwd.operation] if t not in tried)
+    return fwd.choose(tried, time.monotonic())
+
+
 def _failure(error: UpstreamError, where: str, timeout: float | None) -> GatewayError:
     """The answer to an attempt that failed before any response byte."""
     kind = error.kind
@@ -282,7 +293,14 @@ async def forward(upstream: Upstream, fwd: Forwarding) -> None:
     per_try_or_idle = policy.per_try or fwd.idle  # without either, an attempt ends at the rule's deadline
     while True:
         tried.append(target)
-        body, head = fwd.prepare(ref, target)  # GatewayError: answered at the top, naming the backend
+        try:
+            body, head = fwd.prepare(ref, target)  # GatewayError: answered at the top, naming the backend
+        except GatewayError as e:
+            pick = _without_credentials(fwd, ref, tried, e)
+            if pick is None:
+                raise
+            ref, target = pick
+            continue
         limit = attempt_deadline(loop.time(), deadline, policy.per_try, fwd.idle) if per_try_or_idle else deadline
         result = await attempt(target, head, body, limit)
         conn, error = result.conn, result.error

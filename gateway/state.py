@@ -240,6 +240,8 @@ class RefRuntime:
         remove = {name.lower() for name, _ in (*header_set, *auth)} | override_headers | backend.provider.owned_headers
         if override is not None:
             remove |= {override.client_header, override.upstream_header}
+        if backend.backend.cloud is not None:  # a refreshed token or a signature: the client's never passes
+            remove.add("authorization")
         self.remove = frozenset(ref.header_remove) | remove
         # Called per attempt: the header edits, then the credentials (for API keys, set_lines).
         self.auth: AuthHook = backend.provider.auth(backend.backend, self.mutation_lines, self.auth_lines,

@@ -1,11 +1,17 @@
-"""Azure OpenAI: schema "AzureOpenAI", OpenAI's bodies at /openai/deployments/{model}/...?api-version=."""
+"""Azure OpenAI: schema "AzureOpenAI", OpenAI's bodies at /openai/deployments/{model}/...?api-version=.
+
+Authenticated with an API key (AzureAPIKey: the api-key header) or, with AzureCredentials, with a
+Microsoft Entra ID token the control process fetches and refreshes (`authorization: Bearer`, read
+from the credentials segment under the policy's key).
+"""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from modelyard.core.table import Backend
-from modelyard.gateway.providers.base import OPENAI_PATHS, Provider
+from modelyard.core.table import Backend, CredentialOverride
+from modelyard.gateway.providers.base import OPENAI_PATHS, AuthHook, Provider
+from modelyard.gateway.providers.credentials import bearer_auth
 from modelyard.gateway.providers.openai import OPENAI_BODIES
 
 
@@ -22,3 +28,9 @@ class AzureOpenAI(Provider):
             return None
         return (f"{backend.prefix}/deployments/".encode("latin-1"),
                 f"{op}?api-version={quote(backend.version or '', safe='')}".encode("latin-1"))
+
+    def auth(self, backend: Backend, mutation_lines: bytes, auth_lines: bytes,
+             override: CredentialOverride | None) -> AuthHook:
+        if backend.cloud is not None:
+            return bearer_auth(mutation_lines, backend.cloud.key)
+        return super().auth(backend, mutation_lines, auth_lines, override)
