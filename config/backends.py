@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from modelyard.config.cloud_credentials.sources import Source
-from modelyard.config.cloud_policies import CLOUD_TYPES, check_type_fields, compile_cloud_policy
+from modelyard.config.cloud_policies import CLOUD_TYPES, SCHEMAS_OF, check_type_fields, compile_cloud_policy
 from modelyard.config.diagnostics import Diagnostics, did_you_mean
 from modelyard.config.loader import Resource
 from modelyard.core.schemas import API_KEY_HEADERS, DEFAULT_PREFIX, DEFAULT_VERSION, FALLBACK_PREFIX, SERVED_SCHEMAS
@@ -158,6 +158,11 @@ class BackendResolver:
             msg = f"AIServiceBackend {key} uses schema {schema}, which this gateway cannot translate to yet"
             self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.schema.name")
             error = error or _error(501, "schema_not_supported", msg)
+        needs = next((t for t, schemas in SCHEMAS_OF.items() if schema in schemas and t != "AzureCredentials"), None)
+        if needs is not None and cloud is None and error is None:  # AWS signs, GCP's path names the project
+            msg = f"AIServiceBackend {key} uses schema {schema} but no {needs} BackendSecurityPolicy targets it"
+            self.diags.warning(msg, file=res.file, obj=res.ref, field="spec.schema.name")
+            error = _error(401, "missing_credentials", msg)
         timeout = (spec.get("timeouts") or {}).get("request")
         if not version:
             version = DEFAULT_VERSION.get(schema, version)

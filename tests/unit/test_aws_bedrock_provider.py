@@ -303,6 +303,10 @@ def _table(port: int) -> Any:
         _resource("AIServiceBackend", "bedrock", {"schema": {"name": "AWSBedrock"},
                                                   "backendRef": {"name": "bedrock", "kind": "Backend"}}, 1),
         _resource("Backend", "bedrock", {"endpoints": [{"ip": {"address": "127.0.0.1", "port": port}}]}, 2),
+        # Its keys are published under the policy's name (here the environment chain's, in the tests by hand).
+        _resource("BackendSecurityPolicy", "bedrock", {"type": "AWSCredentials", "awsCredentials": {
+            "region": "us-west-2"}, "targetRefs": [{"group": "aigateway.envoyproxy.io", "kind": "AIServiceBackend",
+                                                    "name": "bedrock"}]}, 3),
     ]
     diags = Diagnostics()
     table = compile_table(resources, diags).table
@@ -311,7 +315,8 @@ def _table(port: int) -> Any:
 
 
 def _resource(kind: str, name: str, spec: dict[str, Any], order: int) -> Resource:
-    version = ("aigateway.envoyproxy.io/v1alpha1" if kind in ("AIGatewayRoute", "AIServiceBackend")
+    version = ("aigateway.envoyproxy.io/v1alpha1" if kind in ("AIGatewayRoute", "AIServiceBackend",
+                                                              "BackendSecurityPolicy")
                else "gateway.envoyproxy.io/v1alpha1")
     body: dict[str, Any] = {"apiVersion": version, "kind": kind, "metadata": {"name": name, "namespace": "default"},
                             "spec": spec}
