@@ -87,10 +87,11 @@ def _request_head(scope: Any, ref: RefRuntime, target: Target, body: bytes, mode
     query = scope.query_string
     if target.tail is None:
         path = (target.path, b"?" + _query(query) if query else b"")
-    else:  # Azure, Bedrock: the model is a path segment (dot segments refused before), every reserved
-        # character escaped; Azure's api-version is in the tail, Bedrock's tail depends on streaming.
-        path = (target.path, quote(model, safe="").encode("ascii"), target.stream_tail if stream else target.tail,
-                target.query_joint + _query(query) if query else b"")
+    else:  # Azure, Bedrock, Vertex AI: the model is a path segment (dot segments refused before), every
+        # reserved character escaped; Azure's api-version is in the tail, Bedrock's and Vertex AI's tails
+        # depend on streaming (Vertex AI's streaming one has a query of its own: alt=sse).
+        tail, joint = (target.stream_tail, target.stream_query_joint) if stream else (target.tail, target.query_joint)
+        path = (target.path, quote(model, safe="").encode("ascii"), tail, joint + _query(query) if query else b"")
     model_line = _MODEL_LINE % (body_model.encode("ascii") if body_model.isascii() and body_model.isprintable()
                                 else quote(body_model, safe=_MODEL_SAFE).encode("ascii"))
     head = [*path, target.head, lines, model_line]

@@ -60,7 +60,7 @@ class Target:
     query, and the endpoint's slot on the health board."""
 
     __slots__ = ("pool", "path", "head", "where", "health", "tail", "stream_tail", "query_joint",
-                 "stream_types")
+                 "stream_query_joint", "stream_types")
 
     def __init__(self, pool: Pool, path: bytes, host: str, where: str, health: int, tail: bytes | None = None,
                  stream_tail: bytes | None = None, stream_types: tuple[bytes, ...] = (b"text/event-stream",)):
@@ -73,7 +73,10 @@ class Target:
         # streaming request stream_tail where the provider has one (Bedrock's /converse-stream).
         self.tail = tail
         self.stream_tail = tail if stream_tail is None else stream_tail
-        self.query_joint = b"&" if tail is not None and b"?" in tail else b"?"  # before the client's query
+        # Before the client's query: '&' after a tail that has a query of its own (Azure's api-version,
+        # Vertex AI's streaming alt=sse), else '?'.
+        self.query_joint = b"&" if tail is not None and b"?" in tail else b"?"
+        self.stream_query_joint = b"&" if self.stream_tail is not None and b"?" in self.stream_tail else b"?"
         self.stream_types = stream_types  # the provider's stream_content_types: one startswith per answer
 
 

@@ -161,10 +161,6 @@ class AWSBedrock(Provider):
         tail = self.paths.get(operation)
         return None if tail is None else (f"{backend.prefix}/model/".encode("latin-1"), tail.encode("latin-1"))
 
-    def stream_tail(self, backend: Backend, operation: str) -> bytes | None:
-        tail = self.stream_paths.get(operation)
-        return None if tail is None else tail.encode("latin-1")
-
     def auth(self, backend: Backend, mutation_lines: bytes, auth_lines: bytes,
              override: CredentialOverride | None) -> AuthHook:
         # No API keys and no client keys: the published AWS keys sign every attempt.

@@ -79,6 +79,9 @@ class Provider:
     metric_name: ClassVar[str]  # gen_ai.provider.name in metrics and the access log
     # Operation (the client path's suffix, e.g. "/chat/completions") -> path after the backend's prefix.
     paths: ClassVar[dict[str, str]] = {}
+    # For a provider whose path depends on the model (upstream_path's two parts): operation -> the tail
+    # a streaming request takes instead (Bedrock's /converse-stream, Vertex AI's :streamGenerateContent).
+    stream_paths: ClassVar[dict[str, str]] = {}
     # Client API ("openai", "anthropic") -> None (the backend speaks it) or the translator to use;
     # a client API missing here cannot reach the backend (the proxy answers 501).
     translators: ClassVar[dict[str, Translator | None]] = {}
@@ -101,8 +104,9 @@ class Provider:
 
     def stream_tail(self, backend: Backend, operation: str) -> bytes | None:
         """For a provider whose path depends on the model: the tail a streaming request takes in
-        place of upstream_path's (Bedrock's /converse-stream); None: the same tail either way."""
-        return None
+        place of upstream_path's (stream_paths); None: the same tail either way."""
+        tail = self.stream_paths.get(operation)
+        return None if tail is None else tail.encode("latin-1")
 
     def translator_table(self, operations: tuple[str, ...]) -> dict[tuple[str, str], Translator | None]:
         """(client API, operation) -> translator for each operation a client can ask for; a pair

@@ -9,7 +9,9 @@ a backend needs for each client API is its provider's to say (gateway/providers/
 Contract for callers:
 - `request` may raise `TranslationError`: answer 400 in the client's error shape
   (`client_error` below builds it) without calling the backend.
-- `response` is for 2xx whole answers, `error` for non-2xx ones.
+- `response` is for 2xx whole answers, `error` for non-2xx ones. A translator whose answer depends
+  on the request (an embeddings encoding_format) also defines `response_to(body, request)`, which the
+  relay calls instead, with the client's decoded request body.
 - A stream translator gets every upstream chunk through `feed` and, on a clean
   upstream EOF, one `flush()`; on a reset the proxy writes its own error event instead.
 - Translators hold no per-request state; `stream()` returns a fresh object per stream.

@@ -144,6 +144,90 @@ def _parse_event(raw: bytes) -> tuple[str | None, str] | None:
     return event, "\n".join(data)
 
 
+Block = dict[str, Any]
+
+
+def image_url_of(part: dict[str, Any]) -> Any:
+    """The URL of an image_url content part ({"url": ...}, or the bare string some clients send)."""
+    image = part.get("image_url") or {}
+    return image if isinstance(image, str) else image.get("url")
+
+
+def user_blocks(content: Any, text: Callable[[str], Block], parts: dict[str, Callable[[Block], Block]]) -> list[Block]:
+    """A user message's content as the backend's blocks: text (the whole string, or each non-empty
+    text part) through `text`, every other part through the handler its type has in `parts`;
+    a type without one is a 400."""
+    if isinstance(content, str):
+        return [text(content)] if content else []
+    blocks: list[Block] = []
+    for part in content or []:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                blocks.append(text(part["text"]))
+            continue
+        handler = parts.get(kind)  # type: ignore[arg-type]
+        if handler is None:
+            raise TranslationError(f"content part type {kind!r} is not supported by this backend", "messages")
+        blocks.append(handler(part))
+    return blocks
+
+
+def merged_turns(messages: list[Any], roles: dict[str, tuple[str, Callable[[Block], list[Block]]]],
+                 key: str = "content") -> tuple[list[str], list[Block]]:
+    """(system texts, turns) of an OpenAI conversation, for a backend whose turns alternate
+    (Anthropic, Converse, Gemini): system and developer messages, wherever they are, give their text;
+    every other message goes through `roles[its role]` = (the backend's role, its blocks), and
+    consecutive messages that land on one role are merged into one turn ({"role", key: blocks}).
+    A role `roles` lacks is a 400."""
+    system: list[str] = []
+    turns: list[Block] = []
+    for msg in messages:
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            if text := text_of(msg.get("content")):
+                system.append(text)
+            continue
+        if role not in roles:
+            raise TranslationError(f"message role {role!r} is not supported by this backend", "messages")
+        out_role, convert = roles[role]
+        blocks = convert(msg)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == out_role:
+            turns[-1][key].extend(blocks)
+        else:
+            turns.append({"role": out_role, key: blocks})
+    return system, turns
+
+
+def functions_of(tools: list[Any]) -> list[dict[str, Any]]:
+    """The function objects of OpenAI tools, in order; a tool of another type is a 400."""
+    out = []
+    for tool in tools:
+        if tool.get("type", "function") != "function":
+            raise TranslationError(f"tool type {tool.get('type')!r} is not supported by this backend", "tools")
+        out.append(tool.get("function") or {})
+    return out
+
+
+def assistant_text(content: Any) -> str:
+    """An OpenAI assistant message's text: a string, or its text and refusal parts joined."""
+    if isinstance(content, list):
+        return "".join(p.get("text") or p.get("refusal") or "" for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def tool_arguments(arguments: Any) -> dict[str, Any]:
+    """An OpenAI tool call's arguments (JSON text, or already an object) as an object; else a 400."""
+    if isinstance(arguments, dict):
+        return arguments
+    parsed = loads(arguments or "{}")
+    if not isinstance(parsed, dict):
+        raise TranslationError("tool_calls[].function.arguments must be a JSON object", "messages")
+    return parsed
+
+
 def text_of(content: Any) -> str:
     """The text of a string or of a list of text parts/blocks (others are skipped)."""
     if content is None:
@@ -153,3 +237,35 @@ def text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
+
+
+class JSONTranslator:
+    """A translator whose upstream bodies and answers are JSON objects (Vertex AI's). Subclasses give
+    `build_request(body, model)` (the upstream body), `is_answer(answer)` (an answer they understand;
+    anything else is relayed as it came) and `build_answer(answer, request)` -> (client body, usage,
+    model). `response_to` gets the client's request from the relay (see base.py), `response` none."""
+
+    def build_request(self, body: dict[str, Any], model: str) -> Any:
+        raise NotImplementedError
+
+    def is_answer(self, answer: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def build_answer(self, answer: dict[str, Any], request: dict[str, Any]) -> tuple[Any, Any, str | None]:
+        raise NotImplementedError
+
+    def request(self, body: dict[str, Any], model: str) -> bytes:
+        return dumps(guarded(self.build_request, body, model))
+
+    def response(self, body: bytes) -> tuple[bytes, Any, str | None]:
+        return self.response_to(body, None)
+
+    def response_to(self, body: bytes, request: dict[str, Any] | None) -> tuple[bytes, Any, str | None]:
+        answer = loads_object(body)
+        if answer is None or not self.is_answer(answer):
+            return body, None, None  # not an answer we understand: relay it unchanged
+        try:
+            out, usage, model = self.build_answer(answer, request or {})
+        except (AttributeError, TypeError, ValueError, KeyError, OverflowError):  # malformed: relay it as it came
+            return body, None, None
+        return dumps(out), usage, model

@@ -34,7 +34,8 @@ from typing import Any
 
 from modelyard.core.usage import Usage
 
-from .common import TranslationError, dumps, guarded, loads, loads_object, text_of
+from .common import (TranslationError, assistant_text, dumps, functions_of, guarded, image_url_of,
+                     loads_object, merged_turns, text_of, tool_arguments, user_blocks)
 from .openai_bedrock_answer import build_response, error_from_bedrock
 from .openai_bedrock_stream import BedrockStreamToOpenAI
 
@@ -64,43 +65,13 @@ def _image_block(url: Any) -> dict[str, Any]:
     return {"image": {"format": fmt, "source": {"bytes": data}}}
 
 
-def _user_blocks(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for part in content or []:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if part.get("text"):
-                blocks.append({"text": part["text"]})
-        elif kind == "image_url":
-            image = part.get("image_url") or {}
-            blocks.append(_image_block(image if isinstance(image, str) else image.get("url")))
-        else:
-            raise TranslationError(f"content part type {kind!r} is not supported by this backend", "messages")
-    return blocks
-
-
-def _tool_input(arguments: Any) -> dict[str, Any]:
-    if isinstance(arguments, dict):
-        return arguments
-    parsed = loads(arguments or "{}")
-    if not isinstance(parsed, dict):
-        raise TranslationError("tool_calls[].function.arguments must be a JSON object", "messages")
-    return parsed
-
-
 def _assistant_blocks(msg: dict[str, Any]) -> list[dict[str, Any]]:
-    content = msg.get("content")
-    if isinstance(content, list):  # text and refusal parts
-        text = "".join(p.get("text") or p.get("refusal") or "" for p in content if isinstance(p, dict))
-    else:
-        text = content or ""
+    text = assistant_text(msg.get("content"))
     blocks: list[dict[str, Any]] = [{"text": text}] if text else []
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
         blocks.append({"toolUse": {"toolUseId": call.get("id"), "name": fn.get("name"),
-                                   "input": _tool_input(fn.get("arguments"))}})
+                                   "input": tool_arguments(fn.get("arguments"))}})
     return blocks
 
 
@@ -110,37 +81,16 @@ def _tool_result(msg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for msg in messages:
-        role = msg.get("role")
-        if role in ("system", "developer"):
-            if text := text_of(msg.get("content")):
-                system.append(text)
-            continue
-        if role == "user":
-            out_role, blocks = "user", _user_blocks(msg.get("content"))
-        elif role == "assistant":
-            out_role, blocks = "assistant", _assistant_blocks(msg)
-        elif role == "tool":
-            out_role, blocks = "user", [_tool_result(msg)]
-        else:
-            raise TranslationError(f"message role {role!r} is not supported by this backend", "messages")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == out_role:  # Converse turns alternate: merge
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": out_role, "content": blocks})
-    return system, turns
+    return merged_turns(messages, {  # Converse turns alternate
+        "user": ("user", lambda msg: user_blocks(msg.get("content"), lambda t: {"text": t},
+                                                 {"image_url": lambda p: _image_block(image_url_of(p))})),
+        "assistant": ("assistant", _assistant_blocks),
+        "tool": ("user", lambda msg: [_tool_result(msg)])})
 
 
 def _tool_specs(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    for tool in tools:
-        if tool.get("type", "function") != "function":
-            raise TranslationError(f"tool type {tool.get('type')!r} is not supported by this backend", "tools")
-        fn = tool.get("function") or {}
+    for fn in functions_of(tools):
         spec: dict[str, Any] = {"name": fn.get("name")}
         if fn.get("description"):
             spec["description"] = fn["description"]

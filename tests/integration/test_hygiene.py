@@ -51,7 +51,7 @@ def gw(tmp_path_factory) -> Iterator[Gateway]:
     folder = tmp_path_factory.mktemp("hygiene")
     mock = Mock("hygiene")
     config = (schema_backend("gpt", mock.port, "OpenAI") + schema_backend("cohere", mock.port, "Cohere")
-              + schema_backend("bedrock", mock.port, "GCPVertexAI")
+              + schema_backend("bedrock", mock.port, "GCPAnthropic")
               + "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIGatewayRoute\n"
                 "metadata: {name: hygiene, namespace: default}\nspec:\n  rules:\n"
                 "    - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: rr}]}]\n"

@@ -172,7 +172,7 @@ apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIServiceBackend
 metadata: {{name: azure, namespace: default}}
 spec:
-  schema: {{name: GCPVertexAI}}
+  schema: {{name: GCPAnthropic}}
   backendRef: {{name: mock-a, kind: Backend, group: gateway.envoyproxy.io}}
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1

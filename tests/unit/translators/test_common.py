@@ -41,7 +41,7 @@ def test_registry():
                   for client, t in p.translators.items() if t is not None}
     # Azure OpenAI and Cohere take OpenAI's bodies: the same translator as OpenAI.
     assert translated == {("openai", "Anthropic"), ("anthropic", "OpenAI"), ("anthropic", "AzureOpenAI"),
-                          ("anthropic", "Cohere"), ("openai", "AWSBedrock")}
+                          ("anthropic", "Cohere"), ("openai", "AWSBedrock"), ("openai", "GCPVertexAI")}
     with pytest.raises(KeyError):  # no Anthropic -> Converse translator yet
         PROVIDERS["AWSBedrock"].translators["anthropic"]
     # Where a translated request goes is the provider's path, after the backend's prefix.
