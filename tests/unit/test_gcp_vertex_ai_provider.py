@@ -200,8 +200,8 @@ def _table(port: int) -> Any:
     diags = Diagnostics()
     table = compile_table(resources, diags).table
     assert not diags.errors, diags.errors
-    # The GCPCredentials policy's part, as the control process fills it in.
-    backends = tuple(msgspec.structs.replace(b, cloud=CLOUD) for b in table.backends)
+    # What a GCPCredentials policy on the backend compiles to (without one it is a 401 at load).
+    backends = tuple(msgspec.structs.replace(b, cloud=CLOUD, error=None) for b in table.backends)
     return decode_table(encode_table(msgspec.structs.replace(table, generation=1, backends=backends)))
 
 
