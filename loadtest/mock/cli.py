@@ -230,7 +230,11 @@ def export(args: argparse.Namespace) -> str:
     provider = provider_config_from_args(args)
     os.environ[ENV_VAR] = msgspec.json.encode(config_from_args(args)).decode()
     os.environ[PROVIDER_ENV_VAR] = msgspec.json.encode(provider).decode()
-    os.environ[TOKEN_KEY_ENV] = new_key()
+    os.environ.setdefault(TOKEN_KEY_ENV, new_key())  # one given in the environment is shared by design
+    try:
+        bytes.fromhex(os.environ[TOKEN_KEY_ENV])
+    except ValueError:
+        raise ValueError(f"{TOKEN_KEY_ENV} must be hex digits") from None
     return APP_TARGETS.get(provider.api, APP_TARGETS["openai"])
 
 

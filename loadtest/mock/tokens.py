@@ -3,8 +3,10 @@
 A token is an HS256 JWT over the claims the endpoint that issued it chose (``aud`` says for which
 service, ``exp`` until when), keyed by a secret the command line draws once per run and hands to
 every Granian worker in ``TOKEN_KEY_ENV``. So a token one worker issues is good at every other
-worker, with no shared state, and a token from another run (or a forged one) is refused. Google's
-tokens carry its ``ya29.`` prefix; to clients they are opaque either way.
+worker, with no shared state, and a token from another run (or a forged one) is refused. Mocks
+started with the same ``MODELYARD_MOCK_TOKEN_KEY`` (64 hex digits) in their environment share it,
+and so accept each other's tokens. Google's tokens carry its ``ya29.`` prefix; to clients they are
+opaque either way.
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ def new_key() -> str:
     return os.urandom(32).hex()
 
 
+_LOCAL_KEY = new_key()
+
+
 def key_from_env() -> bytes:
     """The run's token key; a process-local one when the command line set none (in-process tests)."""
-    value = os.environ.get(TOKEN_KEY_ENV)
-    if not value:
-        value = new_key()
-        os.environ[TOKEN_KEY_ENV] = value
-    return bytes.fromhex(value)
+    return bytes.fromhex(os.environ.get(TOKEN_KEY_ENV) or _LOCAL_KEY)
 
 
 class TokenMint:
