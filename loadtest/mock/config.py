@@ -12,7 +12,7 @@ import msgspec
 
 ENV_VAR = "MODELYARD_MOCK_CONFIG"
 PROVIDER_ENV_VAR = "MODELYARD_MOCK_PROVIDER"
-APIS = ("openai", "anthropic", "azure")
+APIS = ("openai", "anthropic", "azure", "vertex")
 DEFAULT_MODEL = "mock-model"
 
 
@@ -42,6 +42,15 @@ def config_from_env() -> MockConfig:
     return msgspec.json.decode(raw, type=MockConfig) if raw else MockConfig()
 
 
+class ServiceAccountKey(msgspec.Struct, frozen=True):
+    """A Google service account's public key, for the assertions its private key signs."""
+
+    public_key_pem: str
+    email: str | None = None  # None: any `iss` signed by this key
+    key_id: str | None = None  # the JSON key file's private_key_id, which google-auth puts in `kid`
+    token_uri: str | None = None  # the key file's token_uri, accepted as an assertion audience
+
+
 class ProviderConfig(msgspec.Struct, frozen=True):
     """What only some APIs read (`--api` and its flags), handed to the workers in ``PROVIDER_ENV_VAR``."""
 
@@ -50,6 +59,19 @@ class ProviderConfig(msgspec.Struct, frozen=True):
     cache_read: int = 0  # Anthropic usage.cache_read_input_tokens
     cache_creation: int = 0  # Anthropic usage.cache_creation_input_tokens
     error_after: int | None = None  # Anthropic: an `event: error` after this many stream deltas
+    # Identity: access tokens the mock issues (vertex: Google OAuth, STS, IAM; azure: Microsoft Entra ID).
+    token_lifetime: int = 3600
+    oidc_jwks: str | None = None  # the trusted OIDC issuer's JWKS document, fetched at start
+    oidc_issuer: str | None = None  # None: any issuer whose token verifies against oidc_jwks
+    oidc_audiences: tuple[str, ...] = ()  # accepted subject-token audiences; () the provider's default
+    # vertex
+    project: str | None = None  # None: any project in the path
+    location: str | None = None  # None: any location in the path
+    service_accounts: tuple[ServiceAccountKey, ...] = ()
+    # azure: the one app registration the Entra token endpoint knows
+    azure_tenant_id: str | None = None
+    azure_client_id: str | None = None
+    azure_client_secret_sha256: str | None = None  # a digest, so no secret travels in the environment
 
 
 def provider_config_from_env() -> ProviderConfig:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 
@@ -34,12 +35,38 @@ def _int_header(headers: Any, name: str) -> int | None:
         return None
 
 
+def _form_fields(body: bytes) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body as a dict; the first of repeated fields wins."""
+    fields: dict[str, str] = {}
+    for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+        fields.setdefault(key, value)
+    return fields
+
+
 def _event(name: bytes, data: dict[str, Any]) -> bytes:
     """One named server-sent event: ``event: <name>`` and its JSON ``data:`` line."""
     return b"event: " + name + b"\ndata: " + _encode(data) + b"\n\n"
 
 
 # --- deterministic content ----------------------------------------------------
+
+
+def _choose_tool(names: list[str], text: str, forced: bool) -> int | None:
+    """Which tool a mock answer calls (an index into ``names``), by the mocks' shared convention:
+    a tool named in the last user text, else one with "weather" in its name (or the first) when the
+    text mentions weather; when the request forces a tool call, the named one or the first."""
+    if not names:
+        return None
+    text = text.lower()
+    named = next((i for i, name in enumerate(names) if name.lower() in text), None) if text else None
+    if named is not None:
+        return named
+    if forced:
+        return 0
+    if "weather" in text:
+        return next((i for i, name in enumerate(names) if "weather" in name.lower()), 0)
+    return None
+
 
 _TOKENS: list[bytes] = []
 

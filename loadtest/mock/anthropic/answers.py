@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from modelyard.loadtest.mock.wire import _content, _encode
+from modelyard.loadtest.mock.wire import _choose_tool, _content, _encode
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 _IMAGE_TOKENS = 64  # a flat estimate per image or document
@@ -96,15 +96,8 @@ def _pick_tool(req: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
         return None, False
     if kind == "tool":
         return next((t for t in tools if t["name"] == choice["name"]), None), True
-    text = _last_user_text(req["messages"]).lower()
-    named = next((t for t in tools if t["name"].lower() in text), None) if text else None
-    if kind == "any":
-        return named or tools[0], True
-    if named is not None:
-        return named, False
-    if "weather" in text:
-        return next((t for t in tools if "weather" in t["name"].lower()), tools[0]), False
-    return None, False
+    chosen = _choose_tool([t["name"] for t in tools], _last_user_text(req["messages"]), kind == "any")
+    return (None, False) if chosen is None else (tools[chosen], kind == "any")
 
 
 def example_value(schema: Any, key: str = "", depth: int = 0) -> Any:
@@ -117,7 +110,9 @@ def example_value(schema: Any, key: str = "", depth: int = 0) -> Any:
         return schema["const"]
     kind = schema.get("type")
     if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
+        kind = next((k for k in kind if str(k).lower() != "null"), "null")
+    if isinstance(kind, str):
+        kind = kind.lower()  # Vertex's schemas spell types OBJECT, STRING, ...
     if kind == "object" or (kind is None and "properties" in schema):
         props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
         required = schema.get("required")
