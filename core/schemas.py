@@ -10,9 +10,9 @@ Serving one means adding its provider module and moving its name here from NOT_S
 from __future__ import annotations
 
 # AIServiceBackend spec.schema.name values with a provider in this release.
-SERVED_SCHEMAS = ("OpenAI", "Cohere", "AzureOpenAI", "Anthropic", "AWSBedrock")
+SERVED_SCHEMAS = ("OpenAI", "Cohere", "AzureOpenAI", "Anthropic", "AWSBedrock", "AWSAnthropic", "GCPAnthropic")
 # Accepted, and answered 501 (schema_not_supported) until their providers land.
-NOT_SERVED_SCHEMAS = ("GCPVertexAI", "GCPAnthropic", "AWSAnthropic")
+NOT_SERVED_SCHEMAS = ("GCPVertexAI",)
 SCHEMA_NAMES = ("OpenAI", "Cohere", "AWSBedrock", "AzureOpenAI", "GCPVertexAI", "GCPAnthropic", "Anthropic",
                 "AWSAnthropic")
 assert set(SCHEMA_NAMES) == set(SERVED_SCHEMAS) | set(NOT_SERVED_SCHEMAS)
@@ -22,7 +22,7 @@ assert set(SCHEMA_NAMES) == set(SERVED_SCHEMAS) | set(NOT_SERVED_SCHEMAS)
 # (/openai/deployments/{deployment}/...), so its prefix is /openai; Bedrock's are too
 # (/model/{modelId}/converse), at the endpoint's root.
 DEFAULT_PREFIX = {"OpenAI": "/v1", "AzureOpenAI": "/openai", "Cohere": "/compatibility/v1", "Anthropic": "",
-                  "AWSBedrock": ""}
+                  "AWSBedrock": "", "AWSAnthropic": "", "GCPAnthropic": ""}
 FALLBACK_PREFIX = "/v1"
 # The version (Azure: the api-version query parameter) of a backend whose schema names none.
 DEFAULT_VERSION = {"AzureOpenAI": "2024-10-21"}

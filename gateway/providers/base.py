@@ -79,6 +79,9 @@ class Provider:
     metric_name: ClassVar[str]  # gen_ai.provider.name in metrics and the access log
     # Operation (the client path's suffix, e.g. "/chat/completions") -> path after the backend's prefix.
     paths: ClassVar[dict[str, str]] = {}
+    # Operation -> the tail a streaming request takes instead, for a provider whose path names the
+    # model (Bedrock's /converse-stream); an operation missing here takes the same tail either way.
+    stream_paths: ClassVar[dict[str, str]] = {}
     # Client API ("openai", "anthropic") -> None (the backend speaks it) or the translator to use;
     # a client API missing here cannot reach the backend (the proxy answers 501).
     translators: ClassVar[dict[str, Translator | None]] = {}
@@ -102,7 +105,8 @@ class Provider:
     def stream_tail(self, backend: Backend, operation: str) -> bytes | None:
         """For a provider whose path depends on the model: the tail a streaming request takes in
         place of upstream_path's (Bedrock's /converse-stream); None: the same tail either way."""
-        return None
+        tail = self.stream_paths.get(operation)
+        return None if tail is None else tail.encode("latin-1")
 
     def translator_table(self, operations: tuple[str, ...]) -> dict[tuple[str, str], Translator | None]:
         """(client API, operation) -> translator for each operation a client can ask for; a pair

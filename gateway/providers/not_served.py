@@ -22,7 +22,5 @@ class NotServed(Provider):
 
 # gen_ai.provider.name per OpenTelemetry's GenAI conventions.
 PROVIDERS = [
-    NotServed("AWSAnthropic", "aws.bedrock"),
     NotServed("GCPVertexAI", "gcp.vertex_ai"),
-    NotServed("GCPAnthropic", "gcp.vertex_ai"),
 ]

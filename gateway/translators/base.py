@@ -13,6 +13,8 @@ Contract for callers:
 - A stream translator gets every upstream chunk through `feed` and, on a clean
   upstream EOF, one `flush()`; on a reset the proxy writes its own error event instead.
 - Translators hold no per-request state; `stream()` returns a fresh object per stream.
+- Two optional methods (RequestAware below) stand in for `request` and `response` where a
+  translator defines them: the proxy checks for them with getattr, so others need not.
 """
 
 from __future__ import annotations
@@ -56,6 +58,20 @@ class Translator(Protocol):
         ...
 
 
+class RequestAware(Protocol):
+    """Optional, beside Translator's methods, for a translation that needs more than the body."""
+
+    def request_with_headers(self, body: dict[str, Any], model: str, headers: Any) -> bytes:
+        """`request`, for a translation that reads the client's headers too (`headers.get(name)`,
+        lower-case names): the anthropic-beta header becomes a body field on Bedrock and Vertex."""
+        ...
+
+    def response_to(self, request: dict[str, Any], body: bytes) -> tuple[bytes, Usage | None, str | None]:
+        """`response`, for an answer whose shape follows the client's request (decoded): an
+        embeddings answer in the encoding_format the client asked for."""
+        ...
+
+
 def client_error(client: str, err: TranslationError) -> tuple[int, bytes]:
     """The 400 a client gets for a request its backend cannot express."""
     if client == "anthropic":
@@ -63,4 +79,4 @@ def client_error(client: str, err: TranslationError) -> tuple[int, bytes]:
     return 400, openai_anthropic.openai_error(400, err.message, "unsupported_parameter", err.param)
 
 
-__all__ = ["StreamTranslator", "TranslationError", "Translator", "client_error"]
+__all__ = ["RequestAware", "StreamTranslator", "TranslationError", "Translator", "client_error"]

@@ -113,6 +113,17 @@ class SSETranslator:
             return b""
         return self._events(self._sse.feed(chunk))
 
+    def feed_events(self, events: list[tuple[str | None, str]]) -> bytes:
+        """Events already cut out of their framing (Bedrock wraps each of Anthropic's in an
+        event-stream message: aws_eventstream.py), in place of SSE bytes."""
+        if self._closed:
+            return b""
+        return self._events(events)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def flush(self) -> bytes:
         if self._closed:
             return b""

@@ -32,7 +32,9 @@ from modelyard.gateway.providers.aws_bedrock import AWSBedrock, AWSKeys, parse_k
 from modelyard.gateway.providers.credentials import CREDENTIALS, WorkerCredentials
 from modelyard.gateway.proxy import Forwarding, Upstream, _request_head, forward
 from modelyard.gateway.state import GenerationState, Target
+from modelyard.gateway.translators.anthropic_bedrock import AnthropicToBedrock
 from modelyard.gateway.translators.openai_bedrock import OpenAIToBedrock
+from modelyard.gateway.translators.openai_bedrock_embeddings import OpenAIToBedrockEmbeddings
 from tests.unit.translators.eventstream import START, USAGE, block_stop, metadata, stop, text_delta
 
 HOST = "bedrock-runtime.us-east-1.amazonaws.com"
@@ -84,7 +86,14 @@ def test_registered_and_served() -> None:
     provider = PROVIDERS["AWSBedrock"]
     assert isinstance(provider, AWSBedrock) and provider_for("AWSBedrock") is provider
     assert provider.metric_name == "aws.bedrock" and DEFAULT_PREFIX["AWSBedrock"] == ""
-    assert set(provider.translators) == {"openai"} and isinstance(provider.translators["openai"], OpenAIToBedrock)
+    assert set(provider.translators) == {"openai", "anthropic"}
+    assert isinstance(provider.translators["openai"], OpenAIToBedrock)
+    assert isinstance(provider.translators["anthropic"], AnthropicToBedrock)
+    # Embeddings go through InvokeModel with the model's own body, not through Converse.
+    table = provider.translator_table(("/chat/completions", "/embeddings", "/messages"))
+    assert isinstance(table[("openai", "/embeddings")], OpenAIToBedrockEmbeddings)
+    assert table[("openai", "/chat/completions")] is provider.translators["openai"]
+    assert table[("anthropic", "/messages")] is provider.translators["anthropic"]
 
 
 def test_stream_content_types_reach_the_targets() -> None:
@@ -105,8 +114,11 @@ def test_paths_per_operation_and_stream() -> None:
     provider, backend = PROVIDERS["AWSBedrock"], _backend()
     assert provider.upstream_path(backend, "/chat/completions") == (b"/model/", b"/converse")
     assert provider.stream_tail(backend, "/chat/completions") == b"/converse-stream"
-    for op in ("/completions", "/embeddings", "/messages"):
-        assert provider.upstream_path(backend, op) is None
+    assert provider.upstream_path(backend, "/messages") == (b"/model/", b"/converse")
+    assert provider.stream_tail(backend, "/messages") == b"/converse-stream"
+    assert provider.upstream_path(backend, "/embeddings") == (b"/model/", b"/invoke")
+    assert provider.stream_tail(backend, "/embeddings") is None  # the same tail either way
+    assert provider.upstream_path(backend, "/completions") is None
     assert provider.upstream_path(_backend("/x"), "/chat/completions") == (b"/x/model/", b"/converse")
     # Other providers keep one tail for both.
     assert PROVIDERS["AzureOpenAI"].stream_tail(backend, "/chat/completions") is None
