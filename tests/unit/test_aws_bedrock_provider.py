@@ -4,10 +4,12 @@ botocore recomputing the signature of the same request independently."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -351,10 +353,22 @@ def _forward(published: dict[str, str], response: bytes = CONVERSE_RESPONSE, str
         bedrock.server.close()
         return proto, bedrock.received
 
-    saved = CREDENTIALS.generation, CREDENTIALS.values
-    CREDENTIALS.generation, CREDENTIALS.values = saved[0] + 1000, published
-    try:
+    with publishing(published):
         return asyncio.run(main())
+
+
+@contextlib.contextmanager
+def publishing(values: dict[str, str]) -> Iterator[Callable[[dict[str, str]], None]]:
+    """The worker's copy of the credentials segment holding `values` (and, through the function it
+    gives, others after them, each a new generation), as it held before once done."""
+    saved = CREDENTIALS.generation, CREDENTIALS.values
+    steps = iter(range(1000, 2000))
+
+    def publish(new: dict[str, str]) -> None:
+        CREDENTIALS.generation, CREDENTIALS.values = saved[0] + next(steps), new
+    publish(values)
+    try:
+        yield publish
     finally:
         CREDENTIALS.generation, CREDENTIALS.values = saved[0] + 2000, saved[1]
 
