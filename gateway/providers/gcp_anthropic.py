@@ -7,8 +7,9 @@ the model is the request's after modelNameOverride (claude-sonnet-4@20250514), p
 the proxy between the two parts upstream_path returns ('@' goes as %40, which Google's front end
 decodes). The endpoint host ({region}-aiplatform.googleapis.com, or aiplatform.googleapis.com for the
 global region) is the backend's own, as configured. Without a GCPCredentials policy (no
-Backend.cloud) there is no project to name: upstream_path is None for every operation, so the
-backend serves nothing (the proxy answers 501 operation_not_supported where no other backend can).
+Backend.cloud), or one that names no project or no region, there is no path to build: upstream_path
+is None for every operation, so the backend serves nothing (the proxy answers 501
+operation_not_supported where no other backend of the route can serve the request).
 
 Translators: Anthropic clients' bodies go as they are but for Vertex's changes (no model,
 anthropic_version "vertex-2023-10-16"), their answers come back as they are with usage read
@@ -44,7 +45,7 @@ class GCPAnthropic(Provider):
     def upstream_path(self, backend: Backend, operation: str) -> tuple[bytes, bytes | None] | None:
         tail = self.paths.get(operation)
         cloud = backend.cloud
-        if tail is None or cloud is None:
+        if tail is None or cloud is None or not cloud.project or not cloud.region:
             return None
         models = (f"{backend.prefix}/v1/projects/{quote(cloud.project, safe='')}/locations/"
                   f"{quote(cloud.region, safe='')}/publishers/anthropic/models/")

@@ -56,6 +56,8 @@ def test_paths_from_the_policy_and_stream_tails() -> None:
         b"/v1/projects/a%2Fb%20c/locations/global/publishers/anthropic/models/")
     # Without a GCPCredentials policy there is no project to name: no operation is served.
     assert all(provider.upstream_path(_backend(None), op) is None for op in ("/messages", "/chat/completions"))
+    for partial in (CloudAuth("GCPCredentials", "k", "", "p"), CloudAuth("GCPCredentials", "k", "us-east5", "")):
+        assert provider.upstream_path(_backend(partial), "/messages") is None
 
 
 @pytest.mark.parametrize("model, encoded", [(MODEL, "claude-sonnet-4%4020250514"), ("claude-3-5-haiku", "claude-3-5-haiku"),
