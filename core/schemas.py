@@ -10,9 +10,10 @@ Serving one means adding its provider module and moving its name here from NOT_S
 from __future__ import annotations
 
 # AIServiceBackend spec.schema.name values with a provider in this release.
-SERVED_SCHEMAS = ("OpenAI", "Cohere", "AzureOpenAI", "Anthropic", "AWSBedrock", "GCPVertexAI")
-# Accepted, and answered 501 (schema_not_supported) until their providers land.
-NOT_SERVED_SCHEMAS = ("GCPAnthropic", "AWSAnthropic")
+SERVED_SCHEMAS = ("OpenAI", "Cohere", "AzureOpenAI", "Anthropic", "AWSBedrock", "AWSAnthropic", "GCPVertexAI",
+                  "GCPAnthropic")
+# Accepted, and answered 501 (schema_not_supported) until their providers land: none left.
+NOT_SERVED_SCHEMAS: tuple[str, ...] = ()
 SCHEMA_NAMES = ("OpenAI", "Cohere", "AWSBedrock", "AzureOpenAI", "GCPVertexAI", "GCPAnthropic", "Anthropic",
                 "AWSAnthropic")
 assert set(SCHEMA_NAMES) == set(SERVED_SCHEMAS) | set(NOT_SERVED_SCHEMAS)
@@ -23,7 +24,7 @@ assert set(SCHEMA_NAMES) == set(SERVED_SCHEMAS) | set(NOT_SERVED_SCHEMAS)
 # (/model/{modelId}/converse), at the endpoint's root, and Vertex AI's
 # (/v1/projects/{project}/locations/{region}/publishers/google/models/{model}:generateContent).
 DEFAULT_PREFIX = {"OpenAI": "/v1", "AzureOpenAI": "/openai", "Cohere": "/compatibility/v1", "Anthropic": "",
-                  "AWSBedrock": "", "GCPVertexAI": ""}
+                  "AWSBedrock": "", "AWSAnthropic": "", "GCPVertexAI": "", "GCPAnthropic": ""}
 FALLBACK_PREFIX = "/v1"
 # The version (Azure: the api-version query parameter) of a backend whose schema names none.
 DEFAULT_VERSION = {"AzureOpenAI": "2024-10-21"}

@@ -227,7 +227,9 @@ class Forwarding:
             try:
                 if self.decoded is None:
                     self.decoded = msgspec.json.decode(exchange.request_body)
-                body = translator.request(dict(self.decoded), model)
+                with_headers = getattr(translator, "request_with_headers", None)  # translators/base.RequestAware
+                body = (translator.request(dict(self.decoded), model) if with_headers is None
+                        else with_headers(dict(self.decoded), model, self.scope.headers))
                 if ref.ref.body_set or ref.ref.body_remove:
                     body = rewrite_body(body, None, ref.ref.body_set, ref.ref.body_remove)
             except TranslationError as e:

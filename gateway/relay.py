@@ -112,10 +112,9 @@ async def relay_answer(fwd: Forwarding, result: Attempt, ref: RefRuntime, target
             raise GatewayError(502, "upstream_reset", f"{where} broke off its answer ({e.detail}).", name) from None
         if translator is not None:
             if status < 300:
-                # A translator whose answer depends on the request (embeddings' encoding_format) reads it.
-                respond_to = getattr(translator, "response_to", None)
+                respond = getattr(translator, "response_to", None)  # translators/base.RequestAware
                 data, exchange.usage, exchange.response_model = (
-                    respond_to(data, fwd.decoded) if respond_to is not None else translator.response(data))
+                    translator.response(data) if respond is None else respond(fwd.decoded or {}, data))
             else:
                 status, data = translator.error(status, data)
             exchange.status = status

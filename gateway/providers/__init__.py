@@ -8,12 +8,13 @@ to core/schemas.SERVED_SCHEMAS.
 from __future__ import annotations
 
 from modelyard.core.schemas import NOT_SERVED_SCHEMAS, SCHEMA_NAMES, SERVED_SCHEMAS
-from modelyard.gateway.providers import (anthropic, aws_bedrock, azure_openai, cohere, gcp_vertex_ai, not_served,
-                                         openai)
+from modelyard.gateway.providers import (anthropic, aws_anthropic, aws_bedrock, azure_openai, cohere, gcp_anthropic,
+                                         gcp_vertex_ai, not_served, openai)
 from modelyard.gateway.providers.base import COUNT_TOKENS, RERANK, TOKENIZE, AuthHook, Provider, UpstreamRequest
 
 _SERVED: list[Provider] = [openai.OpenAI(), azure_openai.AzureOpenAI(), cohere.Cohere(), anthropic.Anthropic(),
-                          aws_bedrock.AWSBedrock(), gcp_vertex_ai.GCPVertexAI()]
+                          aws_bedrock.AWSBedrock(), aws_anthropic.AWSAnthropic(), gcp_vertex_ai.GCPVertexAI(),
+                          gcp_anthropic.GCPAnthropic()]
 PROVIDERS: dict[str, Provider] = {p.schema: p for p in (*_SERVED, *not_served.PROVIDERS)}
 assert {p.schema for p in _SERVED} == set(SERVED_SCHEMAS)
 assert {p.schema for p in not_served.PROVIDERS} == set(NOT_SERVED_SCHEMAS)

@@ -1,10 +1,11 @@
 """AWS Bedrock's Converse API: schema "AWSBedrock", every attempt signed with SigV4.
 
-Paths: OpenAI chat completions go to `{prefix}/model/{modelId}/converse`, or `/converse-stream` when
-the client asked for a stream. modelId is the request's model after modelNameOverride, percent-encoded
-with every reserved character escaped (`us.anthropic.claude-3-5-sonnet-20241022-v2:0` goes as
-`...-v2%3A0`, an inference-profile ARN's '/' as %2F): the proxy inserts it between the two parts
-upstream_path returns, as it does Azure's deployment, and takes stream_tail's second part for a stream.
+Paths: OpenAI chat completions and Anthropic messages go to `{prefix}/model/{modelId}/converse`, or
+`/converse-stream` when the client asked for a stream; OpenAI embeddings to `/model/{modelId}/invoke`.
+modelId is the request's model after modelNameOverride, percent-encoded with every reserved
+character escaped (`us.anthropic.claude-3-5-sonnet-20241022-v2:0` goes as `...-v2%3A0`, an
+inference-profile ARN's '/' as %2F): the proxy inserts it between the two parts upstream_path
+returns, as it does Azure's deployment, and takes stream_tail's second part for a stream.
 
 Credentials: the worker's copy of the credentials segment (providers/credentials.py), under the
 key its AWSCredentials policy names (Backend.cloud.key, the policy's "namespace/name"), holds one
@@ -42,7 +43,9 @@ from modelyard.core.wire import HEADER_ENCODING, header_value_problem
 from modelyard.gateway.providers.base import AuthHook, Provider, UpstreamRequest
 from modelyard.gateway.providers.credentials import CREDENTIALS, WorkerCredentials
 from modelyard.gateway.translators import Translator
+from modelyard.gateway.translators.anthropic_bedrock import AnthropicToBedrock
 from modelyard.gateway.translators.openai_bedrock import OpenAIToBedrock
+from modelyard.gateway.translators.openai_bedrock_embeddings import OpenAIToBedrockEmbeddings
 
 # botocore's signer logs the canonical request at DEBUG, and with it x-amz-security-token's value: a
 # worker never lets that logger go below INFO, whatever level the rest of logging runs at.
@@ -149,12 +152,18 @@ def sign(request: UpstreamRequest, credentials: Credentials, region: str | None,
 class AWSBedrock(Provider):
     schema = "AWSBedrock"
     metric_name = "aws.bedrock"
-    # Only chat completions: Converse has no completions or embeddings (InvokeModel's bodies differ by model).
-    paths: ClassVar[dict[str, str]] = {"/chat/completions": "/converse"}
-    stream_paths: ClassVar[dict[str, str]] = {"/chat/completions": "/converse-stream"}
-    translators: ClassVar[dict[str, Translator | None]] = {"openai": OpenAIToBedrock()}
-    owned_headers = frozenset(SIGNED_HEADERS)
-    # ConverseStream's answer; the OpenAI translator (the only client API served) turns it into SSE.
+    # Chat (OpenAI's completions, Anthropic's messages) through Converse; embeddings through InvokeModel,
+    # whose body is the model's own (Titan's, Cohere's: translators/openai_bedrock_embeddings.py).
+    # Converse has no text completions.
+    paths: ClassVar[dict[str, str]] = {"/chat/completions": "/converse", "/messages": "/converse",
+                                       "/embeddings": "/invoke"}
+    stream_paths: ClassVar[dict[str, str]] = {"/chat/completions": "/converse-stream", "/messages": "/converse-stream"}
+    translators: ClassVar[dict[str, Translator | None]] = {"openai": OpenAIToBedrock(), "anthropic": AnthropicToBedrock()}
+    operation_translators: ClassVar[dict[tuple[str, str], Translator | None]] = {
+        ("openai", "/embeddings"): OpenAIToBedrockEmbeddings()}
+    # The signature's headers; an Anthropic client's anthropic-beta flags travel in the body instead.
+    owned_headers = frozenset((*SIGNED_HEADERS, "anthropic-beta"))
+    # ConverseStream's answer; the translators turn it into the client's SSE.
     stream_content_types = (EVENT_STREAM_TYPE,)
 
     def upstream_path(self, backend: Backend, operation: str) -> tuple[bytes, bytes | None] | None:

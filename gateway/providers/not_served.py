@@ -22,6 +22,4 @@ class NotServed(Provider):
 
 # gen_ai.provider.name per OpenTelemetry's GenAI conventions.
 PROVIDERS = [
-    NotServed("AWSAnthropic", "aws.bedrock"),
-    NotServed("GCPAnthropic", "gcp.vertex_ai"),
 ]

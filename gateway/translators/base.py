@@ -9,12 +9,12 @@ a backend needs for each client API is its provider's to say (gateway/providers/
 Contract for callers:
 - `request` may raise `TranslationError`: answer 400 in the client's error shape
   (`client_error` below builds it) without calling the backend.
-- `response` is for 2xx whole answers, `error` for non-2xx ones. A translator whose answer depends
-  on the request (an embeddings encoding_format) also defines `response_to(body, request)`, which the
-  relay calls instead, with the client's decoded request body.
+- `response` is for 2xx whole answers, `error` for non-2xx ones.
 - A stream translator gets every upstream chunk through `feed` and, on a clean
   upstream EOF, one `flush()`; on a reset the proxy writes its own error event instead.
 - Translators hold no per-request state; `stream()` returns a fresh object per stream.
+- Two optional methods (RequestAware below) stand in for `request` and `response` where a
+  translator defines them: the proxy checks for them with getattr, so others need not.
 """
 
 from __future__ import annotations
@@ -58,6 +58,20 @@ class Translator(Protocol):
         ...
 
 
+class RequestAware(Protocol):
+    """Optional, beside Translator's methods, for a translation that needs more than the body."""
+
+    def request_with_headers(self, body: dict[str, Any], model: str, headers: Any) -> bytes:
+        """`request`, for a translation that reads the client's headers too (`headers.get(name)`,
+        lower-case names): the anthropic-beta header becomes a body field on Bedrock and Vertex."""
+        ...
+
+    def response_to(self, request: dict[str, Any], body: bytes) -> tuple[bytes, Usage | None, str | None]:
+        """`response`, for an answer whose shape follows the client's request (decoded): an
+        embeddings answer in the encoding_format the client asked for."""
+        ...
+
+
 def client_error(client: str, err: TranslationError) -> tuple[int, bytes]:
     """The 400 a client gets for a request its backend cannot express."""
     if client == "anthropic":
@@ -65,4 +79,4 @@ def client_error(client: str, err: TranslationError) -> tuple[int, bytes]:
     return 400, openai_anthropic.openai_error(400, err.message, "unsupported_parameter", err.param)
 
 
-__all__ = ["StreamTranslator", "TranslationError", "Translator", "client_error"]
+__all__ = ["RequestAware", "StreamTranslator", "TranslationError", "Translator", "client_error"]

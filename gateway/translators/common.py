@@ -113,6 +113,17 @@ class SSETranslator:
             return b""
         return self._events(self._sse.feed(chunk))
 
+    def feed_events(self, events: list[tuple[str | None, str]]) -> bytes:
+        """Events already cut out of their framing (Bedrock wraps each of Anthropic's in an
+        event-stream message: aws_eventstream.py), in place of SSE bytes."""
+        if self._closed:
+            return b""
+        return self._events(events)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def flush(self) -> bytes:
         if self._closed:
             return b""
@@ -258,9 +269,9 @@ class JSONTranslator:
         return dumps(guarded(self.build_request, body, model))
 
     def response(self, body: bytes) -> tuple[bytes, Any, str | None]:
-        return self.response_to(body, None)
+        return self.response_to({}, body)
 
-    def response_to(self, body: bytes, request: dict[str, Any] | None) -> tuple[bytes, Any, str | None]:
+    def response_to(self, request: dict[str, Any], body: bytes) -> tuple[bytes, Any, str | None]:
         answer = loads_object(body)
         if answer is None or not self.is_answer(answer):
             return body, None, None  # not an answer we understand: relay it unchanged

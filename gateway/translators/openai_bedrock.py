@@ -35,8 +35,8 @@ from typing import Any
 from modelyard.core.usage import Usage
 
 from .common import (TranslationError, assistant_text, dumps, functions_of, guarded, image_url_of,
-                     loads_object, merged_turns, text_of, tool_arguments, user_blocks)
-from .openai_bedrock_answer import build_response, error_from_bedrock
+                     merged_turns, text_of, tool_arguments, user_blocks)
+from .openai_bedrock_answer import build_response, converse_answer, error_from_bedrock
 from .openai_bedrock_stream import BedrockStreamToOpenAI
 
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
@@ -44,7 +44,19 @@ JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing e
 IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
                  "image/webp": "webp"}
 
-__all__ = ["IMAGE_FORMATS", "JSON_OBJECT_INSTRUCTION", "OpenAIToBedrock", "build_request"]
+# The geography that starts a cross-region inference profile's ID (us.anthropic.claude-...).
+PROFILE_GEOGRAPHIES = frozenset({"us", "eu", "apac", "global", "us-gov", "ca", "jp", "au", "ap", "uk"})
+
+__all__ = ["IMAGE_FORMATS", "JSON_OBJECT_INSTRUCTION", "OpenAIToBedrock", "build_request", "model_base"]
+
+
+def model_base(model: str) -> str:
+    """The "vendor.model" part of a Bedrock model ID: "amazon.titan-embed-text-v2:0" from itself, from
+    "us.amazon.titan-..." (an inference profile) and from an ARN ending ".../amazon.titan-...". An ARN
+    that names no model (an application inference profile, a provisioned model) gives its opaque ID."""
+    base = model.rpartition("/")[2]
+    geography, dot, rest = base.partition(".")
+    return rest if dot and "." in rest and geography.lower() in PROFILE_GEOGRAPHIES else base
 
 
 # ---------------------------------------------------------------- request
@@ -111,20 +123,34 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
     raise TranslationError(f"tool_choice {choice!r} is not supported", "tool_choice")
 
 
-def _uses_tools(turns: list[dict[str, Any]]) -> bool:
+def uses_tools(turns: list[dict[str, Any]]) -> bool:
     return any("toolUse" in b or "toolResult" in b for t in turns for b in t["content"])
 
 
-def _tool_config(body: dict[str, Any], turns: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if not body.get("tools"):
+def tool_config(specs: list[dict[str, Any]], choice: dict[str, Any] | None, none: bool,
+                turns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """toolConfig: the tools and the choice. Converse has no choice of none: with it the tools are
+    left out, unless the history holds toolUse/toolResult blocks (Converse then wants a toolConfig)."""
+    if none and not uses_tools(turns):
         return None
-    choice = body.get("tool_choice")
-    if choice == "none" and not _uses_tools(turns):
-        return None
-    config: dict[str, Any] = {"tools": _tool_specs(body["tools"])}
-    if (converse_choice := _tool_choice(choice)) is not None:
-        config["toolChoice"] = converse_choice
+    config: dict[str, Any] = {"tools": specs}
+    if choice is not None:
+        config["toolChoice"] = choice
     return config
+
+
+def inference_config(limit: Any, temperature: Any, top_p: Any, stop: Any) -> dict[str, Any] | None:
+    """inferenceConfig, from the client's values (None: not sent)."""
+    config: dict[str, Any] = {}
+    if limit:
+        config["maxTokens"] = int(limit)
+    if temperature is not None:
+        config["temperature"] = float(temperature)
+    if top_p is not None:
+        config["topP"] = float(top_p)
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    return config or None
 
 
 def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
@@ -147,21 +173,15 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     if system:
         out["system"] = [{"text": s} for s in system]
 
-    config: dict[str, Any] = {}
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    if limit:
-        config["maxTokens"] = int(limit)
-    if body.get("temperature") is not None:
-        config["temperature"] = float(body["temperature"])
-    if body.get("top_p") is not None:
-        config["topP"] = float(body["top_p"])
-    stop = body.get("stop")
-    if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
-    if config:
+    config = inference_config(body.get("max_completion_tokens") or body.get("max_tokens"), body.get("temperature"),
+                              body.get("top_p"), body.get("stop"))
+    if config is not None:
         out["inferenceConfig"] = config
-    if (tool_config := _tool_config(body, turns)) is not None:
-        out["toolConfig"] = tool_config
+    if body.get("tools"):
+        choice = body.get("tool_choice")
+        tools = tool_config(_tool_specs(body["tools"]), _tool_choice(choice), choice == "none", turns)
+        if tools is not None:
+            out["toolConfig"] = tools
     return out
 
 
@@ -173,14 +193,7 @@ class OpenAIToBedrock:
         return dumps(guarded(build_request, body, model))
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None, str | None]:
-        msg = loads_object(body)
-        if msg is None or not isinstance(msg.get("output"), dict):
-            return body, None, None  # not an answer we understand: relay it unchanged
-        try:
-            out, usage = build_response(msg)
-        except (AttributeError, TypeError):  # a malformed answer: relay it as it came
-            return body, None, None
-        return dumps(out), usage, None  # Converse answers name no model: the caller knows it
+        return converse_answer(body, build_response)
 
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:
         return error_from_bedrock(status, body)

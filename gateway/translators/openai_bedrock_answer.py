@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from modelyard.core.usage import Usage
@@ -103,6 +104,20 @@ def build_response(answer: dict[str, Any], created: int | None = None,
     return out, usage
 
 
+def converse_answer(body: bytes, build: Callable[[dict[str, Any]], tuple[dict[str, Any], Usage | None]]
+                    ) -> tuple[bytes, Usage | None, str | None]:
+    """A Converse answer in the client's shape (`build`'s), with its usage; the answer as it came when
+    it is not one this understands. Converse answers name no model: the caller knows it."""
+    answer = loads_object(body)
+    if answer is None or not isinstance(answer.get("output"), dict):
+        return body, None, None
+    try:
+        out, usage = build(answer)
+    except (AttributeError, TypeError):  # a malformed answer
+        return body, None, None
+    return dumps(out), usage, None
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -113,15 +128,22 @@ def exception_name(raw: Any) -> str | None:
     return raw.rpartition("#")[2].partition(":")[0] or None
 
 
-def error_from_bedrock(status: int, body: bytes, error_type: str | None = None) -> tuple[int, bytes]:
+def bedrock_error(status: int, body: bytes, error_type: str | None = None) -> tuple[int, str, str | None]:
     """A Bedrock error ({"message"}, the exception in the x-amzn-errortype header, given here as
-    `error_type` when the caller has it, or in the body's "__type") -> OpenAI's error shape."""
+    `error_type` when the caller has it, or in the body's "__type") -> (the client's status, the
+    message, the exception name)."""
     parsed = loads_object(body) or {}
     message = parsed.get("message") or parsed.get("Message")
     if not isinstance(message, str) or not message:
         message = body.decode("utf-8", "replace").strip() or f"upstream answered {status}"
     name = exception_name(error_type) or exception_name(parsed.get("__type"))
-    status, etype = EXCEPTIONS.get(name or "", (status, None))
+    return EXCEPTIONS.get(name or "", (status, None))[0], message, name
+
+
+def error_from_bedrock(status: int, body: bytes, error_type: str | None = None) -> tuple[int, bytes]:
+    """A Bedrock error (see bedrock_error) -> OpenAI's error shape."""
+    status, message, name = bedrock_error(status, body, error_type)
+    etype = EXCEPTIONS.get(name or "", (status, None))[1]
     if etype is None:
         etype = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return status, dumps({"error": {"message": message, "type": etype, "param": None, "code": name}})

@@ -1,10 +1,7 @@
 """OpenAI chat completions client -> AWS Bedrock ConverseStream backend: a streamed answer.
 
-ConverseStream answers in AWS event-stream framing (application/vnd.amazon.eventstream): binary
-messages, each a prelude (total length, headers length, CRC32), headers, a JSON payload and a CRC32
-of the whole message. botocore's EventStreamBuffer cuts the bytes, split anywhere, into messages and
-checks both CRCs. A message's `:message-type` header is "event" (its `:event-type` names it),
-"exception" (`:exception-type`, a payload {"message"}) or "error" (`:error-code`, `:error-message`).
+ConverseStream answers in AWS event-stream framing (application/vnd.amazon.eventstream), read as
+aws_eventstream.py describes: event messages, and exception or error messages that end the stream.
 
 Event -> OpenAI chat.completion.chunk:
 - messageStart -> the first chunk, {role: assistant, content: ""}.
@@ -23,65 +20,36 @@ Converse names no model and no completion id: `model` stays None and the id is m
 
 from __future__ import annotations
 
-import struct
 import time
 import uuid
 from typing import Any
 
-from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
-
 from modelyard.core.errors import sse_error_event
 from modelyard.core.usage import Usage
 
-from .common import dumps, loads_object
+from .aws_eventstream import STREAM_EXCEPTIONS, EventStreamTranslator, Failure
+from .common import dumps
 from .openai_bedrock_answer import error_from_bedrock, finish_reason, openai_usage, usage_of
-
-# ConverseStream exception event -> the HTTP status the API reference gives it; others are 500s.
-STREAM_EXCEPTIONS = {
-    "internalServerException": 500,
-    "modelStreamErrorException": 424,
-    "serviceUnavailableException": 503,
-    "throttlingException": 429,
-    "validationException": 400,
-}
-_MIN_MESSAGE = 16  # prelude (12 bytes) + message CRC (4): a message with no headers nor payload
 
 __all__ = ["STREAM_EXCEPTIONS", "BedrockStreamToOpenAI"]
 
 
-class BedrockStreamToOpenAI:
+class BedrockStreamToOpenAI(EventStreamTranslator):
     """ConverseStream event-stream bytes -> OpenAI chat.completion.chunk SSE events."""
 
     def __init__(self, include_usage: bool, created: int | None = None, completion_id: str | None = None):
+        super().__init__()
         self.include_usage = include_usage
         self.usage: Usage | None = None
         self.model: str | None = None
         self.created = int(time.time()) if created is None else created
         self._id = completion_id or f"chatcmpl-{uuid.uuid4().hex}"
-        self._buffer = EventStreamBuffer()
         self._tools: dict[int, int] = {}  # Converse content block index -> OpenAI tool_calls index
         self._started = False  # role chunk sent
         self._stop: str | None = None  # messageStop's reason, once it came
-        self._closed = False  # nothing more to send: [DONE] or an error went out
+        # _closed (EventStreamTranslator's): nothing more to send, [DONE] or an error went out
 
     # ------------------------------------------------------------ the StreamTranslator interface
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._closed or not chunk:
-            return b""
-        self._buffer.add_data(chunk)
-        out: list[bytes] = []
-        try:
-            for message in self._buffer:
-                _check_lengths(message)
-                out.append(self._message(message))
-                if self._closed:
-                    break
-        except (ParserError, struct.error, ValueError, KeyError, IndexError) as e:
-            self._closed = True
-            out.append(sse_error_event(f"the backend's event stream is not valid ({type(e).__name__})",
-                                       "upstream_invalid_response"))
-        return b"".join(out)
 
     def flush(self) -> bytes:
         if self._closed:
@@ -98,32 +66,14 @@ class BedrockStreamToOpenAI:
 
     # ------------------------------------------------------------ messages
 
-    def _message(self, message: EventStreamMessage) -> bytes:
-        headers = message.headers
-        kind = headers.get(":message-type")
-        if kind == "exception":
-            return self._exception(headers.get(":exception-type"), message.payload)
-        if kind == "error":
-            self._closed = True
-            code = headers.get(":error-code")
-            text = headers.get(":error-message") or code or "the backend's stream failed"
-            return sse_error_event(str(text), str(code or "upstream_error"))
-        if kind != "event":
-            return b""
-        payload = loads_object(message.payload)
-        if payload is None:
-            return b""
-        try:
-            return self._event(headers.get(":event-type"), payload)
-        except (AttributeError, TypeError):  # a malformed event is skipped, not fatal
-            return b""
+    def _invalid(self, reason: str) -> bytes:
+        return sse_error_event(reason, "upstream_invalid_response")
 
-    def _exception(self, name: Any, payload: bytes) -> bytes:
-        self._closed = True
-        name = name if isinstance(name, str) and name else "internalServerException"
-        status = STREAM_EXCEPTIONS.get(name, 500)
+    def _failure(self, failure: Failure, payload: bytes) -> bytes:
+        if not failure.exception:
+            return sse_error_event(failure.message, failure.name)
         # error_from_bedrock knows the exceptions by their class names: ThrottlingException...
-        _, body = error_from_bedrock(status, payload, name[:1].upper() + name[1:])
+        _, body = error_from_bedrock(failure.status, payload, failure.name[:1].upper() + failure.name[1:])
         return b"data: " + body + b"\n\n"
 
     def _event(self, kind: Any, ev: dict[str, Any]) -> bytes:
@@ -176,10 +126,3 @@ class BedrockStreamToOpenAI:
             return self._start() + self._chunk({"reasoning_content": reasoning["text"]})
         return b""  # reasoning signatures, redacted reasoning, citations: nothing OpenAI clients read
 
-
-def _check_lengths(message: EventStreamMessage) -> None:
-    """A prelude whose lengths cannot describe a message (its CRC matched all the same) is refused:
-    the buffer would otherwise not move past it."""
-    prelude = message.prelude
-    if prelude.total_length < _MIN_MESSAGE or prelude.headers_length > prelude.total_length - _MIN_MESSAGE:
-        raise ValueError("event stream message lengths out of range")

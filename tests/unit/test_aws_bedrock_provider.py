@@ -4,10 +4,12 @@ botocore recomputing the signature of the same request independently."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -32,7 +34,9 @@ from modelyard.gateway.providers.aws_bedrock import AWSBedrock, AWSKeys, parse_k
 from modelyard.gateway.providers.credentials import CREDENTIALS, WorkerCredentials
 from modelyard.gateway.proxy import Forwarding, Upstream, _request_head, forward
 from modelyard.gateway.state import GenerationState, Target
+from modelyard.gateway.translators.anthropic_bedrock import AnthropicToBedrock
 from modelyard.gateway.translators.openai_bedrock import OpenAIToBedrock
+from modelyard.gateway.translators.openai_bedrock_embeddings import OpenAIToBedrockEmbeddings
 from tests.unit.translators.eventstream import START, USAGE, block_stop, metadata, stop, text_delta
 
 HOST = "bedrock-runtime.us-east-1.amazonaws.com"
@@ -84,7 +88,14 @@ def test_registered_and_served() -> None:
     provider = PROVIDERS["AWSBedrock"]
     assert isinstance(provider, AWSBedrock) and provider_for("AWSBedrock") is provider
     assert provider.metric_name == "aws.bedrock" and DEFAULT_PREFIX["AWSBedrock"] == ""
-    assert set(provider.translators) == {"openai"} and isinstance(provider.translators["openai"], OpenAIToBedrock)
+    assert set(provider.translators) == {"openai", "anthropic"}
+    assert isinstance(provider.translators["openai"], OpenAIToBedrock)
+    assert isinstance(provider.translators["anthropic"], AnthropicToBedrock)
+    # Embeddings go through InvokeModel with the model's own body, not through Converse.
+    table = provider.translator_table(("/chat/completions", "/embeddings", "/messages"))
+    assert isinstance(table[("openai", "/embeddings")], OpenAIToBedrockEmbeddings)
+    assert table[("openai", "/chat/completions")] is provider.translators["openai"]
+    assert table[("anthropic", "/messages")] is provider.translators["anthropic"]
 
 
 def test_stream_content_types_reach_the_targets() -> None:
@@ -105,8 +116,11 @@ def test_paths_per_operation_and_stream() -> None:
     provider, backend = PROVIDERS["AWSBedrock"], _backend()
     assert provider.upstream_path(backend, "/chat/completions") == (b"/model/", b"/converse")
     assert provider.stream_tail(backend, "/chat/completions") == b"/converse-stream"
-    for op in ("/completions", "/embeddings", "/messages"):
-        assert provider.upstream_path(backend, op) is None
+    assert provider.upstream_path(backend, "/messages") == (b"/model/", b"/converse")
+    assert provider.stream_tail(backend, "/messages") == b"/converse-stream"
+    assert provider.upstream_path(backend, "/embeddings") == (b"/model/", b"/invoke")
+    assert provider.stream_tail(backend, "/embeddings") is None  # the same tail either way
+    assert provider.upstream_path(backend, "/completions") is None
     assert provider.upstream_path(_backend("/x"), "/chat/completions") == (b"/x/model/", b"/converse")
     # Other providers keep one tail for both.
     assert PROVIDERS["AzureOpenAI"].stream_tail(backend, "/chat/completions") is None
@@ -344,10 +358,22 @@ def _forward(published: dict[str, str], response: bytes = CONVERSE_RESPONSE, str
         bedrock.server.close()
         return proto, bedrock.received
 
-    saved = CREDENTIALS.generation, CREDENTIALS.values
-    CREDENTIALS.generation, CREDENTIALS.values = saved[0] + 1000, published
-    try:
+    with publishing(published):
         return asyncio.run(main())
+
+
+@contextlib.contextmanager
+def publishing(values: dict[str, str]) -> Iterator[Callable[[dict[str, str]], None]]:
+    """The worker's copy of the credentials segment holding `values` (and, through the function it
+    gives, others after them, each a new generation), as it held before once done."""
+    saved = CREDENTIALS.generation, CREDENTIALS.values
+    steps = iter(range(1000, 2000))
+
+    def publish(new: dict[str, str]) -> None:
+        CREDENTIALS.generation, CREDENTIALS.values = saved[0] + next(steps), new
+    publish(values)
+    try:
+        yield publish
     finally:
         CREDENTIALS.generation, CREDENTIALS.values = saved[0] + 2000, saved[1]
 

@@ -1,5 +1,7 @@
 """A test-only encoder of AWS event-stream framing, and ConverseStream events built with it, shared by
-the stream translator's tests and the proxy's (tests/unit/test_aws_bedrock_provider.py).
+the stream translators' tests and the proxy's (tests/unit/test_aws_bedrock_provider.py,
+test_aws_anthropic_provider.py); `chunk` wraps one of Anthropic's stream events as
+InvokeModelWithResponseStream does (a "chunk" event whose payload carries the event's JSON, base64).
 
 `message` encodes the documented framing (prelude: total length, headers length, prelude CRC32;
 headers: name length, name, type 7 = string, value length, value; payload; message CRC32). Event
@@ -7,6 +9,7 @@ payloads follow the ConverseStream API reference, with the "p" padding field Bed
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 import zlib
@@ -25,6 +28,12 @@ def message(headers: dict[str, str], payload: bytes) -> bytes:
 def event(kind: str, payload: dict[str, Any]) -> bytes:
     return message({":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
                    json.dumps({**payload, "p": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"}).encode())
+
+
+def chunk(anthropic_event: dict[str, Any]) -> bytes:
+    data = base64.b64encode(json.dumps(anthropic_event).encode()).decode()
+    return message({":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"},
+                   json.dumps({"bytes": data, "p": "abcdefghijklmnopqrstuvwxyzABCDEF"}).encode())
 
 
 def exception(kind: str, text: str) -> bytes:

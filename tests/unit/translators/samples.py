@@ -108,3 +108,21 @@ OPENAI_CHUNKS = [
 
 def openai_sse(chunks: list[dict[str, Any]], done: bool = True) -> bytes:
     return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + (b"data: [DONE]\n\n" if done else b"")
+
+
+def feed_all(st: Any, data: bytes, cuts: list[int] | None = None) -> bytes:
+    """What a stream translator sends for `data` cut at `cuts`, its flush included."""
+    bounds = [0, *(cuts or []), len(data)]
+    return b"".join(st.feed(data[a:b]) for a, b in zip(bounds, bounds[1:])) + st.flush()
+
+
+def sse_pairs(out: bytes) -> list[tuple[str | None, Any]]:
+    """(event name, decoded data) of each whole SSE event; "[DONE]" as it is."""
+    parsed: list[tuple[str | None, Any]] = []
+    assert out.endswith(b"\n\n")
+    for part in out[:-2].split(b"\n\n"):
+        lines = part.split(b"\n")
+        name = lines[0][7:].decode() if lines[0].startswith(b"event: ") else None
+        data = b"\n".join(line[6:] for line in lines if line.startswith(b"data: "))
+        parsed.append((name, "[DONE]" if data == b"[DONE]" else json.loads(data)))
+    return parsed

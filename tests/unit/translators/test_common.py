@@ -41,9 +41,9 @@ def test_registry():
                   for client, t in p.translators.items() if t is not None}
     # Azure OpenAI and Cohere take OpenAI's bodies: the same translator as OpenAI.
     assert translated == {("openai", "Anthropic"), ("anthropic", "OpenAI"), ("anthropic", "AzureOpenAI"),
-                          ("anthropic", "Cohere"), ("openai", "AWSBedrock"), ("openai", "GCPVertexAI")}
-    with pytest.raises(KeyError):  # no Anthropic -> Converse translator yet
-        PROVIDERS["AWSBedrock"].translators["anthropic"]
+                          ("anthropic", "Cohere"), ("openai", "AWSBedrock"), ("anthropic", "AWSBedrock"),
+                          ("openai", "AWSAnthropic"), ("anthropic", "AWSAnthropic"), ("openai", "GCPVertexAI"),
+                          ("openai", "GCPAnthropic"), ("anthropic", "GCPAnthropic")}
     # Where a translated request goes is the provider's path, after the backend's prefix.
     assert PROVIDERS["Anthropic"].paths["/chat/completions"] == "/v1/messages"
     assert PROVIDERS["OpenAI"].paths["/messages"] == "/chat/completions"

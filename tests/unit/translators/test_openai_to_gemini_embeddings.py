@@ -29,7 +29,7 @@ PREDICT_ANSWER: dict[str, Any] = {
 
 
 def respond(request: dict[str, Any] | None, body: Any = PREDICT_ANSWER) -> tuple[dict[str, Any], Any, Any]:
-    out, usage, model = E.response_to(json.dumps(body).encode(), request)
+    out, usage, model = E.response_to(request, json.dumps(body).encode())
     return json.loads(out), usage, model
 
 
@@ -102,7 +102,7 @@ def test_missing_statistics_count_nothing():
                                   b'{"predictions": [{"embeddings": {"values": ["x"]}}]}',
                                   b'{"predictions": [{"embeddings": {"values": [1e300]}}]}'])
 def test_what_is_not_an_answer_is_relayed(body):
-    out = E.response_to(body, {"model": "m", "encoding_format": "base64"})
+    out = E.response_to({"model": "m", "encoding_format": "base64"}, body)
     assert out == (body, None, None)
 
 
@@ -118,8 +118,8 @@ def test_errors_are_googles_translated():
 
 def test_openai_sdk_default_base64_request_decodes():
     """The SDK asks for base64 unless told otherwise, and decodes it itself."""
-    out, _, _ = E.response_to(json.dumps(PREDICT_ANSWER).encode(), {"model": "m", "input": "a",
-                                                                    "encoding_format": "base64"})
+    out, _, _ = E.response_to({"model": "m", "input": "a", "encoding_format": "base64"},
+                              json.dumps(PREDICT_ANSWER).encode())
     oai, _ = sdk_clients(out, ctype="application/json")
     got = oai.embeddings.create(model="m", input=["a", "b"])
     assert got.data[0].embedding == pytest.approx([0.0123, -0.5, 1.0, 0.25], rel=1e-6)
