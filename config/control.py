@@ -148,7 +148,7 @@ async def _serve(watcher: ConfigWatcher, opts: RunOptions, port: int) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # Cloud credentials: fetched and refreshed here, published to the workers beside the table.
     credentials_path = current_settings().credentials
-    fetcher = Fetcher()
+    fetcher = Fetcher(resolve=opts.resolve)
     refresher = CredentialRefresher(CredentialsSegment.attach(credentials_path, writable=True)
                                     if credentials_path else None, fetcher.fetch)
     refresher.update(watcher.cloud_sources)

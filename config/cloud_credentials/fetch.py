@@ -7,7 +7,8 @@ account keys and workload identity federation; OAuth form POSTs of our own (oaut
 client credentials and the Microsoft identity platform. botocore and google-auth block, so they run
 in threads; the event loop (the admin port, the config watcher) never waits on a token endpoint.
 
-Endpoints: AWS STS is botocore's (regional), and honours AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL;
+Endpoints: the OAuth requests (OIDC providers, Entra ID) honour --resolve as the backends do; AWS STS
+is botocore's (regional), and honours AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL;
 Azure's authority is AZURE_AUTHORITY_HOST (as azure-identity reads it), else login.microsoftonline.com;
 a service-account key's token endpoint is its own `token_uri`; Google's STS and IAM credentials
 endpoints are MODELYARD_GCP_STS_URL and MODELYARD_GCP_IAM_CREDENTIALS_URL when set (private or test
@@ -21,10 +22,12 @@ import calendar
 import configparser
 import json
 import os
+import socket
 import threading
 from typing import Any
 
 import aiohttp
+import aiohttp.abc
 import msgspec
 
 from modelyard.config.cloud_credentials.oauth import AZURE_AUTHORITY, OIDCTokens, Token, TokenError, azure_token
@@ -84,10 +87,32 @@ class Fetched:
         return f"Fetched(expires_at={self.expires_at!r})"
 
 
+class ResolveMap(aiohttp.abc.AbstractResolver):
+    """--resolve for the token requests aiohttp makes (OIDC, Entra ID): "host:port" -> "addr:port",
+    as for the backends; TLS still verifies the host's own name. Other names resolve as usual."""
+
+    def __init__(self, mapping: dict[str, str]):
+        self.mapping = mapping
+        self.default = aiohttp.DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
+        mapped = self.mapping.get(f"{host}:{port}")
+        if mapped is None:
+            return await self.default.resolve(host, port, family)
+        addr, _, to_port = mapped.rpartition(":")
+        addr = addr.strip("[]")
+        return [{"hostname": host, "host": addr, "port": int(to_port), "proto": 0, "flags": socket.AI_NUMERICHOST,
+                 "family": socket.AF_INET6 if ":" in addr else socket.AF_INET}]
+
+    async def close(self) -> None:
+        await self.default.close()
+
+
 class Fetcher:
     """Fetches credentials for sources; one per control process (it keeps HTTP sessions and clients)."""
 
-    def __init__(self, session: aiohttp.ClientSession | None = None):
+    def __init__(self, session: aiohttp.ClientSession | None = None, resolve: dict[str, str] | None = None):
+        self._resolve = resolve or {}
         self._session = session
         self._oidc: OIDCTokens | None = None
         self._lock = threading.Lock()  # botocore client creation is not thread-safe
@@ -100,7 +125,8 @@ class Fetcher:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(trust_env=False)
+            connector = aiohttp.TCPConnector(resolver=ResolveMap(self._resolve)) if self._resolve else None
+            self._session = aiohttp.ClientSession(trust_env=False, connector=connector)
         return self._session
 
     def _oidc_tokens(self) -> OIDCTokens:

@@ -303,3 +303,20 @@ def test_gcp_workload_identity_federation_exchanges_and_impersonates(monkeypatch
     assert email == "caller@proj.iam.gserviceaccount.com" and auth == "Bearer federated"
     assert payload["scope"] == ["https://www.googleapis.com/auth/cloud-platform"]
     assert impersonated.expires_at == pytest.approx(time.time() + 1800, abs=60)
+
+
+def test_token_requests_follow_resolve_like_the_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def azure(request: web.Request) -> web.Response:
+        assert request.host.startswith("login.example.test:")  # the name is kept, only the address is mapped
+        return web.json_response({"token_type": "Bearer", "expires_in": 60, "access_token": "mapped"})
+
+    async def body(base: str) -> Any:
+        port = base.rpartition(":")[2]
+        monkeypatch.setenv("AZURE_AUTHORITY_HOST", f"http://login.example.test:{port}")
+        fetcher = Fetcher(resolve={f"login.example.test:{port}": f"127.0.0.1:{port}"})
+        try:
+            return await fetcher.fetch(AzureClientSecret("t", "app", "s"))
+        finally:
+            await fetcher.close()
+
+    assert _run([("POST", "/{tenant}/oauth2/v2.0/token", azure)], body).value == "mapped"
