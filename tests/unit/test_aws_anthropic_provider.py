@@ -5,59 +5,37 @@ Also Anthropic clients and OpenAI embeddings reaching an AWSBedrock backend the 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from types import SimpleNamespace
 from typing import Any
 
-import msgspec
 import pytest
 
-from modelyard.config.compiler import compile_table
-from modelyard.config.diagnostics import Diagnostics
-from modelyard.core.schemas import DEFAULT_PREFIX, NOT_SERVED_SCHEMAS, SERVED_SCHEMAS
-from modelyard.core.sniff import sniff
-from modelyard.core.table import Backend, CloudAuth, Endpoint, decode_table, encode_table
-from modelyard.gateway.accounting import Exchange
-from modelyard.gateway.providers import PROVIDERS, provider_for
+from modelyard.core.table import Backend, Endpoint
+from modelyard.gateway.providers import PROVIDERS
 from modelyard.gateway.providers.aws_anthropic import AWSAnthropic
-from modelyard.gateway.proxy import Forwarding, Upstream, _request_head, forward
-from modelyard.gateway.state import GenerationState, Target
+from modelyard.gateway.proxy import _request_head
+from modelyard.gateway.state import Target
 from modelyard.gateway.translators.anthropic_awsanthropic import AnthropicToAWSAnthropic
 from modelyard.gateway.translators.openai_awsanthropic import OpenAIToAWSAnthropic
-from tests.unit.test_aws_bedrock_provider import (KEYS, _Bedrock, _converse_stream, _Proto, _recompute, _resource,
-                                                  publishing)
+from tests.unit.provider_support import BEDROCK_HOST as HOST
+from tests.unit.provider_support import CLAUDE_ON_BEDROCK as MODEL
+from tests.unit.provider_support import (ANSWER, CHAT, CONVERSE_ANSWER, KEYS, MESSAGES, auth_ref, client_scope,
+                                         converse_stream, forward_one, http_response, recompute_sigv4, sent, served)
 from tests.unit.translators.eventstream import START, chunk, metadata, stop, text_delta
 from tests.unit.translators.samples import ANTHROPIC_EVENTS
 
-HOST = "bedrock-runtime.us-east-1.amazonaws.com"
-MODEL = "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
 ENCODED = b"us.anthropic.claude-3-7-sonnet-20250219-v1%3A0"
-ANSWER = (b'{"id": "msg_bdrk_01", "type": "message", "role": "assistant", "model": "claude-3-7-sonnet-20250219", '
-          b'"content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "stop_sequence": null, '
-          b'"usage": {"input_tokens": 3, "output_tokens": 1}}')
-MESSAGES = b'{"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}'
-CHAT = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
 
 
 def _backend(prefix: str = "") -> Backend:
     return Backend("default/claude", "AWSAnthropic", None, prefix, (Endpoint(HOST, 443),), None)
 
 
-def _json_response(body: bytes, status: str = "200 OK") -> bytes:
-    return b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
-        status.encode(), len(body), body)
-
-
 # ---------------------------------------------------------------- registry, paths, hooks
 
 
 def test_registered_and_served() -> None:
-    assert "AWSAnthropic" in SERVED_SCHEMAS and "AWSAnthropic" not in NOT_SERVED_SCHEMAS
-    provider = PROVIDERS["AWSAnthropic"]
-    assert isinstance(provider, AWSAnthropic) and provider_for("AWSAnthropic") is provider
-    assert provider.metric_name == "aws.bedrock" and DEFAULT_PREFIX["AWSAnthropic"] == ""
+    provider = served("AWSAnthropic", AWSAnthropic, "aws.bedrock")
     assert isinstance(provider.translators["anthropic"], AnthropicToAWSAnthropic)
     assert isinstance(provider.translators["openai"], OpenAIToAWSAnthropic)
     table = provider.translator_table(("/chat/completions", "/messages"))
@@ -85,7 +63,7 @@ def test_the_path_is_the_one_botocore_serializes(model: str) -> None:
     provider, backend = PROVIDERS["AWSAnthropic"], _backend()
     prefix, tail = provider.upstream_path(backend, "/messages")  # type: ignore[misc]
     target = Target(None, prefix, HOST, "w", -1, tail, provider.stream_tail(backend, "/messages"))  # type: ignore[arg-type]
-    scope, ref = SimpleNamespace(headers={}, query_string=""), SimpleNamespace(remove=frozenset(), auth=lambda *a: b"")
+    scope, ref = client_scope(), auth_ref(lambda *a: b"")
     for operation, stream in (("InvokeModel", False), ("InvokeModelWithResponseStream", True)):
         head = _request_head(scope, ref, target, b"{}", model, model, stream=stream)
         expected = create_serializer("rest-json").serialize_to_request(
@@ -104,76 +82,23 @@ def test_hooks_sign_with_sigv4_and_own_the_beta_header() -> None:
 # ---------------------------------------------------------------- through the proxy, to 127.0.0.1
 
 
-def _table(port: int, schema: str, cloud: CloudAuth | None = None, model: str = MODEL) -> Any:
-    resources = [
-        _resource("AIGatewayRoute", "r", {"rules": [{"backendRefs": [{"name": "claude", "modelNameOverride": model}]}]}, 0),
-        _resource("AIServiceBackend", "claude", {"schema": {"name": schema},
-                                                 "backendRef": {"name": "claude", "kind": "Backend"}}, 1),
-        _resource("Backend", "claude", {"endpoints": [{"ip": {"address": "127.0.0.1", "port": port}}]}, 2),
-    ]
-    diags = Diagnostics()
-    table = compile_table(resources, diags).table
-    assert not diags.errors, diags.errors
-    # What the backend's cloud policy compiles to (without one it is a 401 at load): AWS keys are
-    # published under the backend's name here, with their own region.
-    cloud = cloud or CloudAuth("GCPCredentials" if schema.startswith("GCP") else "AWSCredentials", "default/claude")
-    table = msgspec.structs.replace(table, backends=tuple(msgspec.structs.replace(b, cloud=cloud, error=None)
-                                                          for b in table.backends))
-    return decode_table(encode_table(msgspec.structs.replace(table, generation=1)))
-
-
-def forward_one(schema: str, body: bytes, operation: str, client: str, response: bytes,
-                published: dict[str, str], headers: dict[str, str] | None = None,
-                cloud: CloudAuth | None = None, model: str = MODEL) -> tuple[_Proto, list[bytes], Exchange]:
-    """One request through the proxy to a stand-in answering `response`: what the client got, what
-    the stand-in received, and the exchange."""
-    async def main() -> tuple[_Proto, list[bytes], Exchange]:
-        stand_in = _Bedrock(response)
-        port = await stand_in.start()
-        upstream = Upstream()
-        upstream.start(asyncio.get_running_loop())
-        state = GenerationState(_table(port, schema, cloud, model), upstream.pools)
-        rule = state.router.match("m", {})
-        assert rule is not None
-        proto, o = _Proto(), Exchange(time.perf_counter(), operation.lstrip("/"), client)
-        o.model, o.request_body = "m", body
-        scope = SimpleNamespace(headers=headers or {}, query_string="")
-        try:
-            await forward(upstream, Forwarding(scope, proto, o, state, state.routes[rule.rule.route_index], rule,
-                                               None, sniff(body), operation))
-        finally:
-            await upstream.close()
-            stand_in.server.close()
-        return proto, stand_in.received, o
-
-    with publishing(published):
-        return asyncio.run(main())
-
-
-def _sent(received: list[bytes]) -> tuple[str, dict[str, str], bytes]:
-    [sent] = received
-    head, _, body = sent.partition(b"\r\n\r\n")
-    request_line, *lines = head.decode().split("\r\n")
-    return request_line, dict(line.split(": ", 1) for line in lines), body
-
-
 PUBLISHED = {"default/claude": json.dumps(KEYS)}
 
 
 def test_an_anthropic_message_reaches_invoke_model_signed() -> None:
     beta = "interleaved-thinking-2025-05-14,claude-code-20250219"
-    proto, received, o = forward_one("AWSAnthropic", MESSAGES, "/messages", "anthropic", _json_response(ANSWER),
+    proto, received, o = forward_one("AWSAnthropic", MESSAGES, "/messages", "anthropic", http_response(ANSWER),
                                      PUBLISHED, {"anthropic-beta": beta, "anthropic-version": "2023-06-01"})
     assert proto.status == 200 and proto.body == ANSWER  # Anthropic's answer, as it came
     assert o.usage is not None and (o.usage.input_tokens, o.usage.output_tokens) == (3, 1)
     assert o.response_model == "claude-3-7-sonnet-20250219"
-    line, headers, body = _sent(received)
+    line, headers, body = sent(received)
     assert line == f"POST /model/{ENCODED.decode()}/invoke HTTP/1.1"
     assert json.loads(body) == {"max_tokens": 16, "messages": [{"role": "user", "content": "hi"}],
                                 "anthropic_version": "bedrock-2023-05-31",
                                 "anthropic_beta": ["interleaved-thinking-2025-05-14"]}
     assert "anthropic-beta" not in headers  # its flags went into the body
-    assert headers["authorization"] == _recompute(line.split()[1], body, headers["x-amz-date"], host=headers["host"])
+    assert headers["authorization"] == recompute_sigv4(line.split()[1], body, headers["x-amz-date"], host=headers["host"])
 
 
 def test_an_anthropic_stream_comes_back_as_sse() -> None:
@@ -181,8 +106,8 @@ def test_an_anthropic_stream_comes_back_as_sse() -> None:
     data = b"".join(chunk(e) for e in events)
     body = MESSAGES[:-1] + b', "stream": true}'
     proto, received, o = forward_one("AWSAnthropic", body, "/messages", "anthropic",
-                                     _converse_stream([data[:70], data[70:900], data[900:]], "chunked"), PUBLISHED)
-    line, _, sent_body = _sent(received)
+                                     converse_stream([data[:70], data[70:900], data[900:]], "chunked"), PUBLISHED)
+    line, _, sent_body = sent(received)
     assert line.startswith(f"POST /model/{ENCODED.decode()}/invoke-with-response-stream ")
     assert "stream" not in json.loads(sent_body)
     assert proto.status == 200 and proto.headers["content-type"] == "text/event-stream"
@@ -196,8 +121,8 @@ def test_an_openai_chat_stream_comes_back_as_chunks() -> None:
     data = b"".join(chunk(e) for e in ANTHROPIC_EVENTS)
     body = CHAT[:-1] + b', "stream": true}'
     proto, received, o = forward_one("AWSAnthropic", body, "/chat/completions", "openai",
-                                     _converse_stream([data], "sized"), PUBLISHED)
-    _, _, sent_body = _sent(received)
+                                     converse_stream([data], "sized"), PUBLISHED)
+    _, _, sent_body = sent(received)
     assert json.loads(sent_body)["anthropic_version"] == "bedrock-2023-05-31" and "model" not in json.loads(sent_body)
     out = b"".join(proto.sent)
     assert out.endswith(b"data: [DONE]\n\n") and b'"finish_reason":"tool_calls"' in out
@@ -206,7 +131,7 @@ def test_an_openai_chat_stream_comes_back_as_chunks() -> None:
 
 def test_a_bedrock_error_in_anthropics_shape() -> None:
     proto, _, o = forward_one("AWSAnthropic", MESSAGES, "/messages", "anthropic",
-                              _json_response(b'{"message": "Too many requests, please wait."}', "429 Too Many Requests"),
+                              http_response(b'{"message": "Too many requests, please wait."}', "429 Too Many Requests"),
                               PUBLISHED)
     assert proto.status == 429 and json.loads(proto.body) == {"type": "error", "error": {
         "type": "rate_limit_error", "message": "Too many requests, please wait."}}
@@ -216,25 +141,21 @@ def test_untranslatable_and_unsigned_requests() -> None:
     from modelyard.core.errors import GatewayError
 
     with pytest.raises(GatewayError) as raised:
-        forward_one("AWSAnthropic", MESSAGES, "/messages", "anthropic", _json_response(ANSWER), {})
+        forward_one("AWSAnthropic", MESSAGES, "/messages", "anthropic", http_response(ANSWER), {})
     assert (raised.value.status, raised.value.code) == (401, "missing_credentials")
     with pytest.raises(GatewayError) as raised:
         forward_one("AWSAnthropic", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 3}',
-                    "/chat/completions", "openai", _json_response(ANSWER), PUBLISHED)
+                    "/chat/completions", "openai", http_response(ANSWER), PUBLISHED)
     assert (raised.value.status, raised.value.code) == (400, "untranslatable_request")
 
 
 # ---------------------------------------------------------------- AWSBedrock: Anthropic clients, embeddings
 
-CONVERSE = b'{"output": {"message": {"role": "assistant", "content": [{"text": "ok"}]}}, "stopReason": "end_turn", ' \
-           b'"usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}}'
-
-
 def test_an_anthropic_message_reaches_converse() -> None:
     bedrock_keys = {"default/claude": json.dumps(KEYS)}
-    proto, received, o = forward_one("AWSBedrock", MESSAGES, "/messages", "anthropic", _json_response(CONVERSE),
+    proto, received, o = forward_one("AWSBedrock", MESSAGES, "/messages", "anthropic", http_response(CONVERSE_ANSWER),
                                      bedrock_keys, {"anthropic-beta": "context-1m-2025-08-07"})
-    line, headers, body = _sent(received)
+    line, headers, body = sent(received)
     assert line == f"POST /model/{ENCODED.decode()}/converse HTTP/1.1" and "anthropic-beta" not in headers
     assert json.loads(body) == {"messages": [{"role": "user", "content": [{"text": "hi"}]}],
                                 "inferenceConfig": {"maxTokens": 16},
@@ -247,9 +168,9 @@ def test_an_anthropic_message_reaches_converse() -> None:
 def test_an_anthropic_stream_from_converse_stream() -> None:
     data = b"".join([START, text_delta("Hel"), text_delta("lo"), stop(), metadata()])
     proto, received, o = forward_one("AWSBedrock", MESSAGES[:-1] + b', "stream": true}', "/messages", "anthropic",
-                                     _converse_stream([data[:40], data[40:]], "chunked"),
+                                     converse_stream([data[:40], data[40:]], "chunked"),
                                      {"default/claude": json.dumps(KEYS)})
-    assert _sent(received)[0].startswith(f"POST /model/{ENCODED.decode()}/converse-stream ")
+    assert sent(received)[0].startswith(f"POST /model/{ENCODED.decode()}/converse-stream ")
     out = b"".join(proto.sent)
     assert proto.headers["content-type"] == "text/event-stream" and out.endswith(b"event: message_stop\ndata: "
                                                                                 b'{"type":"message_stop"}\n\n')
@@ -263,9 +184,9 @@ def test_embeddings_reach_invoke_model_in_the_encoding_asked(encoding: str | Non
     if encoding:
         request["encoding_format"] = encoding
     proto, received, o = forward_one("AWSBedrock", json.dumps(request).encode(), "/embeddings", "openai",
-                                     _json_response(titan), {"default/claude": json.dumps(KEYS)},
+                                     http_response(titan), {"default/claude": json.dumps(KEYS)},
                                      model="amazon.titan-embed-text-v2:0")
-    line, _, body = _sent(received)
+    line, _, body = sent(received)
     assert line == "POST /model/amazon.titan-embed-text-v2%3A0/invoke HTTP/1.1"
     assert json.loads(body) == {"inputText": "Hello", "normalize": True}
     answer = json.loads(proto.body)

@@ -4,44 +4,37 @@ botocore recomputing the signature of the same request independently."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
-import msgspec
 import pytest
-from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
+from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from modelyard.config.compiler import compile_table
-from modelyard.config.diagnostics import Diagnostics
-from modelyard.config.loader import Resource
 from modelyard.core.errors import GatewayError
-from modelyard.core.schemas import DEFAULT_PREFIX, NOT_SERVED_SCHEMAS, SERVED_SCHEMAS
-from modelyard.core.sniff import sniff
-from modelyard.core.table import Backend, Endpoint, decode_table, encode_table
+from modelyard.core.table import Backend, Endpoint, Table
 from modelyard.core.token_estimate import answer_text
 from modelyard.gateway.accounting import Exchange
 from modelyard.gateway.providers import PROVIDERS, provider_for
 from modelyard.gateway.providers.aws_bedrock import AWSBedrock, AWSKeys, parse_keys, region_of_host, sigv4_auth
-from modelyard.gateway.providers.credentials import CREDENTIALS, WorkerCredentials
-from modelyard.gateway.proxy import Forwarding, Upstream, _request_head, forward
+from modelyard.gateway.providers.credentials import WorkerCredentials
+from modelyard.gateway.proxy import Upstream, _request_head
 from modelyard.gateway.state import GenerationState, Target
 from modelyard.gateway.translators.anthropic_bedrock import AnthropicToBedrock
 from modelyard.gateway.translators.openai_bedrock import OpenAIToBedrock
 from modelyard.gateway.translators.openai_bedrock_embeddings import OpenAIToBedrockEmbeddings
+from tests.unit.provider_support import BEDROCK_HOST as HOST
+from tests.unit.provider_support import (CONVERSE_RESPONSE, KEYS, SECRET, Proto, auth_ref, client_scope, converse_stream,
+                                         forward_one, header_lines, one_backend, recompute_sigv4, request_head, resource,
+                                         sent, served, table_of, worker_credentials)
 from tests.unit.translators.eventstream import START, USAGE, block_stop, metadata, stop, text_delta
+from tests.unit.translators.samples import events as openai_events
 
-HOST = "bedrock-runtime.us-east-1.amazonaws.com"
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-KEYS = {"access_key_id": "AKIDEXAMPLE", "secret_access_key": SECRET, "region": "us-west-2"}
 BODY = b'{"messages":[{"role":"user","content":[{"text":"hi"}]}]}'
 MODEL = "us.anthropic.claude-3-5-sonnet-20241022-v2:0"
 FROZEN = datetime.datetime(2026, 12, 3, 12, 34, 56)
@@ -52,42 +45,22 @@ def _backend(prefix: str = "") -> Backend:
 
 
 def _credentials(entry: dict[str, Any] | None = KEYS, key: str = "default/bedrock") -> WorkerCredentials:
-    worker = WorkerCredentials()
-    worker.generation = 1
-    worker.values = {} if entry is None else {key: json.dumps(entry)}
-    return worker
+    return worker_credentials({} if entry is None else {key: json.dumps(entry)})
 
 
 def _head(path: bytes, host: str = HOST, extra: bytes = b"") -> list[bytes]:
-    return [b"POST " + path, b" HTTP/1.1\r\nhost: " + host.encode() + b"\r\n",
-            b"content-type: application/json\r\n" + extra]
+    return request_head(path, host, extra)
 
 
 def _lines(out: bytes) -> dict[str, str]:
-    pairs = [line.split(": ", 1) for line in out.decode().split("\r\n") if line]
-    assert len({name for name, _ in pairs}) == len(pairs)
-    return dict(pairs)
-
-
-def _recompute(path: str, body: bytes, amz_date: str, keys: dict[str, Any] = KEYS, host: str = HOST) -> str:
-    """botocore, on its own: the authorization header of the same request at the same timestamp."""
-    request = AWSRequest(method="POST", url=f"https://{host}{path}", data=body, headers={"host": host})
-    signer = SigV4Auth(Credentials(keys["access_key_id"], keys["secret_access_key"], keys.get("session_token")),
-                       "bedrock", keys["region"])
-    stamp = datetime.datetime.strptime(amz_date, SIGV4_TIMESTAMP)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=stamp):
-        signer.add_auth(request)
-    return request.headers["Authorization"]
+    return header_lines(out.decode())
 
 
 # ---------------------------------------------------------------- registry and paths
 
 
 def test_registered_and_served() -> None:
-    assert "AWSBedrock" in SERVED_SCHEMAS and "AWSBedrock" not in NOT_SERVED_SCHEMAS
-    provider = PROVIDERS["AWSBedrock"]
-    assert isinstance(provider, AWSBedrock) and provider_for("AWSBedrock") is provider
-    assert provider.metric_name == "aws.bedrock" and DEFAULT_PREFIX["AWSBedrock"] == ""
+    provider = served("AWSBedrock", AWSBedrock, "aws.bedrock")
     assert set(provider.translators) == {"openai", "anthropic"}
     assert isinstance(provider.translators["openai"], OpenAIToBedrock)
     assert isinstance(provider.translators["anthropic"], AnthropicToBedrock)
@@ -126,14 +99,6 @@ def test_paths_per_operation_and_stream() -> None:
     assert PROVIDERS["AzureOpenAI"].stream_tail(backend, "/chat/completions") is None
 
 
-def _scope(query: str = "", headers: dict[str, str] | None = None) -> Any:
-    return SimpleNamespace(headers=headers or {}, query_string=query)
-
-
-def _ref(hook: Any) -> Any:
-    return SimpleNamespace(remove=frozenset(), auth=hook)
-
-
 @pytest.mark.parametrize(("model", "encoded"), [
     (MODEL, b"us.anthropic.claude-3-5-sonnet-20241022-v2%3A0"),
     ("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-2-1b-instruct-v1:0",
@@ -146,19 +111,19 @@ def test_model_id_goes_into_the_path_fully_escaped(model: str, encoded: bytes) -
     target = Target(None, path, HOST, "w", -1, tail, provider.stream_tail(backend, "/chat/completions"))  # type: ignore[arg-type]
     seen: list[bytes] = []
     hook = lambda head, body, client: seen.append(b"".join(head)) or b"x-auth: 1\r\n"  # noqa: E731
-    whole = _request_head(_scope(), _ref(hook), target, BODY, model, model)
+    whole = _request_head(client_scope(), auth_ref(hook), target, BODY, model, model)
     assert whole is not None and whole.startswith(b"POST /model/" + encoded + b"/converse HTTP/1.1\r\n")
-    streamed = _request_head(_scope(), _ref(hook), target, BODY, model, model, stream=True)
+    streamed = _request_head(client_scope(), auth_ref(hook), target, BODY, model, model, stream=True)
     assert streamed is not None and streamed.startswith(b"POST /model/" + encoded + b"/converse-stream HTTP/1.1\r\n")
     # A client's query joins with '?' here (Azure's tail carries its own '?api-version=').
-    queried = _request_head(_scope("a=1"), _ref(hook), target, BODY, model, model)
+    queried = _request_head(client_scope("a=1"), auth_ref(hook), target, BODY, model, model)
     assert queried is not None and queried.startswith(b"POST /model/" + encoded + b"/converse?a=1 HTTP/1.1\r\n")
     assert seen[0].startswith(b"POST /model/" + encoded + b"/converse HTTP/1.1\r\n")
 
 
 def test_azure_query_still_joins_with_ampersand() -> None:
     target = Target(None, b"/openai/deployments/", "h", "w", -1, b"/chat/completions?api-version=1")  # type: ignore[arg-type]
-    head = _request_head(_scope("a=1"), _ref(lambda *a: b""), target, b"{}", "m", "m", stream=True)
+    head = _request_head(client_scope("a=1"), auth_ref(lambda *a: b""), target, b"{}", "m", "m", stream=True)
     assert head is not None and head.startswith(b"POST /openai/deployments/m/chat/completions?api-version=1&a=1 ")
 
 
@@ -176,7 +141,7 @@ def test_signature_verifies_with_botocore() -> None:
     auth = lines["authorization"]
     assert auth.startswith(f"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{lines['x-amz-date'][:8]}/us-west-2/bedrock/"
                            "aws4_request, SignedHeaders=host;x-amz-date, Signature=")
-    assert auth == _recompute(path, BODY, lines["x-amz-date"])
+    assert auth == recompute_sigv4(path, BODY, lines["x-amz-date"])
 
 
 def test_signature_at_a_frozen_time_is_deterministic_and_covers_body_path_and_query() -> None:
@@ -194,10 +159,10 @@ def test_signature_at_a_frozen_time_is_deterministic_and_covers_body_path_and_qu
     assert base == again == client_header  # only host and the x-amz-* headers are signed
     for changed in (other_body, other_path, other_query, other_host):
         assert changed["authorization"] != base["authorization"]
-    assert base["authorization"] == _recompute(path.decode(), BODY, base["x-amz-date"])
-    assert other_query["authorization"] == _recompute(path.decode() + "?a=1", BODY, base["x-amz-date"])
+    assert base["authorization"] == recompute_sigv4(path.decode(), BODY, base["x-amz-date"])
+    assert other_query["authorization"] == recompute_sigv4(path.decode() + "?a=1", BODY, base["x-amz-date"])
     # The model ID's escaped ':' is signed as AWS expects for non-S3 services (encoded once more).
-    assert other_body["authorization"] == _recompute(path.decode(), BODY + b" ", base["x-amz-date"])
+    assert other_body["authorization"] == recompute_sigv4(path.decode(), BODY + b" ", base["x-amz-date"])
 
 
 def test_session_token_is_sent_and_signed() -> None:
@@ -208,7 +173,7 @@ def test_session_token_is_sent_and_signed() -> None:
     lines = _lines(out)
     assert lines["x-amz-security-token"] == "FwoGZXIvYXdzEXAMPLETOKEN"
     assert "SignedHeaders=host;x-amz-date;x-amz-security-token," in lines["authorization"]
-    assert lines["authorization"] == _recompute("/model/m/converse", BODY, lines["x-amz-date"], keys)
+    assert lines["authorization"] == recompute_sigv4("/model/m/converse", BODY, lines["x-amz-date"], keys)
 
 
 def test_region_from_the_host_when_the_entry_has_none() -> None:
@@ -216,7 +181,7 @@ def test_region_from_the_host_when_the_entry_has_none() -> None:
     hook = sigv4_auth(b"", "default/bedrock", credentials=_credentials(keys))
     lines = _lines(hook(_head(b"/model/m/converse"), BODY, {}))  # type: ignore[arg-type]
     assert "/us-east-1/bedrock/aws4_request" in lines["authorization"]
-    assert lines["authorization"] == _recompute("/model/m/converse", BODY, lines["x-amz-date"],
+    assert lines["authorization"] == recompute_sigv4("/model/m/converse", BODY, lines["x-amz-date"],
                                                 {**keys, "region": "us-east-1"})
     assert region_of_host("bedrock-runtime-fips.us-gov-west-1.amazonaws.com") == "us-gov-west-1"
     assert region_of_host("127.0.0.1:8080") is None
@@ -267,152 +232,36 @@ def test_the_provider_hook_uses_the_backend_name_and_owns_the_amz_headers() -> N
 
 # ---------------------------------------------------------------- through the proxy, to 127.0.0.1
 
-CONVERSE_ANSWER = (b'{"output": {"message": {"role": "assistant", "content": [{"text": "ok"}]}}, '
-                   b'"stopReason": "end_turn", "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}}')
-
-
-CONVERSE_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                     % (len(CONVERSE_ANSWER), CONVERSE_ANSWER))
-
-
-class _Bedrock:
-    """A 127.0.0.1 stand-in answering one response (a Converse answer by default), keeping what it
-    received; it closes the connection once the response is written."""
-
-    def __init__(self, response: bytes = CONVERSE_RESPONSE) -> None:
-        self.received: list[bytes] = []
-        self.response = response
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
-        self.received.append(head + await reader.readexactly(length))
-        writer.write(self.response)
-        await writer.drain()
-        writer.close()
-
-
-class _Proto:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []  # a streamed answer's writes
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
-        self.status, self.headers, self.body = status, dict(headers), data
-
-    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
-        self.status, self.headers = status, dict(headers)
-        return self
-
-    async def send_bytes(self, data: bytes) -> None:
-        self.sent.append(data)
-
-
-def _table(port: int) -> Any:
-    resources = [
-        _resource("AIGatewayRoute", "r", {"rules": [{"backendRefs": [{"name": "bedrock", "modelNameOverride": MODEL}]}]}, 0),
-        _resource("AIServiceBackend", "bedrock", {"schema": {"name": "AWSBedrock"},
-                                                  "backendRef": {"name": "bedrock", "kind": "Backend"}}, 1),
-        _resource("Backend", "bedrock", {"endpoints": [{"ip": {"address": "127.0.0.1", "port": port}}]}, 2),
+def _table(port: int) -> Table:
+    return table_of([
+        *one_backend("bedrock", "AWSBedrock", port, MODEL),
         # Its keys are published under the policy's name (here the environment chain's, in the tests by hand).
-        _resource("BackendSecurityPolicy", "bedrock", {"type": "AWSCredentials", "awsCredentials": {
+        resource("BackendSecurityPolicy", "bedrock", {"type": "AWSCredentials", "awsCredentials": {
             "region": "us-west-2"}, "targetRefs": [{"group": "aigateway.envoyproxy.io", "kind": "AIServiceBackend",
                                                     "name": "bedrock"}]}, 3),
-    ]
-    diags = Diagnostics()
-    table = compile_table(resources, diags).table
-    assert not diags.errors, diags.errors
-    return decode_table(encode_table(msgspec.structs.replace(table, generation=1)))
-
-
-def _resource(kind: str, name: str, spec: dict[str, Any], order: int) -> Resource:
-    version = ("aigateway.envoyproxy.io/v1alpha1" if kind in ("AIGatewayRoute", "AIServiceBackend",
-                                                              "BackendSecurityPolicy")
-               else "gateway.envoyproxy.io/v1alpha1")
-    body: dict[str, Any] = {"apiVersion": version, "kind": kind, "metadata": {"name": name, "namespace": "default"},
-                            "spec": spec}
-    return Resource(kind, version, "default", name, body, "mem.yaml", order)
+    ])
 
 
 def _forward(published: dict[str, str], response: bytes = CONVERSE_RESPONSE, stream: bool = False,
-             exchange: Exchange | None = None) -> tuple[_Proto, list[bytes]]:
-    async def main() -> tuple[_Proto, list[bytes]]:
-        bedrock = _Bedrock(response)
-        port = await bedrock.start()
-        upstream = Upstream()
-        upstream.start(asyncio.get_running_loop())
-        state = GenerationState(_table(port), upstream.pools)
-        body = (b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}' if stream
-                else b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
-        rule = state.router.match("m", {})
-        assert rule is not None
-        proto, o = _Proto(), exchange or Exchange(time.perf_counter(), "chat")
-        o.model, o.request_body = "m", body
-        scope = SimpleNamespace(headers={"x-amz-date": "19990101T000000Z", "x-trace": "t"}, query_string="")
-        await forward(upstream, Forwarding(scope, proto, o, state, state.routes[rule.rule.route_index], rule,
-                                           None, sniff(body), "/chat/completions"))
-        await upstream.close()
-        bedrock.server.close()
-        return proto, bedrock.received
-
-    with publishing(published):
-        return asyncio.run(main())
-
-
-@contextlib.contextmanager
-def publishing(values: dict[str, str]) -> Iterator[Callable[[dict[str, str]], None]]:
-    """The worker's copy of the credentials segment holding `values` (and, through the function it
-    gives, others after them, each a new generation), as it held before once done."""
-    saved = CREDENTIALS.generation, CREDENTIALS.values
-    steps = iter(range(1000, 2000))
-
-    def publish(new: dict[str, str]) -> None:
-        CREDENTIALS.generation, CREDENTIALS.values = saved[0] + next(steps), new
-    publish(values)
-    try:
-        yield publish
-    finally:
-        CREDENTIALS.generation, CREDENTIALS.values = saved[0] + 2000, saved[1]
+             exchange: Exchange | None = None) -> tuple[Proto, list[bytes]]:
+    body = (b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}' if stream
+            else b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
+    proto, received, _ = forward_one("AWSBedrock", body, "/chat/completions", "openai", response, published,
+                                     {"x-amz-date": "19990101T000000Z", "x-trace": "t"}, table=_table,
+                                     exchange=exchange or Exchange(time.perf_counter(), "chat"))
+    return proto, received
 
 
 def test_a_chat_request_reaches_bedrock_signed() -> None:
     proto, received = _forward({"default/bedrock": json.dumps(KEYS)})
     assert proto.status == 200, proto.body
     assert json.loads(proto.body)["choices"][0]["message"]["content"] == "ok"
-    [sent] = received
-    head, _, body = sent.partition(b"\r\n\r\n")
-    request_line, *header_lines = head.decode().split("\r\n")
+    request_line, headers, body = sent(received)  # each header once
     path = "/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/converse"
     assert request_line == f"POST {path} HTTP/1.1"
-    headers = [line.split(": ", 1) for line in header_lines]
-    names = [name for name, _ in headers]
-    assert names.count("x-amz-date") == 1 and "19990101T000000Z" not in head.decode()  # the client's is dropped
-    sent_headers = dict(headers)
-    assert sent_headers["x-trace"] == "t"
-    assert sent_headers["authorization"] == _recompute(path, body, sent_headers["x-amz-date"],
-                                                       host=sent_headers["host"])
-
-
-def _converse_stream(pieces: list[bytes], framing: str, end: bool = True) -> bytes:
-    """A ConverseStream response: its event-stream bytes in HTTP chunks, as Bedrock sends them, or
-    with a content-length (streamed by its content-type alone); without `end`, the connection closes
-    before the body is complete (a reset mid-stream)."""
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\nx-amzn-requestid: r-1\r\n"
-    if framing == "sized":
-        data = b"".join(pieces)
-        return head + b"content-length: %d\r\n\r\n%s" % (len(data) + (0 if end else 100), data)
-    return (head + b"transfer-encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
-            + (b"0\r\n\r\n" if end else b""))
-
-
-def _sse(sent: list[bytes]) -> list[Any]:
-    data = b"".join(sent)
-    assert data.endswith(b"\n\n")
-    return [json.loads(e.removeprefix(b"data: ")) if e != b"data: [DONE]" else "[DONE]"
-            for e in data.split(b"\n\n") if e]
+    assert "19990101T000000Z" not in "".join(headers.values())  # the client's x-amz-date is dropped
+    assert headers["x-trace"] == "t"
+    assert headers["authorization"] == recompute_sigv4(path, body, headers["x-amz-date"], host=headers["host"])
 
 
 @pytest.mark.parametrize("framing", ["chunked", "sized"])
@@ -421,14 +270,14 @@ def test_a_streaming_request_gets_converse_stream_as_openai_sse(framing: str) ->
     # Pieces cut mid-message: the translator reassembles them.
     data = b"".join(events)
     exchange = Exchange(time.perf_counter(), "chat")
-    proto, received = _forward({"default/bedrock": json.dumps(KEYS)}, _converse_stream([data[:50], data[50:200], data[200:]], framing),
+    proto, received = _forward({"default/bedrock": json.dumps(KEYS)}, converse_stream([data[:50], data[50:200], data[200:]], framing),
                                stream=True, exchange=exchange)
     [sent] = received
     assert sent.startswith(b"POST /model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/converse-stream HTTP/1.1")
     assert proto.status == 200
     assert proto.headers["content-type"] == "text/event-stream"  # not the upstream's event-stream type
     assert proto.headers["x-amzn-requestid"] == "r-1"
-    chunks = _sse(proto.sent)
+    chunks = openai_events(b"".join(proto.sent))
     assert chunks[-1] == "[DONE]"
     assert [c["object"] for c in chunks[:-1]] == ["chat.completion.chunk"] * (len(chunks) - 1)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1] if c["choices"]) == "Hello"
@@ -442,10 +291,10 @@ def test_a_streaming_request_gets_converse_stream_as_openai_sse(framing: str) ->
 def test_a_reset_mid_converse_stream_ends_with_the_sse_error_event(framing: str) -> None:
     data = b"".join([START, text_delta("Hel")])
     exchange = Exchange(time.perf_counter(), "chat")
-    proto, _ = _forward({"default/bedrock": json.dumps(KEYS)}, _converse_stream([data[:30], data[30:]], framing, end=False),
+    proto, _ = _forward({"default/bedrock": json.dumps(KEYS)}, converse_stream([data[:30], data[30:]], framing, end=False),
                         stream=True, exchange=exchange)
     assert proto.headers["content-type"] == "text/event-stream"
-    chunks = _sse(proto.sent)
+    chunks = openai_events(b"".join(proto.sent))
     assert chunks[1]["choices"][0]["delta"]["content"] == "Hel"
     assert chunks[-1]["error"]["code"] == "upstream_reset" and "[DONE]" not in chunks
     assert exchange.error == "upstream_reset" and exchange.usage is None
@@ -472,9 +321,9 @@ def test_the_path_is_the_one_botocore_serializes(model: str) -> None:
     assert service.signing_name == "bedrock"
     provider, backend = PROVIDERS["AWSBedrock"], _backend()
     prefix, tail = provider.upstream_path(backend, "/chat/completions")  # type: ignore[misc]
-    encoded = _request_head(_scope(), _ref(lambda *a: b""), Target(None, prefix, HOST, "w", -1, tail, provider.stream_tail(  # type: ignore[arg-type]
+    encoded = _request_head(client_scope(), auth_ref(lambda *a: b""), Target(None, prefix, HOST, "w", -1, tail, provider.stream_tail(  # type: ignore[arg-type]
         backend, "/chat/completions")), b"{}", model, model, stream=False)
-    streamed = _request_head(_scope(), _ref(lambda *a: b""), Target(None, prefix, HOST, "w", -1, tail, provider.stream_tail(  # type: ignore[arg-type]
+    streamed = _request_head(client_scope(), auth_ref(lambda *a: b""), Target(None, prefix, HOST, "w", -1, tail, provider.stream_tail(  # type: ignore[arg-type]
         backend, "/chat/completions")), b"{}", model, model, stream=True)
     for operation, head in (("Converse", encoded), ("ConverseStream", streamed)):
         expected = create_serializer("rest-json").serialize_to_request(

@@ -5,21 +5,19 @@ from Anthropic and OpenAI clients through the proxy to a 127.0.0.1 stand-in, who
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from modelyard.core.errors import GatewayError
-from modelyard.core.schemas import DEFAULT_PREFIX, NOT_SERVED_SCHEMAS, SERVED_SCHEMAS
 from modelyard.core.table import Backend, CloudAuth, Endpoint
-from modelyard.gateway.providers import PROVIDERS, provider_for
+from modelyard.gateway.providers import PROVIDERS
 from modelyard.gateway.providers.gcp_anthropic import GCPAnthropic
 from modelyard.gateway.proxy import _request_head
 from modelyard.gateway.state import Target
 from modelyard.gateway.translators.anthropic_gcpanthropic import AnthropicToGCPAnthropic
 from modelyard.gateway.translators.openai_gcpanthropic import OpenAIToGCPAnthropic
-from tests.unit.test_aws_anthropic_provider import ANSWER, CHAT, MESSAGES, _json_response, _sent, forward_one
-from tests.unit.test_aws_bedrock_provider import publishing
+from tests.unit.provider_support import (ANSWER, CHAT, MESSAGES, auth_ref, chunked_response, client_scope, forward_one,
+                                         http_response, publishing, sent, served)
 from tests.unit.translators.samples import ANTHROPIC_EVENTS, anthropic_sse
 
 CLOUD = CloudAuth("GCPCredentials", "default/vertex", "us-east5", "my-project")
@@ -34,10 +32,7 @@ def _backend(cloud: CloudAuth | None = CLOUD, prefix: str = "") -> Backend:
 
 
 def test_registered_and_served() -> None:
-    assert "GCPAnthropic" in SERVED_SCHEMAS and "GCPAnthropic" not in NOT_SERVED_SCHEMAS
-    provider = PROVIDERS["GCPAnthropic"]
-    assert isinstance(provider, GCPAnthropic) and provider_for("GCPAnthropic") is provider
-    assert provider.metric_name == "gcp.vertex_ai" and DEFAULT_PREFIX["GCPAnthropic"] == ""
+    provider = served("GCPAnthropic", GCPAnthropic, "gcp.vertex_ai")
     assert isinstance(provider.translators["anthropic"], AnthropicToGCPAnthropic)
     assert isinstance(provider.translators["openai"], OpenAIToGCPAnthropic)
     assert provider.stream_content_types == ("text/event-stream",)  # streamRawPredict answers plain SSE
@@ -66,7 +61,7 @@ def test_model_in_the_path(model: str, encoded: str) -> None:
     provider, backend = PROVIDERS["GCPAnthropic"], _backend()
     prefix, tail = provider.upstream_path(backend, "/messages")  # type: ignore[misc]
     target = Target(None, prefix, "h", "w", -1, tail, provider.stream_tail(backend, "/messages"))  # type: ignore[arg-type]
-    scope, ref = SimpleNamespace(headers={}, query_string=""), SimpleNamespace(remove=frozenset(), auth=lambda *a: b"")
+    scope, ref = client_scope(), auth_ref(lambda *a: b"")
     whole = _request_head(scope, ref, target, b"{}", model, model)
     streamed = _request_head(scope, ref, target, b"{}", model, model, stream=True)
     assert whole is not None and whole.startswith(f"POST {MODELS}{encoded}:rawPredict HTTP/1.1\r\n".encode())
@@ -93,9 +88,9 @@ PUBLISHED = {"default/vertex": TOKEN}
 
 
 def test_an_anthropic_message_reaches_raw_predict() -> None:
-    proto, received, o = forward_one("GCPAnthropic", MESSAGES, "/messages", "anthropic", _json_response(ANSWER),
+    proto, received, o = forward_one("GCPAnthropic", MESSAGES, "/messages", "anthropic", http_response(ANSWER),
                                      PUBLISHED, {"anthropic-beta": "context-1m-2025-08-07"}, CLOUD, MODEL)
-    line, headers, body = _sent(received)
+    line, headers, body = sent(received)
     assert line == f"POST {MODELS}claude-sonnet-4%4020250514:rawPredict HTTP/1.1"
     assert headers["authorization"] == f"Bearer {TOKEN}"
     assert headers["anthropic-beta"] == "context-1m-2025-08-07"  # as Anthropic's Vertex SDK sends it, and in the body
@@ -105,34 +100,29 @@ def test_an_anthropic_message_reaches_raw_predict() -> None:
     assert o.usage is not None and o.usage.total_tokens == 4 and o.response_model == "claude-3-7-sonnet-20250219"
 
 
-def _sse_response(data: bytes) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
-
-
 def test_streams_for_both_clients() -> None:
     data = anthropic_sse(ANTHROPIC_EVENTS)
     proto, received, o = forward_one("GCPAnthropic", MESSAGES[:-1] + b', "stream": true}', "/messages", "anthropic",
-                                     _sse_response(data), PUBLISHED, None, CLOUD, MODEL)
-    line, _, body = _sent(received)
+                                     chunked_response([data], "text/event-stream"), PUBLISHED, None, CLOUD, MODEL)
+    line, _, body = sent(received)
     assert line.endswith(":streamRawPredict HTTP/1.1") and json.loads(body)["stream"] is True
     assert b"".join(proto.sent) == data and o.usage is not None and o.usage.output_tokens == 89
     proto, received, o = forward_one("GCPAnthropic", CHAT[:-1] + b', "stream": true}', "/chat/completions", "openai",
-                                     _sse_response(data), PUBLISHED, None, CLOUD, MODEL)
-    assert json.loads(_sent(received)[2])["anthropic_version"] == "vertex-2023-10-16"
+                                     chunked_response([data], "text/event-stream"), PUBLISHED, None, CLOUD, MODEL)
+    assert json.loads(sent(received)[2])["anthropic_version"] == "vertex-2023-10-16"
     assert b"".join(proto.sent).endswith(b"data: [DONE]\n\n") and o.usage is not None and o.usage.input_tokens == 1492
 
 
 def test_errors_and_missing_token() -> None:
     google = b'{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}'
     proto, _, _ = forward_one("GCPAnthropic", MESSAGES, "/messages", "anthropic",
-                              _json_response(google, "429 Too Many Requests"), PUBLISHED, None, CLOUD, MODEL)
+                              http_response(google, "429 Too Many Requests"), PUBLISHED, None, CLOUD, MODEL)
     assert proto.status == 429 and json.loads(proto.body)["error"] == {"type": "rate_limit_error",
                                                                        "message": "Quota exceeded"}
     with pytest.raises(GatewayError) as raised:
-        forward_one("GCPAnthropic", MESSAGES, "/messages", "anthropic", _json_response(ANSWER), {}, None, CLOUD, MODEL)
+        forward_one("GCPAnthropic", MESSAGES, "/messages", "anthropic", http_response(ANSWER), {}, None, CLOUD, MODEL)
     assert (raised.value.status, raised.value.code) == (401, "missing_credentials")
     with pytest.raises(GatewayError) as raised:  # no policy: no path, nothing served
-        forward_one("GCPAnthropic", MESSAGES, "/messages", "anthropic", _json_response(ANSWER), PUBLISHED, None, None,
+        forward_one("GCPAnthropic", MESSAGES, "/messages", "anthropic", http_response(ANSWER), PUBLISHED, None, None,
                     MODEL)
     assert (raised.value.status, raised.value.code) == (501, "operation_not_supported")

@@ -4,34 +4,27 @@ client query after the streaming tail's own, its bearer-token hook, and requests
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import struct
-import time
-from types import SimpleNamespace
 from typing import Any
 
-import msgspec
 import pytest
 
-from modelyard.config.compiler import compile_table
-from modelyard.config.diagnostics import Diagnostics
 from modelyard.core.errors import GatewayError
-from modelyard.core.schemas import DEFAULT_PREFIX, NOT_SERVED_SCHEMAS, SERVED_SCHEMAS
-from modelyard.core.sniff import sniff
-from modelyard.core.table import Backend, CloudAuth, Endpoint, decode_table, encode_table
+from modelyard.core.table import Backend, CloudAuth, Endpoint
 from modelyard.gateway.accounting import Exchange
-from modelyard.gateway.providers import PROVIDERS, provider_for
-from modelyard.gateway.providers.credentials import CREDENTIALS, WorkerCredentials, bearer_auth
+from modelyard.gateway.providers import PROVIDERS
+from modelyard.gateway.providers.credentials import WorkerCredentials, bearer_auth
 from modelyard.gateway.providers.gcp_vertex_ai import GCPVertexAI
-from modelyard.gateway.proxy import Forwarding, Upstream, _request_head, forward
-from modelyard.gateway.state import GenerationState, Target
+from modelyard.gateway.proxy import _request_head
+from modelyard.gateway.state import Target
 from modelyard.gateway.translators.openai_gemini import OpenAIToGemini
 from modelyard.gateway.translators.openai_gemini_embeddings import OpenAIToGeminiEmbeddings
-from tests.unit.test_aws_bedrock_provider import _Bedrock as _Stub  # a 127.0.0.1 stand-in answering one response
-from tests.unit.test_aws_bedrock_provider import _Proto, _resource
+from tests.unit.provider_support import (Proto, auth_ref, client_scope, forward_one, http_response, publishing,
+                                         request_head, sent, served, worker_credentials)
 from tests.unit.translators.gemini_samples import ERRORS, TEXT_ANSWER, TEXT_EVENTS, sse
+from tests.unit.translators.samples import events as openai_events
 
 HOST = "us-central1-aiplatform.googleapis.com"
 CLOUD = CloudAuth("GCPCredentials", "default/gcp-policy", "us-central1", "my-project")
@@ -43,33 +36,19 @@ def _backend(prefix: str = "", cloud: CloudAuth | None = CLOUD) -> Backend:
     return Backend("default/vertex", "GCPVertexAI", None, prefix, (Endpoint(HOST, 443),), None, cloud=cloud)
 
 
-def _credentials(token: str | None = TOKEN, key: str = "default/gcp-policy", generation: int = 1) -> WorkerCredentials:
-    worker = WorkerCredentials()
-    worker.generation = generation
-    worker.values = {} if token is None else {key: token}
-    return worker
+def _credentials(token: str | None = TOKEN, key: str = "default/gcp-policy") -> WorkerCredentials:
+    return worker_credentials({} if token is None else {key: token})
 
 
 def _head(path: bytes) -> list[bytes]:
-    return [b"POST " + path, b" HTTP/1.1\r\nhost: " + HOST.encode() + b"\r\n", b"content-type: application/json\r\n"]
-
-
-def _scope(query: str = "") -> Any:
-    return SimpleNamespace(headers={}, query_string=query)
-
-
-def _ref(hook: Any) -> Any:
-    return SimpleNamespace(remove=frozenset(), auth=hook)
+    return request_head(path, HOST)
 
 
 # ---------------------------------------------------------------- registry and paths
 
 
 def test_registered_and_served() -> None:
-    assert "GCPVertexAI" in SERVED_SCHEMAS and "GCPVertexAI" not in NOT_SERVED_SCHEMAS
-    provider = PROVIDERS["GCPVertexAI"]
-    assert isinstance(provider, GCPVertexAI) and provider_for("GCPVertexAI") is provider
-    assert provider.metric_name == "gcp.vertex_ai" and DEFAULT_PREFIX["GCPVertexAI"] == ""
+    provider = served("GCPVertexAI", GCPVertexAI, "gcp.vertex_ai")
     table = provider.translator_table(("/chat/completions", "/completions", "/embeddings", "/messages"))
     assert isinstance(table[("openai", "/chat/completions")], OpenAIToGemini)
     assert isinstance(table[("openai", "/embeddings")], OpenAIToGeminiEmbeddings)
@@ -114,26 +93,26 @@ def _target(operation: str = "/chat/completions") -> Target:
 def test_model_goes_into_the_path_fully_escaped(model: str, encoded: bytes) -> None:
     hook = lambda head, body, client: b"x-auth: 1\r\n"  # noqa: E731
     target = _target()
-    whole = _request_head(_scope(), _ref(hook), target, b"{}", model, model)
+    whole = _request_head(client_scope(), auth_ref(hook), target, b"{}", model, model)
     assert whole is not None and whole.startswith(b"POST " + MODELS + encoded + b":generateContent HTTP/1.1\r\n")
-    streamed = _request_head(_scope(), _ref(hook), target, b"{}", model, model, stream=True)
+    streamed = _request_head(client_scope(), auth_ref(hook), target, b"{}", model, model, stream=True)
     assert streamed is not None and streamed.startswith(
         b"POST " + MODELS + encoded + b":streamGenerateContent?alt=sse HTTP/1.1\r\n")
-    embedded = _request_head(_scope(), _ref(hook), _target("/embeddings"), b"{}", model, model)
+    embedded = _request_head(client_scope(), auth_ref(hook), _target("/embeddings"), b"{}", model, model)
     assert embedded is not None and embedded.startswith(b"POST " + MODELS + encoded + b":predict HTTP/1.1\r\n")
 
 
 def test_the_client_query_joins_each_tail_right() -> None:
     hook = lambda *a: b""  # noqa: E731
     target = _target()
-    whole = _request_head(_scope("a=1&b=2"), _ref(hook), target, b"{}", "m", "m")
+    whole = _request_head(client_scope("a=1&b=2"), auth_ref(hook), target, b"{}", "m", "m")
     assert whole is not None and whole.startswith(b"POST " + MODELS + b"m:generateContent?a=1&b=2 HTTP/1.1\r\n")
-    streamed = _request_head(_scope("a=1"), _ref(hook), target, b"{}", "m", "m", stream=True)
+    streamed = _request_head(client_scope("a=1"), auth_ref(hook), target, b"{}", "m", "m", stream=True)
     assert streamed is not None and streamed.startswith(
         b"POST " + MODELS + b"m:streamGenerateContent?alt=sse&a=1 HTTP/1.1\r\n")
     # Bedrock's streaming tail has no query: its client query still starts one.
     bedrock = Target(None, b"/model/", HOST, "w", -1, b"/converse", b"/converse-stream")  # type: ignore[arg-type]
-    head = _request_head(_scope("a=1"), _ref(hook), bedrock, b"{}", "m", "m", stream=True)
+    head = _request_head(client_scope("a=1"), auth_ref(hook), bedrock, b"{}", "m", "m", stream=True)
     assert head is not None and head.startswith(b"POST /model/m/converse-stream?a=1 HTTP/1.1\r\n")
 
 
@@ -163,15 +142,11 @@ def test_a_new_credentials_generation_is_picked_up() -> None:
 
 def test_the_provider_hook_reads_the_policy_key() -> None:
     provider = PROVIDERS["GCPVertexAI"]
-    saved = CREDENTIALS.generation, CREDENTIALS.values
-    CREDENTIALS.generation, CREDENTIALS.values = saved[0] + 1000, {"default/gcp-policy": TOKEN, "default/vertex": "other"}
-    try:
+    with publishing({"default/gcp-policy": TOKEN, "default/vertex": "other"}):
         hook = provider.auth(_backend(), b"x-edit: 1\r\n", b"authorization: Bearer configured\r\n", None)
         assert hook(_head(b"/"), b"{}", {}) == b"x-edit: 1\r\nauthorization: Bearer " + TOKEN.encode() + b"\r\n"
         # No policy: the entry under the backend's own name.
         assert provider.auth(_backend(cloud=None), b"", b"", None)(_head(b"/"), b"{}", {}) == b"authorization: Bearer other\r\n"
-    finally:
-        CREDENTIALS.generation, CREDENTIALS.values = saved[0] + 2000, saved[1]
 
 
 def test_the_token_never_shows() -> None:
@@ -185,95 +160,44 @@ def test_the_token_never_shows() -> None:
 # ---------------------------------------------------------------- through the proxy, to 127.0.0.1
 
 
-def _http(body: bytes, ctype: bytes = b"application/json", status: bytes = b"200 OK") -> bytes:
-    return b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (status, ctype, len(body), body)
-
-
-def _table(port: int) -> Any:
-    resources = [
-        _resource("AIGatewayRoute", "r", {"rules": [{"backendRefs": [
-            {"name": "vertex", "modelNameOverride": "gemini-2.0-flash-001"}]}]}, 0),
-        _resource("AIServiceBackend", "vertex", {"schema": {"name": "GCPVertexAI"},
-                                                 "backendRef": {"name": "vertex", "kind": "Backend"}}, 1),
-        _resource("Backend", "vertex", {"endpoints": [{"ip": {"address": "127.0.0.1", "port": port}}]}, 2),
-    ]
-    diags = Diagnostics()
-    table = compile_table(resources, diags).table
-    assert not diags.errors, diags.errors
-    # What a GCPCredentials policy on the backend compiles to (without one it is a 401 at load).
-    backends = tuple(msgspec.structs.replace(b, cloud=CLOUD, error=None) for b in table.backends)
-    return decode_table(encode_table(msgspec.structs.replace(table, generation=1, backends=backends)))
-
-
 def _forward(response: bytes, body: dict[str, Any], operation: str = "/chat/completions", query: str = "",
-             published: dict[str, str] | None = None) -> tuple[_Proto, list[bytes], Exchange]:
-    raw = json.dumps(body).encode()
-
-    async def main() -> tuple[_Proto, list[bytes], Exchange]:
-        vertex = _Stub(response)
-        port = await vertex.start()
-        upstream = Upstream()
-        upstream.start(asyncio.get_running_loop())
-        state = GenerationState(_table(port), upstream.pools)
-        rule = state.router.match("m", {})
-        assert rule is not None
-        proto, exchange = _Proto(), Exchange(time.perf_counter(), operation.strip("/"))
-        exchange.model, exchange.request_body = "m", raw
-        scope = SimpleNamespace(headers={"authorization": "Bearer client-key", "x-trace": "t"}, query_string=query)
-        try:
-            await forward(upstream, Forwarding(scope, proto, exchange, state, state.routes[rule.rule.route_index], rule,
-                                               None, sniff(raw), operation))
-        finally:
-            await upstream.close()
-            vertex.server.close()
-        return proto, vertex.received, exchange
-
-    saved = CREDENTIALS.generation, CREDENTIALS.values
-    CREDENTIALS.generation = saved[0] + 1000
-    CREDENTIALS.values = {"default/gcp-policy": TOKEN} if published is None else published
-    try:
-        return asyncio.run(main())
-    finally:
-        CREDENTIALS.generation, CREDENTIALS.values = saved[0] + 2000, saved[1]
-
-
-def _sent(received: list[bytes]) -> tuple[str, dict[str, str], Any]:
-    [sent] = received
-    head, _, body = sent.partition(b"\r\n\r\n")
-    request_line, *lines = head.decode().split("\r\n")
-    headers = [line.split(": ", 1) for line in lines]
-    assert len({n for n, _ in headers}) == len(headers)
-    return request_line, dict(headers), json.loads(body)
+             published: dict[str, str] | None = None) -> tuple[Proto, list[bytes], Exchange]:
+    # The backend's GCPCredentials policy compiles to CLOUD (without one it is a 401 at load).
+    return forward_one("GCPVertexAI", json.dumps(body).encode(), operation, "openai", response,
+                       {"default/gcp-policy": TOKEN} if published is None else published,
+                       {"authorization": "Bearer client-key", "x-trace": "t"}, CLOUD, "gemini-2.0-flash-001",
+                       name="vertex", query=query)
 
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "Why is the sky blue?"}]}
 
 
 def test_a_chat_request_reaches_vertex_with_the_token() -> None:
-    proto, received, exchange = _forward(_http(json.dumps(TEXT_ANSWER).encode()), CHAT)
+    proto, received, exchange = _forward(http_response(json.dumps(TEXT_ANSWER).encode()), CHAT)
     assert proto.status == 200, proto.body
     out = json.loads(proto.body)
     assert out["choices"][0]["message"]["content"].startswith("The sky appears blue")
     assert out["model"] == "gemini-2.0-flash-001" and exchange.response_model == "gemini-2.0-flash-001"
     assert exchange.usage is not None and exchange.usage.total_tokens == 110
-    request_line, headers, body = _sent(received)
+    request_line, headers, body = sent(received)
     assert request_line == "POST " + MODELS.decode() + "gemini-2.0-flash-001:generateContent HTTP/1.1"
     assert headers["authorization"] == f"Bearer {TOKEN}"  # the client's own key never goes upstream
     assert headers["x-trace"] == "t"
-    assert body == {"contents": [{"role": "user", "parts": [{"text": "Why is the sky blue?"}]}]}
+    assert json.loads(body) == {"contents": [{"role": "user", "parts": [{"text": "Why is the sky blue?"}]}]}
 
 
 def test_a_streaming_request_gets_sse_translated() -> None:
-    proto, received, exchange = _forward(_http(sse(TEXT_EVENTS), b"text/event-stream"),
+    proto, received, exchange = _forward(http_response(sse(TEXT_EVENTS), content_type="text/event-stream"),
                                          {**CHAT, "stream": True, "stream_options": {"include_usage": True}},
                                          query="trace=1")
-    request_line, _, body = _sent(received)
+    request_line, _, raw = sent(received)
+    body = json.loads(raw)
     assert request_line == ("POST " + MODELS.decode()
                             + "gemini-2.0-flash-001:streamGenerateContent?alt=sse&trace=1 HTTP/1.1")
     assert "stream" not in body and "stream_options" not in body
     assert proto.status == 200 and proto.headers["content-type"] == "text/event-stream"
     data = b"".join(proto.sent)
-    chunks = [json.loads(e[6:]) if e != b"data: [DONE]" else "[DONE]" for e in data.split(b"\n\n") if e]
+    chunks = openai_events(data)
     assert chunks[-1] == "[DONE]" and chunks[-2]["usage"]["total_tokens"] == 5
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-2]) == "Hello"
     assert exchange.usage is not None and exchange.usage.total_tokens == 5
@@ -282,10 +206,11 @@ def test_a_streaming_request_gets_sse_translated() -> None:
 def test_embeddings_go_to_predict_and_honour_base64() -> None:
     answer = {"predictions": [{"embeddings": {"statistics": {"truncated": False, "token_count": 4},
                                               "values": [0.5, -2.0]}}]}
-    proto, received, exchange = _forward(_http(json.dumps(answer).encode()),
+    proto, received, exchange = _forward(http_response(json.dumps(answer).encode()),
                                          {"model": "m", "input": "hello", "encoding_format": "base64",
                                           "dimensions": 2}, operation="/embeddings")
-    request_line, _, body = _sent(received)
+    request_line, _, raw = sent(received)
+    body = json.loads(raw)
     assert request_line == "POST " + MODELS.decode() + "gemini-2.0-flash-001:predict HTTP/1.1"
     assert body == {"instances": [{"content": "hello"}], "parameters": {"outputDimensionality": 2}}
     assert proto.status == 200, proto.body
@@ -295,12 +220,12 @@ def test_embeddings_go_to_predict_and_honour_base64() -> None:
 
 
 def test_a_vertex_error_is_an_openai_error() -> None:
-    proto, _, _ = _forward(_http(json.dumps([ERRORS[429]]).encode(), status=b"429 Too Many Requests"), CHAT)
+    proto, _, _ = _forward(http_response(json.dumps([ERRORS[429]]).encode(), "429 Too Many Requests"), CHAT)
     assert proto.status == 429
     assert json.loads(proto.body)["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_no_published_token_is_a_401() -> None:
     with pytest.raises(GatewayError) as raised:
-        _forward(_http(b"{}"), CHAT, published={})
+        _forward(http_response(b"{}"), CHAT, published={})
     assert (raised.value.status, raised.value.code) == (401, "missing_credentials")

@@ -13,10 +13,9 @@ import pytest
 from modelyard.config.compiler import compile_table
 from modelyard.config.diagnostics import Diagnostics
 from modelyard.config.kinds import SCHEMA_NAMES as CONFIG_SCHEMA_NAMES
-from modelyard.config.loader import Resource
 from modelyard.core.schemas import DEFAULT_PREFIX, NOT_SERVED_SCHEMAS, SCHEMA_NAMES, SERVED_SCHEMAS
 from modelyard.core.sniff import sniff
-from modelyard.core.table import Backend, CredentialOverride, Endpoint, decode_table, encode_table
+from modelyard.core.table import Backend, CredentialOverride, Endpoint, Table
 from modelyard.gateway.accounting import Exchange
 from modelyard.gateway.providers import COUNT_TOKENS, PROVIDERS, RERANK, TOKENIZE, UpstreamRequest, provider_for
 from modelyard.gateway.providers.base import api_key_auth
@@ -24,6 +23,7 @@ from modelyard.gateway.proxy import Forwarding, Upstream, forward
 from modelyard.gateway.state import GenerationState
 from modelyard.gateway.translators.anthropic_openai import AnthropicToOpenAI
 from modelyard.gateway.translators.openai_anthropic import OpenAIToAnthropic
+from tests.unit.provider_support import Proto, StandIn, client_scope, http_response, one_backend, resource, table_of
 
 METRIC_NAMES = {
     "OpenAI": "openai", "AzureOpenAI": "azure.ai.openai", "AWSBedrock": "aws.bedrock", "AWSAnthropic": "aws.bedrock",
@@ -120,71 +120,31 @@ def test_upstream_request_view() -> None:
     assert req.headers == [(b"host", b"h"), (b"x-b", b"2")]
 
 
-class _Upstream:
+def _upstream(status: int) -> StandIn:
     """A 127.0.0.1 server answering every request with one status, keeping what it received."""
-
-    def __init__(self, status: int):
-        self.status = status
-        self.received: list[bytes] = []
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
-        self.received.append(head + await reader.readexactly(length))
-        body = b'{"choices": [{"message": {"content": "ok"}}]}'
-        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                     % (self.status, len(body), body))
-        await writer.drain()
-        writer.close()
+    return StandIn(http_response(b'{"choices": [{"message": {"content": "ok"}}]}', f"{status} X"))
 
 
-class _Proto:
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
-        self.status, self.headers, self.body = status, dict(headers), data
-
-
-class _Scope:
-    def __init__(self, headers: dict[str, str]):
-        self.headers = headers
-        self.query_string = ""
-
-
-def _resource(kind: str, name: str, spec: dict[str, Any], order: int) -> Resource:
-    version = {"AIGatewayRoute": "aigateway.envoyproxy.io/v1alpha1", "AIServiceBackend": "aigateway.envoyproxy.io/v1alpha1",
-               "BackendSecurityPolicy": "aigateway.envoyproxy.io/v1alpha1", "Secret": "v1"}.get(
-        kind, "gateway.envoyproxy.io/v1alpha1")
-    body: dict[str, Any] = {"apiVersion": version, "kind": kind, "metadata": {"name": name, "namespace": "default"}}
-    body.update(spec if kind == "Secret" else {"spec": spec})
-    return Resource(kind, version, "default", name, body, "mem.yaml", order)
-
-
-def _failover_table(ports: dict[str, int]) -> Any:
-    resources = [_resource("AIGatewayRoute", "r", {"rules": [{"backendRefs": [
+def _failover_table(ports: dict[str, int]) -> Table:
+    resources = [resource("AIGatewayRoute", "r", {"rules": [{"backendRefs": [
         {"name": "primary", "priority": 0}, {"name": "fallback", "priority": 1}]}]}, 0)]
     for k, (name, port) in enumerate(ports.items()):
         resources += [
-            _resource("AIServiceBackend", name, {"schema": {"name": "OpenAI"},
-                                                 "backendRef": {"name": name, "kind": "Backend"}}, 10 * k + 1),
-            _resource("Backend", name, {"endpoints": [{"ip": {"address": "127.0.0.1", "port": port}}]}, 10 * k + 2),
-            _resource("BackendSecurityPolicy", name, {"type": "APIKey", "targetRefs": [
+            resource("AIServiceBackend", name, {"schema": {"name": "OpenAI"},
+                                                "backendRef": {"name": name, "kind": "Backend"}}, 10 * k + 1),
+            resource("Backend", name, {"endpoints": [{"ip": {"address": "127.0.0.1", "port": port}}]}, 10 * k + 2),
+            resource("BackendSecurityPolicy", name, {"type": "APIKey", "targetRefs": [
                 {"group": "aigateway.envoyproxy.io", "kind": "AIServiceBackend", "name": name}],
                 "apiKey": {"secretRef": {"name": name}}}, 10 * k + 3),
-            _resource("Secret", name, {"data": {"apiKey": base64.b64encode(f"key-{name}".encode()).decode()}},
-                      10 * k + 4),
+            resource("Secret", name, {"data": {"apiKey": base64.b64encode(f"key-{name}".encode()).decode()}},
+                     10 * k + 4),
         ]
-    diags = Diagnostics()
-    table = compile_table(resources, diags).table
-    assert not diags.errors, diags.errors
-    return decode_table(encode_table(msgspec.structs.replace(table, generation=1)))
+    return table_of(resources)
 
 
 def test_auth_hook_runs_per_attempt_with_the_final_bytes_and_again_on_failover() -> None:
-    async def main() -> tuple[list[tuple[str, bytes, bytes]], dict[str, _Upstream], _Proto, Exchange]:
-        upstreams = {"primary": _Upstream(503), "fallback": _Upstream(200)}
+    async def main() -> tuple[list[tuple[str, bytes, bytes]], dict[str, StandIn], Proto, Exchange]:
+        upstreams = {"primary": _upstream(503), "fallback": _upstream(200)}
         ports = {name: await u.start() for name, u in upstreams.items()}
         upstream = Upstream()
         upstream.start(asyncio.get_running_loop())
@@ -199,9 +159,9 @@ def test_auth_hook_runs_per_attempt_with_the_final_bytes_and_again_on_failover()
         body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
         rule = state.router.match("m", {})
         assert rule is not None
-        proto, o = _Proto(), Exchange(time.perf_counter(), "chat")
+        proto, o = Proto(), Exchange(time.perf_counter(), "chat")
         o.model, o.request_body = "m", body
-        await forward(upstream, Forwarding(_Scope({"x-trace": "t"}), proto, o, state,
+        await forward(upstream, Forwarding(client_scope(headers={"x-trace": "t"}), proto, o, state,
                                            state.routes[rule.rule.route_index], rule, None, sniff(body),
                                            "/chat/completions"))
         await upstream.close()
@@ -223,14 +183,8 @@ def test_auth_hook_runs_per_attempt_with_the_final_bytes_and_again_on_failover()
 
 @pytest.mark.parametrize("schema", SCHEMA_NAMES)
 def test_no_schema_of_the_api_answers_501(schema: str) -> None:
-    resources = [
-        _resource("AIGatewayRoute", "r", {"rules": [{"backendRefs": [{"name": "b"}]}]}, 0),
-        _resource("AIServiceBackend", "b", {"schema": {"name": schema},
-                                            "backendRef": {"name": "b", "kind": "Backend"}}, 1),
-        _resource("Backend", "b", {"endpoints": [{"ip": {"address": "127.0.0.1", "port": 9}}]}, 2),
-    ]
     diags = Diagnostics()
-    table = compile_table(resources, diags).table
+    table = compile_table(one_backend("b", schema, 9), diags).table
     assert NOT_SERVED_SCHEMAS == ()
     error = table.backends[0].error
     assert error is None or error.status != 501, error  # AWS and GCP ones want their credentials policy (401)

@@ -1,8 +1,10 @@
 """Requests, answers and event streams shared by the translator tests, after the documented
-examples of the OpenAI chat completions and Anthropic Messages APIs."""
+examples of the OpenAI chat completions and Anthropic Messages APIs, and the helpers that read what a
+translator wrote (the official SDKs among them)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
@@ -126,3 +128,36 @@ def sse_pairs(out: bytes) -> list[tuple[str | None, Any]]:
         data = b"\n".join(line[6:] for line in lines if line.startswith(b"data: "))
         parsed.append((name, "[DONE]" if data == b"[DONE]" else json.loads(data)))
     return parsed
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def events(out: bytes) -> list[Any]:
+    """An OpenAI SSE stream's events: each chunk decoded, "[DONE]" as it is."""
+    assert out.endswith(b"\n\n")
+    parts = out[:-2].split(b"\n\n")
+    assert all(p.startswith(b"data: ") for p in parts)
+    return [p[6:].decode() if p == DONE[:-2] else json.loads(p[6:]) for p in parts]
+
+
+def deltas(out: bytes) -> list[dict[str, Any]]:
+    """The delta of each OpenAI chunk that has a choice."""
+    return [e["choices"][0]["delta"] for e in events(out) if isinstance(e, dict) and e.get("choices")]
+
+
+def sdk_clients(body: bytes, status: int = 200, ctype: str = "text/event-stream"):
+    """An OpenAI and an Anthropic client whose every request gets this answer."""
+    import anthropic
+    import openai
+
+    # Use the HTTP library the SDKs are built on (httpx, or a fork of it), found from their client class.
+    base = next(c for c in type(openai.OpenAI(api_key="x")._client).__mro__ if not c.__module__.startswith("openai"))
+    httpx = importlib.import_module(base.__module__.split(".")[0])
+
+    def client():
+        transport = httpx.MockTransport(lambda _: httpx.Response(status, content=body, headers={"content-type": ctype}))
+        return httpx.Client(transport=transport)
+
+    return (openai.OpenAI(api_key="x", base_url="http://t/v1", max_retries=0, http_client=client()),
+            anthropic.Anthropic(api_key="x", base_url="http://t", max_retries=0, http_client=client()))

@@ -14,7 +14,7 @@ from modelyard.gateway.translators.anthropic_bedrock import AnthropicToBedrock, 
 from modelyard.gateway.translators.anthropic_bedrock_answer import STOP_REASONS, build_response
 from modelyard.gateway.translators.openai_bedrock import model_base
 from tests.unit.translators.samples import PNG
-from tests.unit.translators.test_common import sdk_clients
+from tests.unit.translators.samples import sdk_clients
 
 A2B = AnthropicToBedrock()
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"

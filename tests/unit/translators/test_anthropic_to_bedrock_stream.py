@@ -17,7 +17,7 @@ from modelyard.gateway.translators.anthropic_bedrock_stream import BedrockStream
 from modelyard.gateway.translators.aws_eventstream import ANTHROPIC_STREAM_ERRORS, STREAM_EXCEPTIONS
 from tests.unit.translators.eventstream import (START, TEXT_STREAM, TOOL_STREAM, block_stop, event, exception,
                                                 message, metadata, stop, text_delta)
-from tests.unit.translators.test_common import sdk_clients
+from tests.unit.translators.samples import sdk_clients
 
 
 def translate(data: bytes, cuts: list[int] | None = None) -> tuple[bytes, BedrockStreamToAnthropic]:

@@ -23,7 +23,7 @@ from modelyard.gateway.translators.openai_anthropic import AnthropicStreamToOpen
 from modelyard.gateway.translators.openai_awsanthropic import OpenAIToAWSAnthropic
 from tests.unit.translators.eventstream import chunk, exception, message
 from tests.unit.translators.samples import ANTHROPIC_EVENTS, WEATHER_TOOL, feed_all, sse_pairs, user
-from tests.unit.translators.test_common import sdk_clients
+from tests.unit.translators.samples import sdk_clients
 
 A2A = AnthropicToAWSAnthropic()
 O2A = OpenAIToAWSAnthropic()

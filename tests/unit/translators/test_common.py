@@ -4,7 +4,6 @@ processes)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
@@ -25,6 +24,7 @@ from tests.unit.translators.samples import (
     anthropic_sse,
     o2a,
     openai_sse,
+    sdk_clients,
     user,
 )
 
@@ -102,23 +102,6 @@ def test_sse_parser_framing():
 
 
 # ---------------------------------------------------------------- the official SDKs read what we write
-
-
-def sdk_clients(body: bytes, status: int = 200, ctype: str = "text/event-stream"):
-    """An OpenAI and an Anthropic client whose every request gets this answer."""
-    import anthropic
-    import openai
-
-    # Use the HTTP library the SDKs are built on (httpx, or a fork of it), found from their client class.
-    base = next(c for c in type(openai.OpenAI(api_key="x")._client).__mro__ if not c.__module__.startswith("openai"))
-    httpx = importlib.import_module(base.__module__.split(".")[0])
-
-    def client():
-        transport = httpx.MockTransport(lambda _: httpx.Response(status, content=body, headers={"content-type": ctype}))
-        return httpx.Client(transport=transport)
-
-    return (openai.OpenAI(api_key="x", base_url="http://t/v1", max_retries=0, http_client=client()),
-            anthropic.Anthropic(api_key="x", base_url="http://t", max_retries=0, http_client=client()))
 
 
 ASK = {"model": "m", "messages": [user("hi")]}

@@ -17,7 +17,7 @@ from modelyard.gateway.translators.anthropic_hosted import AnthropicEvents
 from modelyard.gateway.translators.openai_anthropic import AnthropicStreamToOpenAI
 from modelyard.gateway.translators.openai_gcpanthropic import OpenAIToGCPAnthropic
 from tests.unit.translators.samples import ANTHROPIC_EVENTS, anthropic_sse, feed_all, sse_pairs, user
-from tests.unit.translators.test_common import sdk_clients
+from tests.unit.translators.samples import sdk_clients
 
 A2G = AnthropicToGCPAnthropic()
 O2G = OpenAIToGCPAnthropic()

@@ -14,7 +14,7 @@ import pytest
 
 from modelyard.gateway.translators import TranslationError
 from modelyard.gateway.translators.openai_bedrock_embeddings import OpenAIToBedrockEmbeddings, build_request
-from tests.unit.translators.test_common import sdk_clients
+from tests.unit.translators.samples import sdk_clients
 
 E = OpenAIToBedrockEmbeddings()
 TITAN_V2 = "amazon.titan-embed-text-v2:0"

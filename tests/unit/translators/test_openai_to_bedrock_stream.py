@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from typing import Any
 
 import pytest
 
@@ -17,10 +16,7 @@ from modelyard.gateway.translators.openai_bedrock_answer import FINISH_REASONS
 from modelyard.gateway.translators.openai_bedrock_stream import STREAM_EXCEPTIONS, BedrockStreamToOpenAI
 from tests.unit.translators.eventstream import (START, TEXT_STREAM, TOOL_STREAM, block_stop, event, exception,
                                                 message, metadata, stop, text_delta)
-from tests.unit.translators.samples import user
-from tests.unit.translators.test_common import sdk_clients
-
-DONE = b"data: [DONE]\n\n"
+from tests.unit.translators.samples import DONE, deltas, events, sdk_clients, user
 
 # ---------------------------------------------------------------- helpers
 
@@ -30,17 +26,6 @@ def translate(data: bytes, include_usage: bool = False, cuts: list[int] | None =
     bounds = [0, *(cuts or []), len(data)]
     out = b"".join(st.feed(data[a:b]) for a, b in zip(bounds, bounds[1:]))
     return out + st.flush(), st
-
-
-def events(out: bytes) -> list[Any]:
-    assert out.endswith(b"\n\n")
-    parts = out[:-2].split(b"\n\n")
-    assert all(p.startswith(b"data: ") for p in parts)
-    return [p[6:].decode() if p == DONE[:-2] else json.loads(p[6:]) for p in parts]
-
-
-def deltas(out: bytes) -> list[dict[str, Any]]:
-    return [e["choices"][0]["delta"] for e in events(out) if isinstance(e, dict) and e.get("choices")]
 
 
 def finish_of(out: bytes) -> list[str]:

@@ -15,7 +15,7 @@ from modelyard.gateway.translators.openai_gemini import SKIP_SIGNATURE, OpenAITo
 from modelyard.gateway.translators.openai_gemini_answer import FINISH_REASONS, call_id
 from tests.unit.translators.gemini_samples import CALL_ANSWER, CREATED, ERRORS, TEXT_ANSWER
 from tests.unit.translators.samples import PNG, TOOL_CONVERSATION, WEATHER_TOOL, user
-from tests.unit.translators.test_common import sdk_clients
+from tests.unit.translators.samples import sdk_clients
 
 O2G = OpenAIToGemini()
 

@@ -13,7 +13,7 @@ import pytest
 from modelyard.gateway.translators import TranslationError
 from modelyard.gateway.translators.openai_gemini_embeddings import OpenAIToGeminiEmbeddings, build_request
 from tests.unit.translators.gemini_samples import ERRORS
-from tests.unit.translators.test_common import sdk_clients
+from tests.unit.translators.samples import sdk_clients
 
 E = OpenAIToGeminiEmbeddings()
 

@@ -13,9 +13,7 @@ from modelyard.gateway.translators.openai_gemini import OpenAIToGemini
 from modelyard.gateway.translators.openai_gemini_answer import call_id
 from modelyard.gateway.translators.openai_gemini_stream import GeminiStreamToOpenAI
 from tests.unit.translators.gemini_samples import ERRORS, STREAM_EVENTS, STREAM_USAGE, TEXT_EVENTS, sse
-from tests.unit.translators.samples import user
-from tests.unit.translators.test_openai_to_bedrock_stream import DONE, deltas, events
-from tests.unit.translators.test_common import sdk_clients
+from tests.unit.translators.samples import DONE, deltas, events, sdk_clients, user
 
 STREAM = sse(STREAM_EVENTS)
 CREATED = 1748764800  # the events' createTime, 2025-06-01T08:00:00.5Z
