@@ -106,6 +106,7 @@ class BackendResolver:
         self.timeouts: dict[int, float] = {}  # deprecated AIServiceBackend timeouts, by backend index
         # Cloud credentials to fetch, by CloudAuth.key (the policy): the refresher's input, never in the table.
         self.cloud_sources: dict[str, Source] = {}
+        self._cloud: dict[tuple[str, str, str], Any] = {}
         check_secrets(objs, diags)
         check_type_fields(objs.all("BackendSecurityPolicy"), diags)
         self._policies = self._policies_by_target()
@@ -318,7 +319,12 @@ class BackendResolver:
             return (), None, None
         ptype = pol.spec["type"]
         if ptype in CLOUD_TYPES:
-            cloud, error, source = compile_cloud_policy(pol, res.spec["schema"]["name"], self._cloud_secret, self.diags)
+            schema = res.spec["schema"]["name"]
+            compiled = self._cloud.get((pol.namespace, pol.name, schema))
+            if compiled is None:  # once per policy and schema: each problem is reported once
+                compiled = self._cloud[(pol.namespace, pol.name, schema)] = compile_cloud_policy(
+                    pol, schema, self._cloud_secret, self.diags)
+            cloud, error, source = compiled
             if cloud is not None and source is not None:
                 self.cloud_sources[cloud.key] = source
             return (), error, cloud

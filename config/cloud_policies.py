@@ -43,10 +43,13 @@ SecretReader = Callable[[str, str, str], "str | None"]
 class PolicyProblem(ValueError):
     """A policy that cannot give a credential: the message (no secret in it), and the field at fault."""
 
-    def __init__(self, message: str, field: str, missing: bool = False):
+    def __init__(self, message: str, field: str, missing: bool = False, content: bool = False):
         super().__init__(message)
         self.field = field
         self.missing = missing  # a Secret or key that does not exist (yet): a warning, not an error
+        # A Secret whose value cannot be used: a warning too (the Envoy AI Gateway admits it and fails
+        # to fetch), so the rest of the configuration loads; its backends answer 503.
+        self.content = content
 
 
 def check_type_fields(policies: list[Resource], diags: Diagnostics) -> None:
@@ -83,9 +86,9 @@ def compile_cloud_policy(pol: Resource, schema: str, read_secret: SecretReader,
             return CloudAuth(ptype, key, region=region, project=project), None, _gcp(pol, spec, read_secret, field)
         return CloudAuth(ptype, key), None, _azure(pol, spec, read_secret, field)
     except PolicyProblem as e:
-        if e.missing:
+        if e.missing or e.content:
             diags.warning(str(e), file=pol.file, obj=pol.ref, field=e.field)
-            return None, ErrorReply(503, "credentials_not_found", str(e)), None
+            return None, ErrorReply(503, "credentials_not_found" if e.missing else "credentials_invalid", str(e)), None
         diags.error(str(e), file=pol.file, obj=pol.ref, field=e.field)
         return None, ErrorReply(503, "credentials_invalid", str(e)), None
 
@@ -158,12 +161,12 @@ def _gcp(pol: Resource, spec: dict[str, Any], read_secret: SecretReader, field: 
         try:
             info = json.loads(text)
         except ValueError:
-            raise PolicyProblem("the service_account.json key does not hold JSON", where) from None
+            raise PolicyProblem("the service_account.json key does not hold JSON", where, content=True) from None
         missing = [k for k in ("client_email", "private_key", "token_uri") if not isinstance(info, dict)
                    or not isinstance(info.get(k), str) or not info.get(k)]
         if missing:
             raise PolicyProblem(f"the service_account.json key lacks {', '.join(missing)} (a service-account "
-                                "key file has them)", where)
+                                "key file has them)", where, content=True)
         return GCPServiceAccount(text, info["client_email"])
     if wif is None:
         raise PolicyProblem(f"spec.{field} needs credentialsFile or workloadIdentityFederationConfig", f"spec.{field}")

@@ -242,11 +242,16 @@ def test_a_policy_type_that_cannot_authenticate_the_schema_is_a_501(tmp_path: Pa
     assert any("cannot authenticate a backend of schema OpenAI" in str(w) for w in diags.warnings)
 
 
-def test_a_service_account_key_without_its_fields_is_an_error_naming_them(tmp_path: Path) -> None:
-    _, diags = _compile(tmp_path, _backend("GCPVertexAI"), _policy("GCPCredentials", """\
+def test_a_service_account_key_without_its_fields_is_a_warning_naming_them_and_a_503(tmp_path: Path) -> None:
+    # The Envoy AI Gateway's own example ships "{}" as the key: it loads there, and here, and the
+    # backend answers 503 until the Secret holds a key; the rest of the configuration serves.
+    compiled, diags = _compile(tmp_path, _backend("GCPVertexAI"), _policy("GCPCredentials", """\
         gcpCredentials: {projectName: p, region: r, credentialsFile: {secretRef: {name: sa}}}
-        """), _secret("sa", "service_account.json", json.dumps({"type": "service_account"})))
-    assert any("lacks client_email, private_key, token_uri" in str(e) for e in diags.errors)
+        """), _secret("sa", "service_account.json", "{}"))
+    assert not diags.errors
+    assert [str(w).count("lacks client_email, private_key, token_uri") for w in diags.warnings].count(1) == 1
+    error = _only_backend(compiled).error
+    assert error is not None and (error.status, error.code) == (503, "credentials_invalid")
 
 
 def test_backends_sharing_a_policy_share_one_source(tmp_path: Path) -> None:
