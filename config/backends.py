@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from modelyard.config.cloud_credentials.sources import Source
-from modelyard.config.cloud_policies import CLOUD_TYPES, SCHEMAS_OF, check_type_fields, compile_cloud_policy
+from modelyard.config.cloud_policies import (CLOUD_TYPES, SCHEMAS_OF, check_type_fields, compile_cloud_policy,
+                                             schema_mismatch)
 from modelyard.config.diagnostics import Diagnostics, did_you_mean
 from modelyard.config.loader import Resource
 from modelyard.core.schemas import API_KEY_HEADERS, DEFAULT_PREFIX, DEFAULT_VERSION, FALLBACK_PREFIX, SERVED_SCHEMAS
@@ -106,7 +107,7 @@ class BackendResolver:
         self.timeouts: dict[int, float] = {}  # deprecated AIServiceBackend timeouts, by backend index
         # Cloud credentials to fetch, by CloudAuth.key (the policy): the refresher's input, never in the table.
         self.cloud_sources: dict[str, Source] = {}
-        self._cloud: dict[tuple[str, str, str], Any] = {}
+        self._cloud: dict[tuple[str, str], Any] = {}
         check_secrets(objs, diags)
         check_type_fields(objs.all("BackendSecurityPolicy"), diags)
         self._policies = self._policies_by_target()
@@ -319,11 +320,13 @@ class BackendResolver:
             return (), None, None
         ptype = pol.spec["type"]
         if ptype in CLOUD_TYPES:
-            schema = res.spec["schema"]["name"]
-            compiled = self._cloud.get((pol.namespace, pol.name, schema))
-            if compiled is None:  # once per policy and schema: each problem is reported once
-                compiled = self._cloud[(pol.namespace, pol.name, schema)] = compile_cloud_policy(
-                    pol, schema, self._cloud_secret, self.diags)
+            mismatch = schema_mismatch(pol, res.spec["schema"]["name"], self.diags)
+            if mismatch is not None:
+                return (), mismatch, None
+            compiled = self._cloud.get((pol.namespace, pol.name))
+            if compiled is None:  # once per policy, however many backends it covers: each problem reported once
+                compiled = self._cloud[(pol.namespace, pol.name)] = compile_cloud_policy(pol, self._cloud_secret,
+                                                                                          self.diags)
             cloud, error, source = compiled
             if cloud is not None and source is not None:
                 self.cloud_sources[cloud.key] = source

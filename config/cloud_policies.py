@@ -62,16 +62,21 @@ def check_type_fields(policies: list[Resource], diags: Diagnostics) -> None:
                         obj=pol.ref, field=f"spec.{others[0]}")
 
 
-def compile_cloud_policy(pol: Resource, schema: str, read_secret: SecretReader,
-                         diags: Diagnostics) -> tuple[CloudAuth | None, ErrorReply | None, Source | None]:
-    """(CloudAuth, an error for the backend, the source to fetch) for one cloud policy on a backend."""
+def schema_mismatch(pol: Resource, schema: str, diags: Diagnostics) -> ErrorReply | None:
+    """The 501 of a backend whose schema the cloud policy's type cannot authenticate."""
     ptype = pol.spec["type"]
-    where = f"BackendSecurityPolicy {pol.namespace}/{pol.name}"
-    if schema not in SCHEMAS_OF[ptype]:
-        msg = f"{where} of type {ptype} cannot authenticate a backend of schema {schema} " \
-              f"(it serves {', '.join(SCHEMAS_OF[ptype])})"
-        diags.warning(msg, file=pol.file, obj=pol.ref, field="spec.type")
-        return None, ErrorReply(501, "credentials_not_supported", msg), None
+    if schema in SCHEMAS_OF[ptype]:
+        return None
+    msg = f"BackendSecurityPolicy {pol.namespace}/{pol.name} of type {ptype} cannot authenticate a backend " \
+          f"of schema {schema} (it serves {', '.join(SCHEMAS_OF[ptype])})"
+    diags.warning(msg, file=pol.file, obj=pol.ref, field="spec.type")
+    return ErrorReply(501, "credentials_not_supported", msg)
+
+
+def compile_cloud_policy(pol: Resource, read_secret: SecretReader,
+                         diags: Diagnostics) -> tuple[CloudAuth | None, ErrorReply | None, Source | None]:
+    """(CloudAuth, an error for its backends, the source to fetch) for one cloud policy."""
+    ptype = pol.spec["type"]
     key = f"{pol.namespace}/{pol.name}"
     field = TYPE_FIELDS[ptype]
     spec = pol.spec.get(field)
