@@ -7,7 +7,7 @@ import json
 import ssl
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import openai
@@ -57,17 +57,19 @@ class Mock:
 class TlsMock:
     """The mock backend serving HTTPS with a certificate for `hostnames` from `ca`."""
 
-    def __init__(self, name: str, folder: Path, ca: trustme.CA, *hostnames: str):
+    def __init__(self, name: str, folder: Path, ca: trustme.CA, *hostnames: str, extra: Sequence[str] = (),
+                 port: int | None = None):
         cert = ca.issue_cert(*hostnames)
-        cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
-        cert.private_key_pem.write_to_path(folder / "key.pem")
+        cert.cert_chain_pems[0].write_to_path(folder / f"{name}-cert.pem")
+        cert.private_key_pem.write_to_path(folder / f"{name}-key.pem")
         self.ctx = ssl.create_default_context()
         ca.configure_trust(self.ctx)
         self.ctx.check_hostname = False  # probed as 127.0.0.1, not by its name
         self.name = name
-        self.port = free_port()
-        self.proc = Proc(modelyard("mock", "--port", str(self.port), "--name", name,
-                                   "--tls-cert", str(folder / "cert.pem"), "--tls-key", str(folder / "key.pem")))
+        self.port = port or free_port()
+        self.proc = Proc(modelyard("mock", "--port", str(self.port), "--name", name, *extra,
+                                   "--tls-cert", str(folder / f"{name}-cert.pem"),
+                                   "--tls-key", str(folder / f"{name}-key.pem")))
         deadline = time.monotonic() + 20
         while True:
             if not self.proc.alive():
