@@ -12,7 +12,9 @@ is botocore's (regional), and honours AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL;
 Azure's authority is AZURE_AUTHORITY_HOST (as azure-identity reads it), else login.microsoftonline.com;
 a service-account key's token endpoint is its own `token_uri`; Google's STS and IAM credentials
 endpoints are MODELYARD_GCP_STS_URL and MODELYARD_GCP_IAM_CREDENTIALS_URL when set (private or test
-endpoints; the Envoy AI Gateway has no field for them), else Google's.
+endpoints; the Envoy AI Gateway has no field for them), else Google's. Proxies come from the
+environment (HTTPS_PROXY, NO_PROXY) for all of them; CAs from the system's (SSL_CERT_FILE), and
+for google-auth from REQUESTS_CA_BUNDLE too, as requests reads it.
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ class Fetcher:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(resolver=ResolveMap(self._resolve)) if self._resolve else None
-            self._session = aiohttp.ClientSession(trust_env=False, connector=connector)
+            # trust_env: HTTPS_PROXY / NO_PROXY apply to token requests, as to botocore's and google-auth's.
+            self._session = aiohttp.ClientSession(trust_env=True, connector=connector)
         return self._session
 
     def _oidc_tokens(self) -> OIDCTokens:
@@ -221,8 +224,7 @@ def _gcp_refresh(credentials: Any, what: str) -> Fetched:
     import google.auth.transport.requests
     import requests
 
-    with requests.Session() as http:
-        http.trust_env = False
+    with requests.Session() as http:  # honours HTTPS_PROXY and REQUESTS_CA_BUNDLE, as requests does
         try:
             credentials.refresh(google.auth.transport.requests.Request(http))
         except google.auth.exceptions.GoogleAuthError as e:

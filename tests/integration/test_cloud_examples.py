@@ -6,6 +6,7 @@ names, with a test CA the gateway trusts as its system CAs."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ def _credentials_file() -> str:
 
 def _stop(*procs: Any) -> None:
     for p in procs:
+        if isinstance(p, Gateway):  # shown by pytest when the test failed
+            print(p.proc.output()[-3000:], file=sys.stderr)
         p.stop()
 
 
