@@ -24,8 +24,8 @@ from tests.support import free_port, http_request, wait_for
 
 AWS_KEY_ID, AWS_SECRET = "AKIAMODELYARDTEST01", "test-secret-key/for+bedrock"
 OIDC_PW, AZURE_PW = "oidc-client-pw-7", "azure-client-pw-9"
-STS_SECONDS = 6  # the STS mock's credentials live this long: the gateway refreshes them at 3 s
-VERTEX_TOKEN_SECONDS = 6
+STS_SECONDS = 4  # the STS mock's credentials live this long: the gateway refreshes them at 2 s
+VERTEX_TOKEN_SECONDS = 4
 NOVA = "us.amazon.nova-micro-v1:0"
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a place",
@@ -120,6 +120,8 @@ def setup(tmp_path_factory) -> Iterator[dict]:
             + _backend("vertex-claude", vertex_port, "GCPAnthropic", gcp, "vertex-2023-10-16")
             + _backend("vertex-down", mocks["vertex-down"].port, "GCPVertexAI", gcp)
             + _backend("azure", mocks["azure"].port, "AzureOpenAI", azure)
+            + _backend("azure-bad", mocks["azure"].port, "AzureOpenAI", azure.replace("azure-secret", "wrong-secret"))
+            + _secret("wrong-secret", "client-secret", "not-the-secret")
             + openai_backend("gpt", "127.0.0.1", mocks["gpt"].port)
             + openai_backend("claude", "127.0.0.1", mocks["claude"].port).replace("schema: {name: OpenAI}",
                                                                                   "schema: {name: Anthropic}")
@@ -133,7 +135,8 @@ def setup(tmp_path_factory) -> Iterator[dict]:
                      ("claude-vertex", '[{name: vertex-claude, modelNameOverride: "claude-sonnet-4@20250514"}]'),
                      ("azure-gpt", "[{name: azure, modelNameOverride: gpt-4o}]"),
                      ("bedrock-then-openai", "[{name: bedrock-down, priority: 0}, {name: gpt, priority: 1}]"),
-                     ("vertex-then-anthropic", "[{name: vertex-down, priority: 0}, {name: claude, priority: 1}]")))
+                     ("vertex-then-anthropic", "[{name: vertex-down, priority: 0}, {name: claude, priority: 1}]"),
+                     ("azure-then-openai", "[{name: azure-bad, priority: 0}, {name: gpt, priority: 1}]")))
     env = {"AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{mocks['bedrock'].port}",
            "AZURE_AUTHORITY_HOST": f"http://127.0.0.1:{mocks['azure'].port}", "AWS_EC2_METADATA_DISABLED": "true"}
     gw = Gateway("--config", str(write_config(folder / "cloud.yaml", text)), workers=1, env=env)
@@ -218,18 +221,23 @@ def test_bedrock_errors_reach_clients_in_their_shape(setup) -> None:
 
 
 def test_sts_credentials_are_refreshed_mid_run_without_a_failed_request(setup) -> None:
-    gw = setup["gw"]
+    assert _refreshed_under_load(setup["gw"], "nova-sts", "default/bedrock-sts-policy", STS_SECONDS) > 0
+
+
+def _refreshed_under_load(gw: Gateway, model: str, policy: str, lifetime: float) -> int:
+    """Requests, every one answered, while the policy's credential is refreshed twice; how many."""
     client = oai(gw)
-    first = policy_state(gw, "default/bedrock-sts-policy")
-    deadline = time.monotonic() + STS_SECONDS * 2 + 2
+    fetched = {policy_state(gw, policy)["fetched_at"]}
+    deadline = time.monotonic() + lifetime * 4 + 10  # a hang guard: two refreshes take about one lifetime
     answered = 0
-    while time.monotonic() < deadline:  # past two expiries of the STS credentials
-        assert client.chat.completions.create(model="nova-sts", messages=HELLO, max_tokens=5).choices
+    while len(fetched) < 3:
+        assert time.monotonic() < deadline, policy_state(gw, policy)
+        assert client.chat.completions.create(model=model, messages=HELLO, max_tokens=5).choices
         answered += 1
-        time.sleep(0.2)
-    later = policy_state(gw, "default/bedrock-sts-policy")
-    assert later["status"] == "valid" and later["expires_at"] > first["expires_at"]
-    assert answered > 10
+        state = policy_state(gw, policy)
+        assert state["status"] == "valid", state
+        fetched.add(state["fetched_at"])
+    return answered
 
 
 def policy_state(gw: Gateway, key: str) -> dict:
@@ -277,14 +285,7 @@ def test_anthropic_on_vertex_for_both_clients(setup) -> None:
 
 
 def test_vertex_tokens_are_refreshed_mid_run_without_a_failed_request(setup) -> None:
-    gw = setup["gw"]
-    client = oai(gw)
-    first = policy_state(gw, "default/vertex-policy")
-    deadline = time.monotonic() + VERTEX_TOKEN_SECONDS * 2 + 2
-    while time.monotonic() < deadline:
-        assert client.chat.completions.create(model="gemini", messages=HELLO, max_tokens=5).choices
-        time.sleep(0.2)
-    assert policy_state(gw, "default/vertex-policy")["expires_at"] > first["expires_at"]
+    assert _refreshed_under_load(setup["gw"], "gemini", "default/vertex-policy", VERTEX_TOKEN_SECONDS) > 0
 
 
 def test_vertex_fails_over_to_anthropic(setup) -> None:
@@ -303,6 +304,16 @@ def test_azure_with_an_entra_id_token(setup) -> None:
     assert sent["headers"]["authorization"].startswith("Bearer ") and "api-key" not in sent["headers"]
 
 
+def test_a_backend_without_its_token_fails_over_without_being_called(setup) -> None:
+    gw = setup["gw"]
+    state = wait_for(lambda: (s := policy_state(gw, "default/azure-bad-policy"))["consecutive_failures"] and s)
+    assert state["status"] == "failing" and "invalid_client" in state["last_error"]
+    before = len(setup["azure"].chat_requests())
+    status, headers, body = gw.chat("azure-then-openai")
+    assert status == 200 and headers["x-ai-gateway-backend"] == "default/gpt", body
+    assert len(setup["azure"].chat_requests()) == before  # no request went out unauthenticated
+
+
 # --- status, metrics, secrecy ---------------------------------------------------------------------
 
 
@@ -311,10 +322,11 @@ def test_status_and_metrics_show_each_credential_and_no_secret(setup) -> None:
     view = gw.config()
     creds = view["cloud_credentials"]
     assert {k: v["status"] for k, v in creds.items()} == {
-        f"default/{name}-policy": "valid" for name in ("bedrock", "bedrock-sts", "bedrock-claude", "bedrock-down",
-                                                        "vertex", "vertex-claude", "vertex-down", "azure")}
+        **{f"default/{name}-policy": "valid" for name in ("bedrock", "bedrock-sts", "bedrock-claude", "bedrock-down",
+                                                           "vertex", "vertex-claude", "vertex-down", "azure")},
+        "default/azure-bad-policy": "failing"}
     metrics = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
     assert 'modelyard_credential_valid{policy="default/azure-policy",type="AzureClientSecret"} 1.0' in metrics
     everything = json.dumps(view) + metrics + gw.proc.output()
-    for secret in (AWS_SECRET, OIDC_PW, AZURE_PW, "PRIVATE KEY"):
+    for secret in (AWS_SECRET, OIDC_PW, AZURE_PW, "not-the-secret", "PRIVATE KEY"):
         assert secret not in everything
