@@ -1,26 +1,42 @@
 """The mock's command line: ``modelyard mock`` and ``python -m modelyard.loadtest.mock``.
 
 ``--api`` picks the app the Granian workers serve: ``openai`` (the default; the OpenAI-compatible
-mock in ``loadtest.mock.openai``), ``anthropic`` (the Messages API, ``loadtest.mock.anthropic``) or
-``azure`` (Azure OpenAI's deployment routes, ``loadtest.mock.azure``). Nothing here imports an app
-or Granian until ``run``, so the gateway's own command line stays quick to start.
+mock in ``loadtest.mock.openai``), ``anthropic`` (the Messages API, ``loadtest.mock.anthropic``),
+``azure`` (Azure OpenAI's deployment routes, ``loadtest.mock.azure``), ``bedrock`` (AWS Bedrock
+Runtime, SigV4-checked, with STS's AssumeRoleWithWebIdentity on the same port,
+``loadtest.mock.bedrock``) or ``oidc`` (an OpenID Connect issuer of client-credentials tokens,
+``loadtest.mock.oidc``). Nothing here imports an app or Granian until ``run``, so the gateway's own
+command line stays quick to start.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import msgspec
 
-from modelyard.loadtest.mock.config import APIS, ENV_VAR, PROVIDER_ENV_VAR, MockConfig, ProviderConfig
+from modelyard.loadtest.mock.config import (
+    APIS,
+    AWS_KEYS_ENV_VAR,
+    CLOUD_ENV_VAR,
+    ENV_VAR,
+    PROVIDER_ENV_VAR,
+    CloudConfig,
+    MockConfig,
+    ProviderConfig,
+)
 
 APP_TARGETS = {
     "openai": "modelyard.loadtest.mock.openai.app:app",
     "anthropic": "modelyard.loadtest.mock.anthropic.app:app",
     "azure": "modelyard.loadtest.mock.azure:app",
+    "bedrock": "modelyard.loadtest.mock.bedrock.app:app",
+    "oidc": "modelyard.loadtest.mock.oidc:app",
 }
 
 T = TypeVar("T")
@@ -41,6 +57,7 @@ _fraction = _checked("_fraction", float, lambda v: not 0.0 <= v <= 1.0, "a fract
 _non_negative = _checked("_non_negative", float, lambda v: v < 0, "a non-negative number")
 _error_status = _checked("_error_status", int, lambda v: not 400 <= v <= 599, "an HTTP error status 400..599")
 _count = _checked("_count", int, lambda v: v < 0, "a non-negative integer")
+_positive = _checked("_positive", int, lambda v: v < 1, "a positive integer")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,23 +96,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-usage", action="store_true",
                         help="report no token usage, in answers or streams (as some self-hosted servers do)")
     _add_provider_arguments(parser)
+    _add_cloud_arguments(parser)
 
 
 def _add_provider_arguments(parser: argparse.ArgumentParser) -> None:
-    """--api openai|anthropic|azure and the flags only those APIs read."""
+    """--api openai|anthropic|azure|bedrock|oidc and the flags only some APIs read."""
     parser.add_argument("--api", choices=APIS, default="openai",
-                        help="provider API to mock: openai (default), anthropic (POST /v1/messages) or azure "
-                             "(/openai/deployments/{name}/...?api-version=)")
+                        help="provider API to mock: openai (default), anthropic (POST /v1/messages), azure "
+                             "(/openai/deployments/{name}/...?api-version=), bedrock (AWS Bedrock Runtime, SigV4, "
+                             "and STS on POST /) or oidc (an OpenID Connect issuer)")
     parser.add_argument("--api-key", default=None, metavar="KEY",
                         help="anthropic/azure: the only key accepted (default: any non-empty key)")
     parser.add_argument("--cache-read", type=_count, default=0, metavar="N",
-                        help="anthropic: usage.cache_read_input_tokens to report (default 0; x-mock-cache-read wins)")
+                        help="anthropic/bedrock: cache-read input tokens to report (default 0; x-mock-cache-read "
+                             "wins)")
     parser.add_argument("--cache-creation", type=_count, default=0, metavar="N",
-                        help="anthropic: usage.cache_creation_input_tokens to report "
+                        help="anthropic/bedrock: cache-creation (write) input tokens to report "
                              "(default 0; x-mock-cache-creation wins)")
     parser.add_argument("--error-after", type=_count, default=None, metavar="N",
-                        help="anthropic: end streams with an overloaded_error event after N deltas "
-                             "(default: never; x-mock-error-after wins)")
+                        help="anthropic: end streams with an overloaded_error event after N deltas; bedrock: with "
+                             "the --stream-error exception (default: never; x-mock-error-after wins)")
+
+
+def _add_cloud_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of --api bedrock (and its STS) and --api oidc."""
+    aws = parser.add_argument_group("bedrock (--api bedrock; STS on the same port)")
+    aws.add_argument("--region", default="us-east-1",
+                     help="the region signatures must be scoped to (default us-east-1)")
+    aws.add_argument("--aws-access-key-id", action="append", default=[], metavar="AKID",
+                     help="an accepted access key id (repeatable; paired in order with --aws-secret-access-key). "
+                          "Default, with no keys given: AWS's documented example pair AKIAIOSFODNN7EXAMPLE")
+    aws.add_argument("--aws-secret-access-key", action="append", default=[], metavar="SECRET",
+                     help="the secret of the --aws-access-key-id at the same position")
+    aws.add_argument("--aws-keys", default=None, metavar="FILE",
+                     help='accepted key pairs, a JSON file: {"AKID": "secret", ...} or [{"access_key_id": ..., '
+                          f'"secret_access_key": ...}}, ...] (also read from ${AWS_KEYS_ENV_VAR} as JSON text)')
+    aws.add_argument("--sts-duration", type=_positive, default=None, metavar="SECONDS",
+                     help="lifetime of the credentials STS issues (default: the requested DurationSeconds, "
+                          "else 3600); short ones test refreshing")
+    aws.add_argument("--sts-role", action="append", default=[], metavar="ARN",
+                     help="a role STS lets assume (repeatable; default any well-formed role ARN); others get "
+                          "AccessDenied")
+    aws.add_argument("--sts-secret", default=None, metavar="HEX",
+                     help="HMAC key of STS-issued credentials, so a restarted mock accepts them (default: random)")
+    aws.add_argument("--oidc-jwks", default=None, metavar="URL|FILE",
+                     help="the JWK set of the OIDC issuer STS trusts, read once at start "
+                          "(e.g. http://127.0.0.1:N/jwks of a --api oidc mock; default: trust no issuer)")
+    aws.add_argument("--oidc-issuer", default=None, metavar="URL",
+                     help="the iss web identity tokens must carry (default: any)")
+    aws.add_argument("--oidc-audience", default=None, metavar="AUD",
+                     help="the aud web identity tokens must carry (default: any)")
+    aws.add_argument("--stream-error", default="modelStreamErrorException",
+                     choices=("modelStreamErrorException", "internalServerException", "throttlingException",
+                              "validationException", "serviceUnavailableException", "modelTimeoutException"),
+                     help="the exception event --error-after ends a stream with (default modelStreamErrorException; "
+                          "x-mock-stream-error wins)")
+    aws.add_argument("--throttle-rate", type=_fraction, default=0.0, metavar="F",
+                     help="fraction of model calls answered 429 ThrottlingException (default 0)")
+    oidc = parser.add_argument_group("oidc (--api oidc)")
+    oidc.add_argument("--signing-key", default=None, metavar="PEM",
+                      help="RSA private key (PEM file) that signs tokens (default: one generated at start)")
+    oidc.add_argument("--client-id", default="mock-client", help="the client id accepted (default mock-client)")
+    oidc.add_argument("--client-secret", default="mock-secret",
+                      help="that client's secret (default mock-secret)")
+    oidc.add_argument("--token-lifetime", type=_positive, default=3600, metavar="SECONDS",
+                      help="access token lifetime, the exp claim (default 3600)")
+    oidc.add_argument("--issuer", default=None, metavar="URL",
+                      help="the issuer (iss) to announce and sign (default: the URL the mock is reached at)")
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
@@ -128,18 +195,88 @@ def provider_config_from_args(args: argparse.Namespace) -> ProviderConfig:
     )
 
 
+def cloud_config_from_args(args: argparse.Namespace) -> CloudConfig:
+    """The bedrock/oidc settings; reads --aws-keys, --oidc-jwks and --signing-key, and generates the
+    secrets not given. A ValueError names a flag that cannot be used (never a secret)."""
+    api = getattr(args, "api", None) or "openai"
+    if api not in ("bedrock", "oidc"):
+        return CloudConfig()
+    if api == "oidc":
+        from modelyard.loadtest.mock.jwt import load_private_key, new_key, private_pem
+
+        if args.signing_key:
+            try:
+                key = load_private_key(Path(args.signing_key).read_bytes())
+            except (OSError, ValueError, TypeError) as e:
+                raise ValueError(f"--signing-key {args.signing_key}: {e}") from None
+        else:
+            key = new_key()
+        return CloudConfig(signing_key=private_pem(key), client_id=args.client_id, client_secret=args.client_secret,
+                           token_lifetime=args.token_lifetime, issuer=args.issuer or None)
+    return CloudConfig(
+        region=args.region,
+        aws_keys=_aws_keys(args),
+        sts_secret=args.sts_secret or secrets.token_hex(32),
+        sts_duration=args.sts_duration,
+        sts_roles=tuple(args.sts_role),
+        jwks=_read_jwks(args.oidc_jwks) if args.oidc_jwks else None,
+        oidc_issuer=args.oidc_issuer or None,
+        oidc_audience=args.oidc_audience or None,
+        stream_error=args.stream_error,
+        throttle_rate=args.throttle_rate,
+    )
+
+
+def _aws_keys(args: argparse.Namespace) -> dict[str, str]:
+    from modelyard.loadtest.mock.bedrock.keys import parse_key_file
+
+    ids, secret_keys = args.aws_access_key_id, args.aws_secret_access_key
+    if len(ids) != len(secret_keys):
+        raise ValueError("give as many --aws-secret-access-key as --aws-access-key-id")
+    keys = dict(zip(ids, secret_keys))
+    sources = []
+    if args.aws_keys:
+        sources.append((f"--aws-keys {args.aws_keys}", Path(args.aws_keys)))
+    if os.environ.get(AWS_KEYS_ENV_VAR):
+        sources.append((AWS_KEYS_ENV_VAR, os.environ[AWS_KEYS_ENV_VAR]))
+    for name, source in sources:
+        try:
+            keys.update(parse_key_file(source.read_text() if isinstance(source, Path) else source))
+        except (OSError, ValueError, msgspec.DecodeError) as e:
+            raise ValueError(f"{name}: {type(e).__name__}: not a readable JSON set of key pairs") from None
+    return keys
+
+
+def _read_jwks(source: str) -> str:
+    """The JWK set's text, from a URL (fetched now) or a file; it must hold at least one RSA key."""
+    from modelyard.loadtest.mock.jwt import parse_jwks
+
+    try:
+        if source.startswith(("http://", "https://")):
+            import urllib.request
+
+            with urllib.request.urlopen(source, timeout=10) as answer:  # noqa: S310 - a URL the user gave
+                text = answer.read(1 << 20).decode()
+        else:
+            text = Path(source).read_text()
+        if not parse_jwks(text):
+            raise ValueError("no RSA signing key in it")
+    except (OSError, ValueError, UnicodeDecodeError, msgspec.DecodeError) as e:
+        raise ValueError(f"--oidc-jwks {source}: {e}") from None
+    return text
+
+
 def export(args: argparse.Namespace) -> str:
-    """Hand both configs to the workers (environment variables); the Granian app target for ``--api``."""
+    """Hand the configs to the workers (environment variables); the Granian app target for ``--api``."""
     os.environ[ENV_VAR] = msgspec.json.encode(config_from_args(args)).decode()
     provider = provider_config_from_args(args)
     os.environ[PROVIDER_ENV_VAR] = msgspec.json.encode(provider).decode()
+    os.environ[CLOUD_ENV_VAR] = msgspec.json.encode(cloud_config_from_args(args)).decode()
     return APP_TARGETS.get(provider.api, APP_TARGETS["openai"])
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; Granian's supervisor handles SIGINT/SIGTERM."""
-    from pathlib import Path
-
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
     from granian.server import Server
@@ -147,7 +284,11 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("mock: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
-    target = export(args)
+    try:
+        target = export(args)
+    except ValueError as e:
+        print(f"mock: {e}", file=sys.stderr)
+        return 2
     tls = bool(args.tls_cert)
     server = Server(
         target,

@@ -1,6 +1,7 @@
-"""The mock's settings: what every API reads (``MockConfig``) and what only some do (``ProviderConfig``).
+"""The mock's settings: what every API reads (``MockConfig``), what only some do (``ProviderConfig``),
+and what the cloud mocks read (``CloudConfig``: Bedrock with its STS, and the OIDC issuer).
 
-The command line builds both (``loadtest.mock.cli``); they travel to the Granian workers as JSON,
+The command line builds them (``loadtest.mock.cli``); they travel to the Granian workers as JSON,
 each in its own environment variable, and each worker's app reads them when it starts.
 """
 
@@ -12,7 +13,9 @@ import msgspec
 
 ENV_VAR = "MODELYARD_MOCK_CONFIG"
 PROVIDER_ENV_VAR = "MODELYARD_MOCK_PROVIDER"
-APIS = ("openai", "anthropic", "azure")
+CLOUD_ENV_VAR = "MODELYARD_MOCK_CLOUD"
+AWS_KEYS_ENV_VAR = "MODELYARD_MOCK_AWS_KEYS"  # JSON key pairs, as --aws-keys FILE holds them
+APIS = ("openai", "anthropic", "azure", "bedrock", "oidc")
 DEFAULT_MODEL = "mock-model"
 
 
@@ -55,3 +58,39 @@ class ProviderConfig(msgspec.Struct, frozen=True):
 def provider_config_from_env() -> ProviderConfig:
     raw = os.environ.get(PROVIDER_ENV_VAR)
     return msgspec.json.decode(raw, type=ProviderConfig) if raw else ProviderConfig()
+
+
+class CloudConfig(msgspec.Struct, frozen=True):
+    """What ``--api bedrock`` (with its STS) and ``--api oidc`` read, handed over in ``CLOUD_ENV_VAR``.
+
+    It holds the mock's own test secrets (accepted keys, the STS and OIDC signing secrets): the
+    environment of the mock's workers is where they travel, and no repr or log shows them."""
+
+    # --api bedrock
+    region: str = "us-east-1"
+    aws_keys: dict[str, str] = {}  # access key id -> secret access key; empty: AWS's documented example pair
+    sts_secret: str = ""  # hex HMAC key of the STS-issued credentials, shared by all workers
+    sts_duration: int | None = None  # lifetime of STS-issued credentials; None: the requested DurationSeconds
+    sts_roles: tuple[str, ...] = ()  # the roles STS lets assume; empty: any well-formed role ARN
+    jwks: str | None = None  # the trusted OIDC issuer's JWK set (JSON text, read at start from --oidc-jwks)
+    oidc_issuer: str | None = None  # the iss a web identity token must carry; None: any
+    oidc_audience: str | None = None  # the aud it must carry; None: any
+    stream_error: str = "modelStreamErrorException"  # the exception --error-after ends a stream with
+    throttle_rate: float = 0.0  # fraction of model calls answered 429 ThrottlingException
+    # --api oidc
+    signing_key: str = ""  # PEM of the RSA key that signs tokens (generated at start when not given)
+    client_id: str = "mock-client"
+    client_secret: str = "mock-secret"
+    token_lifetime: int = 3600
+    issuer: str | None = None  # None: the URL the discovery document is reached at
+
+    def __repr__(self) -> str:
+        return (f"CloudConfig(region={self.region!r}, {len(self.aws_keys)} keys, sts_duration={self.sts_duration}, "
+                f"issuer={self.issuer!r})")
+
+    __str__ = __repr__
+
+
+def cloud_config_from_env() -> CloudConfig:
+    raw = os.environ.get(CLOUD_ENV_VAR)
+    return msgspec.json.decode(raw, type=CloudConfig) if raw else CloudConfig()

@@ -1,35 +1,25 @@
-"""A test-only encoder of AWS event-stream framing, and ConverseStream events built with it, shared by
-the stream translator's tests and the proxy's (tests/unit/test_aws_bedrock_provider.py).
+"""ConverseStream events for the stream translator's tests and the proxy's
+(tests/unit/test_aws_bedrock_provider.py), framed by the mock's event-stream encoder
+(loadtest/mock/bedrock/eventstream.py, the project's one encoder).
 
-`message` encodes the documented framing (prelude: total length, headers length, prelude CRC32;
-headers: name length, name, type 7 = string, value length, value; payload; message CRC32). Event
-payloads follow the ConverseStream API reference, with the "p" padding field Bedrock adds to its events."""
+Event payloads follow the ConverseStream API reference, with the "p" padding field Bedrock adds to its events."""
 
 from __future__ import annotations
 
-import json
-import struct
-import zlib
 from typing import Any
 
+from modelyard.loadtest.mock.bedrock import eventstream
+from modelyard.loadtest.mock.bedrock.eventstream import message
 
-
-def message(headers: dict[str, str], payload: bytes) -> bytes:
-    head = b"".join(struct.pack(">B", len(k.encode())) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode()))
-                    + v.encode() for k, v in headers.items())
-    prelude = struct.pack(">II", 12 + len(head) + len(payload) + 4, len(head))
-    body = prelude + struct.pack(">I", zlib.crc32(prelude)) + head + payload
-    return body + struct.pack(">I", zlib.crc32(body))
+__all__ = ["message", "event", "exception"]
 
 
 def event(kind: str, payload: dict[str, Any]) -> bytes:
-    return message({":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
-                   json.dumps({**payload, "p": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"}).encode())
+    return eventstream.event(kind, payload, pad=36)
 
 
 def exception(kind: str, text: str) -> bytes:
-    return message({":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"},
-                   json.dumps({"message": text}).encode())
+    return eventstream.exception(kind, {"message": text})
 
 
 def text_delta(text: str, index: int = 0) -> bytes:
