@@ -137,7 +137,7 @@ def _add_cloud_arguments(parser: argparse.ArgumentParser) -> None:
     aws.add_argument("--sts-role", action="append", default=[], metavar="ARN",
                      help="a role STS lets assume (repeatable; default any well-formed role ARN); others get "
                           "AccessDenied")
-    aws.add_argument("--sts-secret", default=None, metavar="HEX",
+    aws.add_argument("--sts-secret", default=None, metavar="TEXT",
                      help="HMAC key of STS-issued credentials, so a restarted mock accepts them (default: random)")
     aws.add_argument("--oidc-jwks", default=None, metavar="URL|FILE",
                      help="the JWK set of the OIDC issuer STS trusts, read once at start "
@@ -146,11 +146,12 @@ def _add_cloud_arguments(parser: argparse.ArgumentParser) -> None:
                      help="the iss web identity tokens must carry (default: any)")
     aws.add_argument("--oidc-audience", default=None, metavar="AUD",
                      help="the aud web identity tokens must carry (default: any)")
-    aws.add_argument("--stream-error", default="modelStreamErrorException",
+    aws.add_argument("--stream-error", default="modelStreamErrorException", metavar="KIND",
                      choices=("modelStreamErrorException", "internalServerException", "throttlingException",
                               "validationException", "serviceUnavailableException", "modelTimeoutException"),
-                     help="the exception event --error-after ends a stream with (default modelStreamErrorException; "
-                          "x-mock-stream-error wins)")
+                     help="the exception event --error-after ends a stream with: modelStreamErrorException "
+                          "(default), internalServerException, throttlingException, validationException, "
+                          "serviceUnavailableException or modelTimeoutException (x-mock-stream-error wins)")
     aws.add_argument("--throttle-rate", type=_fraction, default=0.0, metavar="F",
                      help="fraction of model calls answered 429 ThrottlingException (default 0)")
     oidc = parser.add_argument_group("oidc (--api oidc)")

@@ -9,7 +9,6 @@ A refusal is a ``JWTError`` whose ``reason`` names what failed and never the tok
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from typing import Any
 
@@ -17,6 +16,11 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from modelyard.loadtest.mock.wire import b64url, unb64url
+
+__all__ = ["JWTError", "b64url", "key_id", "load_private_key", "new_key", "parse_jwks", "private_pem", "public_jwk",
+           "sign", "unb64url", "verify"]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -30,19 +34,6 @@ class JWTError(Exception):
     def __init__(self, reason: str, kind: str = "invalid", detail: dict[str, Any] | None = None):
         super().__init__(reason)
         self.reason, self.kind, self.detail = reason, kind, detail or {}
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def unb64url(text: str) -> bytes:
-    if not isinstance(text, str) or any(c not in _B64URL for c in text) or len(text) % 4 == 1:
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def _uint(data: bytes) -> int:

@@ -6,6 +6,7 @@ their leading underscore: they are internal to the mock package.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
@@ -37,6 +38,21 @@ def _int_header(headers: Any, name: str) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (RFC 4648 section 5), as JOSE and the mock's session tokens use it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def unb64url(text: str) -> bytes:
+    """The bytes of unpadded base64url text; ValueError for anything else."""
+    if not isinstance(text, str) or any(c not in _B64URL for c in text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _event(name: bytes, data: dict[str, Any]) -> bytes:

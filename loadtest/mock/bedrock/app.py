@@ -59,7 +59,6 @@ from modelyard.loadtest.mock.config import (
     cloud_config_from_env,
     config_from_env,
 )
-from modelyard.loadtest.mock.jwt import parse_jwks
 from modelyard.loadtest.mock.openai.app import ProviderMockApp
 from modelyard.loadtest.mock.wire import _BadRequest, _decode_any, _encode, _int_header, _Pacer
 
@@ -115,8 +114,12 @@ class BedrockApp(ProviderMockApp):
         self.cloud = cloud = self._fixed_cloud or cloud_config_from_env()
         super().configure(config)
         self._store = KeyStore(cloud.aws_keys or EXAMPLE_KEYS, cloud.sts_secret.encode())
-        self._trust = WebIdentityTrust(parse_jwks(cloud.jwks) if cloud.jwks else {}, cloud.oidc_issuer,
-                                       cloud.oidc_audience, cloud.sts_roles)
+        keys = {}
+        if cloud.jwks:  # cryptography is needed only to trust an issuer
+            from modelyard.loadtest.mock.jwt import parse_jwks
+
+            keys = parse_jwks(cloud.jwks)
+        self._trust = WebIdentityTrust(keys, cloud.oidc_issuer, cloud.oidc_audience, cloud.sts_roles)
         self._pads = 0
         if self._forced_answer is not None:
             status = self._forced_answer[0]

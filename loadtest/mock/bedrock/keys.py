@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from modelyard.loadtest.mock.bedrock.sigv4 import EXPIRED_TOKEN, INVALID_TOKEN, AuthError
-from modelyard.loadtest.mock.jwt import b64url, unb64url
+from modelyard.loadtest.mock.wire import b64url, unb64url
 
 # The documented example key pair (AWS's docs use it everywhere): what the mock accepts when given no keys.
 EXAMPLE_KEYS = {"AKIAIOSFODNN7EXAMPLE": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}

@@ -24,14 +24,14 @@ import hashlib
 import re
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from modelyard.loadtest.mock.bedrock.keys import KeyStore
-from modelyard.loadtest.mock.jwt import JWTError, verify
+
+if TYPE_CHECKING:  # cryptography is imported only once an issuer is trusted (jwt.py)
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 VERSION = "2011-06-15"
 NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
@@ -107,6 +107,8 @@ def _identity(token: str, trust: WebIdentityTrust | None, now: float) -> dict[st
     if trust is None or not trust.keys:
         raise STSError(400, "InvalidIdentityToken", "No OpenIDConnect provider found in your account for the "
                                                     "token's issuer")
+    from modelyard.loadtest.mock.jwt import JWTError, verify
+
     try:
         return verify(token, trust.keys, now, trust.issuer, trust.audience)
     except JWTError as e:
