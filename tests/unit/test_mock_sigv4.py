@@ -97,6 +97,26 @@ def test_the_example_key_pair_is_the_default() -> None:
     assert verify("POST", signed.path, "", signed.headers, BODY, store.secret_for, "us-east-1", now=signed.now) == key
 
 
+def test_the_gateways_own_signer_is_accepted() -> None:
+    """gateway/providers/aws_bedrock.sign, as it signs an attempt upstream, with a session token."""
+    from modelyard.gateway.providers.aws_bedrock import sign
+    from modelyard.gateway.providers.base import UpstreamRequest
+
+    creds = STORE.issue("arn:aws:iam::123456789012:role/r", "gw", 900, time.time())
+    raw_path = f"/model/{ARN.replace(':', '%3A').replace('/', '%2F')}/converse-stream"
+    head = [b"POST " + raw_path.encode(), b" HTTP/1.1\r\nhost: 127.0.0.1:8000\r\n",
+            b"content-type: application/json\r\n"]
+    lines = sign(UpstreamRequest(head, BODY), Credentials(creds.access_key_id, creds.secret_access_key,
+                                                          creds.session_token), "us-east-1")
+    assert lines is not None
+    added = [tuple(line.split(": ", 1)) for line in lines.decode().split("\r\n") if line]
+    headers = [("host", "127.0.0.1:8000"), ("content-type", "application/json"), *added]
+    stamp = dict(added)["x-amz-date"]
+    now = float(calendar.timegm(time.strptime(stamp, SIGV4_TIMESTAMP)))
+    assert verify("POST", unquote(raw_path), "", headers, BODY, STORE.secret_for, "us-east-1", now=now) == (
+        creds.access_key_id)
+
+
 # --- refused --------------------------------------------------------------------------------
 
 
