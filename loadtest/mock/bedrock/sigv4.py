@@ -91,7 +91,7 @@ class Authorization:
         missing = [f"Authorization header requires '{name}' parameter." for name in
                    ("Credential", "Signature", "SignedHeaders") if not params.get(name)]
         if algorithm != ALGORITHM and not missing:
-            raise _incomplete(f"Unsupported AWS 'algorithm': '{algorithm[:40]}'")
+            raise _incomplete(f"Unsupported AWS 'algorithm': only '{ALGORITHM}' is supported")  # no echo: a secret?
         if missing:
             raise _incomplete(" ".join(missing))
         scope = params["Credential"].split("/")
