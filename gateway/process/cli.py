@@ -92,6 +92,7 @@ MOCK_EXAMPLES = """examples:
   modelyard mock --port 8000 --model demo-chat --ttft-ms 200 --itl-ms 20
   modelyard mock --port 8001 --status 429 --retry-after 2   # a rate-limited backend
   modelyard mock --port 8002 --api anthropic --api-key sk-test --cache-read 100
+  modelyard mock --port 8003 --api bedrock --sts-duration 30 --oidc-jwks http://127.0.0.1:8004/jwks
 """
 
 
@@ -168,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     from modelyard.loadtest.mock import cli as mock_cli
 
     mock = sub.add_parser("mock", help="start the mock OpenAI-compatible backend",
-                          description="Start the mock OpenAI-compatible (or Anthropic or Azure) backend\n"
-                                      "that the tests and benchmarks use.", epilog=MOCK_EXAMPLES, formatter_class=raw)
+                          description="Start the mock OpenAI-compatible (or Anthropic, Azure, Vertex AI or\n"
+                                      "Bedrock) backend, or OIDC issuer, that the tests and benchmarks use.",
+                          epilog=MOCK_EXAMPLES, formatter_class=raw)
     mock_cli.add_arguments(mock)
 
     from modelyard.loadtest.bench import harness as bench

@@ -1,16 +1,23 @@
 """The mock's command line: ``modelyard mock`` and ``python -m modelyard.loadtest.mock``.
 
 ``--api`` picks the app the Granian workers serve: ``openai`` (the default; the OpenAI-compatible
-mock in ``loadtest.mock.openai``), ``anthropic`` (the Messages API, ``loadtest.mock.anthropic``) or
+mock in ``loadtest.mock.openai``), ``anthropic`` (the Messages API, ``loadtest.mock.anthropic``),
 ``azure`` (Azure OpenAI's deployment routes and the Microsoft identity platform's token endpoint,
-``loadtest.mock.azure``) or ``vertex`` (Google Vertex AI's Gemini, embedding and Anthropic routes
-with Google's OAuth, STS and IAM token endpoints, ``loadtest.mock.vertex``). Nothing here imports
-an app or Granian until ``run``, so the gateway's own command line stays quick to start.
+``loadtest.mock.azure``), ``vertex`` (Google Vertex AI's Gemini, embedding and Anthropic routes with
+Google's OAuth, STS and IAM token endpoints, ``loadtest.mock.vertex``), ``bedrock`` (AWS Bedrock
+Runtime, SigV4-checked, with STS's AssumeRoleWithWebIdentity on the same port,
+``loadtest.mock.bedrock``) or ``oidc`` (an OpenID Connect issuer of client-credentials tokens,
+``loadtest.mock.oidc``). Nothing here imports an app or Granian until ``run``, so the gateway's own
+command line stays quick to start.
 
-The identity flags are read once here, before the workers start: ``--service-account`` key files
-are reduced to their public keys and ``--oidc-jwks`` is fetched, so a bad file or an unreachable
-issuer stops the mock at once; ``--azure-client-secret`` travels to the workers only as a digest,
-and the key that signs the mock's own access tokens is drawn here for every worker to share.
+The identity flags are shared: ``--token-lifetime`` is the lifetime of the tokens a mock issues
+(vertex, azure, oidc), and ``--oidc-jwks``/``--oidc-issuer``/``--oidc-audience`` name the OIDC issuer
+whose tokens a mock accepts in exchange (vertex's STS, azure's client assertions, bedrock's STS).
+They are read once here, before the workers start: ``--service-account`` key files are reduced to
+their public keys, ``--oidc-jwks`` is fetched, ``--aws-keys`` and ``--signing-key`` are read, so a bad
+file or an unreachable issuer stops the mock at once; ``--azure-client-secret`` travels to the
+workers only as a digest, and the key that signs the mock's own access tokens (and, unless
+``--sts-secret`` is given, its STS credentials) is drawn here for every worker to share.
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ import msgspec
 
 from modelyard.loadtest.mock.config import (
     APIS,
+    AWS_KEYS_ENV_VAR,
+    CLOUD_ENV_VAR,
     ENV_VAR,
     PROVIDER_ENV_VAR,
+    CloudConfig,
     MockConfig,
     ProviderConfig,
     ServiceAccountKey,
@@ -39,6 +49,8 @@ APP_TARGETS = {
     "anthropic": "modelyard.loadtest.mock.anthropic.app:app",
     "azure": "modelyard.loadtest.mock.azure:app",
     "vertex": "modelyard.loadtest.mock.vertex.app:app",
+    "bedrock": "modelyard.loadtest.mock.bedrock.app:app",
+    "oidc": "modelyard.loadtest.mock.oidc:app",
 }
 
 T = TypeVar("T")
@@ -98,62 +110,122 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-usage", action="store_true",
                         help="report no token usage, in answers or streams (as some self-hosted servers do)")
     _add_provider_arguments(parser)
+    _add_identity_arguments(parser)
+    _add_vertex_arguments(parser)
+    _add_azure_arguments(parser)
+    _add_bedrock_arguments(parser)
+    _add_oidc_arguments(parser)
 
 
 def _add_provider_arguments(parser: argparse.ArgumentParser) -> None:
-    """--api openai|anthropic|azure|vertex and the flags only those APIs read."""
+    """--api and the flags only some APIs read."""
     parser.add_argument("--api", choices=APIS, default="openai",
                         help="provider API to mock: openai (default), anthropic (POST /v1/messages), azure "
-                             "(/openai/deployments/{name}/...?api-version=) or vertex "
-                             "(/v1/projects/{p}/locations/{l}/publishers/{google,anthropic}/models/{m}:{method})")
+                             "(/openai/deployments/{name}/...?api-version=, and Entra ID's token endpoint), vertex "
+                             "(/v1/projects/{p}/locations/{l}/publishers/{google,anthropic}/models/{m}:{method}, "
+                             "behind Google's token endpoints), bedrock (AWS Bedrock Runtime, SigV4, and STS on "
+                             "POST /) or oidc (an OpenID Connect issuer)")
     parser.add_argument("--api-key", default=None, metavar="KEY",
                         help="anthropic/azure: the only key accepted (default: any non-empty key)")
     parser.add_argument("--cache-read", type=_count, default=0, metavar="N",
-                        help="anthropic: usage.cache_read_input_tokens to report; vertex: "
+                        help="anthropic/bedrock: cache-read input tokens to report; vertex: "
                              "usageMetadata.cachedContentTokenCount (default 0; x-mock-cache-read wins)")
     parser.add_argument("--cache-creation", type=_count, default=0, metavar="N",
-                        help="anthropic: usage.cache_creation_input_tokens to report "
+                        help="anthropic/bedrock: cache-creation (write) input tokens to report "
                              "(default 0; x-mock-cache-creation wins)")
     parser.add_argument("--error-after", type=_count, default=None, metavar="N",
-                        help="anthropic: end streams with an overloaded_error event after N deltas "
-                             "(default: never; x-mock-error-after wins)")
-    _add_identity_arguments(parser)
+                        help="anthropic: end streams with an overloaded_error event after N deltas; bedrock: with "
+                             "the --stream-error exception (default: never; x-mock-error-after wins)")
 
 
 def _add_identity_arguments(parser: argparse.ArgumentParser) -> None:
-    """The token endpoints of --api vertex (Google) and --api azure (Microsoft Entra ID)."""
-    parser.add_argument("--token-lifetime", type=_positive, default=3600, metavar="SECONDS",
-                        help="vertex/azure: lifetime of the access tokens the mock issues (default 3600)")
-    parser.add_argument("--oidc-jwks", default=None, metavar="URL",
-                        help="vertex/azure: JWKS of the trusted OIDC issuer whose tokens the STS exchange (vertex) "
-                             "and client assertions (azure) accept; fetched at start (a file path works too)")
-    parser.add_argument("--oidc-issuer", default=None, metavar="ISS",
-                        help="vertex/azure: the iss those OIDC tokens must carry (default: any that verifies)")
-    parser.add_argument("--oidc-audience", action="append", default=[], metavar="AUD",
-                        help="vertex/azure: an aud accepted on those OIDC tokens (repeatable; default: "
-                             "https://iam.googleapis.com/<the STS audience> on vertex, "
-                             "api://AzureADTokenExchange on azure)")
-    parser.add_argument("--project", default=None, metavar="ID",
-                        help="vertex: the only project served (others 403; default: any)")
-    parser.add_argument("--location", default=None, metavar="REGION",
-                        help="vertex: the only location served (others 404; default: any)")
-    parser.add_argument("--service-account", action="append", default=[], metavar="FILE",
-                        help="vertex: a service-account JSON key file whose signed assertions POST /token accepts "
+    """The tokens a mock issues, and the OIDC issuer whose tokens it accepts in exchange."""
+    ident = parser.add_argument_group("identity (--api vertex, azure, bedrock, oidc)")
+    ident.add_argument("--token-lifetime", type=_positive, default=3600, metavar="SECONDS",
+                       help="vertex/azure/oidc: lifetime of the tokens the mock issues: Google's access tokens "
+                            "(vertex), Entra ID's (azure), the issuer's RS256 tokens, their exp (oidc) (default 3600)")
+    ident.add_argument("--oidc-jwks", default=None, metavar="URL|FILE",
+                       help="vertex/azure/bedrock: JWKS of the trusted OIDC issuer whose tokens the STS exchange "
+                            "(vertex), client assertions (azure) and STS AssumeRoleWithWebIdentity (bedrock) "
+                            "accept, e.g. http://127.0.0.1:N/jwks of a --api oidc mock; fetched at start, a file "
+                            "path works too (default: trust no issuer)")
+    ident.add_argument("--oidc-issuer", default=None, metavar="ISS",
+                       help="vertex/azure/bedrock: the iss those OIDC tokens must carry (default: any that verifies)")
+    ident.add_argument("--oidc-audience", action="append", default=[], metavar="AUD",
+                       help="vertex/azure/bedrock: an aud accepted on those OIDC tokens (repeatable; default: "
+                            "https://iam.googleapis.com/<the STS audience> on vertex, api://AzureADTokenExchange "
+                            "on azure, any on bedrock)")
+
+
+def _add_vertex_arguments(parser: argparse.ArgumentParser) -> None:
+    vertex = parser.add_argument_group("vertex (--api vertex)")
+    vertex.add_argument("--project", default=None, metavar="ID",
+                        help="the only project served (others 403; default: any)")
+    vertex.add_argument("--location", default=None, metavar="REGION",
+                        help="the only location served (others 404; default: any)")
+    vertex.add_argument("--service-account", action="append", default=[], metavar="FILE",
+                        help="a service-account JSON key file whose signed assertions POST /token accepts "
                              "(repeatable; only its public key is kept)")
-    parser.add_argument("--service-account-public-key", action="append", default=[], metavar="PEM",
-                        help="vertex: a PEM public key (file, or the PEM text) whose assertions POST /token "
-                             "accepts from any issuer (repeatable)")
-    parser.add_argument("--azure-tenant-id", default=None, metavar="TENANT",
-                        help="azure: the tenant of POST /{tenant}/oauth2/v2.0/token (default: any)")
-    parser.add_argument("--azure-client-id", default=None, metavar="ID",
-                        help="azure: the one client_id the token endpoint knows (default: any)")
-    parser.add_argument("--azure-client-secret", default=None, metavar="SECRET",
-                        help="azure: that client's secret (default: no secret accepted, only client assertions)")
+    vertex.add_argument("--service-account-public-key", action="append", default=[], metavar="PEM",
+                        help="a PEM public key (file, or the PEM text) whose assertions POST /token accepts from "
+                             "any issuer (repeatable)")
+
+
+def _add_azure_arguments(parser: argparse.ArgumentParser) -> None:
+    azure = parser.add_argument_group("azure's Entra ID token endpoint (--api azure)")
+    azure.add_argument("--azure-tenant-id", default=None, metavar="TENANT",
+                       help="the tenant of POST /{tenant}/oauth2/v2.0/token (default: any)")
+    azure.add_argument("--azure-client-id", default=None, metavar="ID",
+                       help="the one client_id the token endpoint knows (default: any)")
+    azure.add_argument("--azure-client-secret", default=None, metavar="SECRET",
+                       help="that client's secret (default: no secret accepted, only client assertions)")
+
+
+def _add_bedrock_arguments(parser: argparse.ArgumentParser) -> None:
+    aws = parser.add_argument_group("bedrock (--api bedrock; STS on the same port)")
+    aws.add_argument("--region", default="us-east-1",
+                     help="the region signatures must be scoped to (default us-east-1)")
+    aws.add_argument("--aws-access-key-id", action="append", default=[], metavar="AKID",
+                     help="an accepted access key id (repeatable; paired in order with --aws-secret-access-key). "
+                          "Default, with no keys given: AWS's documented example pair AKIAIOSFODNN7EXAMPLE")
+    aws.add_argument("--aws-secret-access-key", action="append", default=[], metavar="SECRET",
+                     help="the secret of the --aws-access-key-id at the same position")
+    aws.add_argument("--aws-keys", default=None, metavar="FILE",
+                     help='accepted key pairs, a JSON file: {"AKID": "secret", ...} or [{"access_key_id": ..., '
+                          f'"secret_access_key": ...}}, ...] (also read from ${AWS_KEYS_ENV_VAR} as JSON text)')
+    aws.add_argument("--sts-duration", type=_positive, default=None, metavar="SECONDS",
+                     help="lifetime of the credentials STS issues (default: the requested DurationSeconds, "
+                          "else 3600); short ones test refreshing")
+    aws.add_argument("--sts-role", action="append", default=[], metavar="ARN",
+                     help="a role STS lets assume (repeatable; default any well-formed role ARN); others get "
+                          "AccessDenied")
+    aws.add_argument("--sts-secret", default=None, metavar="TEXT",
+                     help="HMAC key of STS-issued credentials, so a restarted mock accepts them (default: the "
+                          "run's token key, $MODELYARD_MOCK_TOKEN_KEY when set, else random)")
+    aws.add_argument("--stream-error", default="modelStreamErrorException", metavar="KIND",
+                     choices=("modelStreamErrorException", "internalServerException", "throttlingException",
+                              "validationException", "serviceUnavailableException", "modelTimeoutException"),
+                     help="the exception event --error-after ends a stream with: modelStreamErrorException "
+                          "(default), internalServerException, throttlingException, validationException, "
+                          "serviceUnavailableException or modelTimeoutException (x-mock-stream-error wins)")
+    aws.add_argument("--throttle-rate", type=_fraction, default=0.0, metavar="F",
+                     help="fraction of model calls answered 429 ThrottlingException (default 0)")
+
+
+def _add_oidc_arguments(parser: argparse.ArgumentParser) -> None:
+    oidc = parser.add_argument_group("oidc (--api oidc; --token-lifetime sets its tokens' exp)")
+    oidc.add_argument("--signing-key", default=None, metavar="PEM",
+                      help="RSA private key (PEM file) that signs tokens (default: one generated at start)")
+    oidc.add_argument("--client-id", default="mock-client", help="the client id accepted (default mock-client)")
+    oidc.add_argument("--client-secret", default="mock-secret",
+                      help="that client's secret (default mock-secret)")
+    oidc.add_argument("--issuer", default=None, metavar="URL",
+                      help="the issuer (iss) to announce and sign (default: the URL the mock is reached at)")
 
 
 def _service_account(path: str) -> ServiceAccountKey:
     """The public half of a service-account JSON key file."""
-    from modelyard.loadtest.mock.jwt_verify import public_key_from_pem, public_pem
+    from modelyard.loadtest.mock.jwt import public_key_from_pem, public_pem
 
     info = json.loads(Path(path).read_text())
     if not isinstance(info, dict) or not isinstance(info.get("private_key"), str) \
@@ -170,7 +242,7 @@ def _service_account(path: str) -> ServiceAccountKey:
 
 
 def _public_key(value: str) -> ServiceAccountKey:
-    from modelyard.loadtest.mock.jwt_verify import public_key_from_pem, public_pem
+    from modelyard.loadtest.mock.jwt import public_key_from_pem, public_pem
 
     pem = value if value.lstrip().startswith("-----BEGIN") else Path(value).read_text()
     return ServiceAccountKey(public_key_pem=public_pem(public_key_from_pem(pem)))
@@ -198,7 +270,7 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
 
 def provider_config_from_args(args: argparse.Namespace) -> ProviderConfig:
     """The provider settings; reads the key files and fetches the JWKS (ValueError/OSError when it cannot)."""
-    from modelyard.loadtest.mock.jwt_verify import fetch_jwks
+    from modelyard.loadtest.mock.jwt import fetch_jwks
 
     jwks_source = getattr(args, "oidc_jwks", None)
     secret = getattr(args, "azure_client_secret", None)
@@ -222,14 +294,64 @@ def provider_config_from_args(args: argparse.Namespace) -> ProviderConfig:
     )
 
 
+def cloud_config_from_args(args: argparse.Namespace) -> CloudConfig:
+    """The bedrock/oidc settings; reads --aws-keys and --signing-key, and generates the signing key
+    not given. A ValueError names a flag that cannot be used (never a secret)."""
+    api = getattr(args, "api", None) or "openai"
+    if api not in ("bedrock", "oidc"):
+        return CloudConfig()
+    if api == "oidc":
+        from modelyard.loadtest.mock.jwt import load_private_key, new_key, private_pem
+
+        if args.signing_key:
+            try:
+                key = load_private_key(Path(args.signing_key).read_bytes())
+            except (OSError, ValueError, TypeError) as e:
+                raise ValueError(f"--signing-key {args.signing_key}: {e}") from None
+        else:
+            key = new_key()
+        return CloudConfig(signing_key=private_pem(key), client_id=args.client_id, client_secret=args.client_secret,
+                           issuer=args.issuer or None)
+    return CloudConfig(
+        region=args.region,
+        aws_keys=_aws_keys(args),
+        sts_secret=args.sts_secret or "",
+        sts_duration=args.sts_duration,
+        sts_roles=tuple(args.sts_role),
+        stream_error=args.stream_error,
+        throttle_rate=args.throttle_rate,
+    )
+
+
+def _aws_keys(args: argparse.Namespace) -> dict[str, str]:
+    from modelyard.loadtest.mock.bedrock.keys import parse_key_file
+
+    ids, secret_keys = args.aws_access_key_id, args.aws_secret_access_key
+    if len(ids) != len(secret_keys):
+        raise ValueError("give as many --aws-secret-access-key as --aws-access-key-id")
+    keys = dict(zip(ids, secret_keys))
+    sources = []
+    if args.aws_keys:
+        sources.append((f"--aws-keys {args.aws_keys}", Path(args.aws_keys)))
+    if os.environ.get(AWS_KEYS_ENV_VAR):
+        sources.append((AWS_KEYS_ENV_VAR, os.environ[AWS_KEYS_ENV_VAR]))
+    for name, source in sources:
+        try:
+            keys.update(parse_key_file(source.read_text() if isinstance(source, Path) else source))
+        except (OSError, ValueError, msgspec.DecodeError) as e:
+            raise ValueError(f"{name}: {type(e).__name__}: not a readable JSON set of key pairs") from None
+    return keys
+
+
 def export(args: argparse.Namespace) -> str:
-    """Hand both configs and the token key to the workers (environment variables); the Granian app
+    """Hand the configs and the token key to the workers (environment variables); the Granian app
     target for ``--api``. ValueError/OSError when an identity flag's file or URL cannot be read."""
     from modelyard.loadtest.mock.tokens import TOKEN_KEY_ENV, new_key
 
     provider = provider_config_from_args(args)
     os.environ[ENV_VAR] = msgspec.json.encode(config_from_args(args)).decode()
     os.environ[PROVIDER_ENV_VAR] = msgspec.json.encode(provider).decode()
+    os.environ[CLOUD_ENV_VAR] = msgspec.json.encode(cloud_config_from_args(args)).decode()
     os.environ.setdefault(TOKEN_KEY_ENV, new_key())  # one given in the environment is shared by design
     try:
         bytes.fromhex(os.environ[TOKEN_KEY_ENV])

@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import Any
 
-from modelyard.loadtest.mock import jwt_verify as jv
+from modelyard.loadtest.mock import jwt
 from modelyard.loadtest.mock.config import ProviderConfig
 from modelyard.loadtest.mock.tokens import TokenMint
 
@@ -72,7 +72,7 @@ class EntraIdentity:
         self.tenant = provider.azure_tenant_id
         self.client_id = provider.azure_client_id
         self.secret_sha256 = provider.azure_client_secret_sha256
-        self.oidc_keys = jv.load_jwks(provider.oidc_jwks) if provider.oidc_jwks else None
+        self.oidc_keys = jwt.load_jwks(provider.oidc_jwks) if provider.oidc_jwks else None
         self.oidc_issuer = provider.oidc_issuer
         self.oidc_audiences = frozenset(provider.oidc_audiences) or frozenset({FEDERATION_AUDIENCE})
         self.configured = any((self.tenant, self.client_id, self.secret_sha256, self.oidc_keys))
@@ -139,8 +139,8 @@ class EntraIdentity:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise _missing("client_assertion_type")
         try:
-            parsed = jv.parse(assertion)
-        except jv.JWTError:
+            parsed = jwt.parse(assertion)
+        except jwt.JWTError:
             raise EntraError(400, "invalid_request", 50027, "JWT token is invalid or malformed.") from None
         claims = parsed.claims
         if self.oidc_keys is None or (self.oidc_issuer is not None and claims.get("iss") != self.oidc_issuer):
@@ -148,16 +148,16 @@ class EntraIdentity:
                              f"No matching federated identity record found for presented assertion issuer "
                              f"'{claims.get('iss')}'.")
         try:
-            jv.verify_rs256(assertion, self.oidc_keys)
-        except jv.JWTError:
+            jwt.verify_rs256(assertion, self.oidc_keys)
+        except jwt.JWTError:
             raise EntraError(401, "invalid_client", 700027, "Client assertion failed signature validation.") from None
         try:
-            jv.check_claims(claims, now, audiences=self.oidc_audiences)
-        except jv.JWTError as e:
-            if e.reason == jv.WRONG_AUDIENCE:
+            jwt.check_claims(claims, now, audiences=self.oidc_audiences)
+        except jwt.JWTError as e:
+            if e.reason == jwt.WRONG_AUDIENCE:
                 raise EntraError(400, "invalid_request", 700212,
                                  "No matching federated identity record found for presented assertion audience "
-                                 f"'{', '.join(jv.audience_list(claims))}'.") from None
+                                 f"'{', '.join(jwt.audience_list(claims))}'.") from None
             raise EntraError(400, "invalid_client", 700024, "Client assertion is not within its valid time range.") \
                 from None
 

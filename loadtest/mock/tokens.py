@@ -20,10 +20,11 @@ from typing import Any
 
 import msgspec
 
-from modelyard.loadtest.mock.jwt_verify import JWTError, b64url_encode, numeric, parse
+from modelyard.loadtest.mock.jwt import JWTError, numeric, parse
+from modelyard.loadtest.mock.wire import b64url
 
 TOKEN_KEY_ENV = "MODELYARD_MOCK_TOKEN_KEY"
-_HEADER = b64url_encode(b'{"alg":"HS256","typ":"JWT"}')
+_HEADER = b64url(b'{"alg":"HS256","typ":"JWT"}')
 _encode = msgspec.json.encode
 
 
@@ -54,14 +55,14 @@ class TokenMint:
         return "TokenMint()"
 
     def _mac(self, signing_input: bytes) -> str:
-        return b64url_encode(hmac.new(self._key, signing_input, hashlib.sha256).digest())
+        return b64url(hmac.new(self._key, signing_input, hashlib.sha256).digest())
 
     def issue(self, claims: dict[str, Any], lifetime: int, prefix: str = "", now: float | None = None) -> tuple[
             str, int]:
         """A token carrying ``claims`` that expires ``lifetime`` seconds from now; the token and its ``exp``."""
         now = time.time() if now is None else now
         issued, exp = int(now), math.ceil(now) + max(1, lifetime)  # never shorter than promised
-        payload = b64url_encode(_encode({**claims, "iat": issued, "exp": exp, "jti": os.urandom(8).hex()}))
+        payload = b64url(_encode({**claims, "iat": issued, "exp": exp, "jti": os.urandom(8).hex()}))
         signing_input = f"{_HEADER}.{payload}"
         return f"{prefix}{signing_input}.{self._mac(signing_input.encode())}", exp
 

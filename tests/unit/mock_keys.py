@@ -7,12 +7,11 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt
 from google.auth import jwt as google_jwt
 
-from modelyard.loadtest.mock.jwt_verify import jwk_of
+from modelyard.loadtest.mock import jwt
 
 SA_EMAIL = "runner@proj-1.iam.gserviceaccount.com"
 SA_KEY_ID = "a1b2c3"
@@ -22,15 +21,11 @@ CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 @lru_cache(maxsize=None)
 def private_pem(name: str) -> str:
     """A 2048-bit RSA private key (PKCS#8 PEM), one per name and test session."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return jwt.private_pem(jwt.new_key())
 
 
 def public_key(name: str) -> rsa.RSAPublicKey:
-    key = serialization.load_pem_private_key(private_pem(name).encode(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return key.public_key()
+    return jwt.public_key_from_pem(private_pem(name))
 
 
 def service_account_info(name: str = "sa", token_uri: str = "http://127.0.0.1:1/token") -> dict[str, str]:
@@ -44,7 +39,7 @@ def service_account_info(name: str = "sa", token_uri: str = "http://127.0.0.1:1/
 
 def jwks(*names: str) -> str:
     """A JWKS document with the public keys of ``names`` (kid = the name)."""
-    return json.dumps({"keys": [jwk_of(public_key(n), kid=n) for n in names]})
+    return json.dumps({"keys": [jwt.public_jwk(public_key(n), kid=n) for n in names]})
 
 
 def sign(name: str, claims: dict[str, Any], kid: str | None = None) -> str:

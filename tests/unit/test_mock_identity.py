@@ -14,13 +14,14 @@ from google.oauth2 import service_account
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelyard.loadtest.mock import jwt_verify as jv
+from modelyard.loadtest.mock import jwt
 from modelyard.loadtest.mock.cli import add_arguments, provider_config_from_args
 from modelyard.loadtest.mock.config import ProviderConfig, ServiceAccountKey
 from modelyard.loadtest.mock.entra import EntraIdentity
 from modelyard.loadtest.mock.tokens import Expired, TokenMint
 from modelyard.loadtest.mock.vertex.auth import CLOUD_PLATFORM, PREFIX, GoogleIdentity
 from modelyard.loadtest.mock.vertex.errors import GoogleError, OAuthError
+from modelyard.loadtest.mock.wire import b64url
 from tests.unit.mock_keys import SA_EMAIL, SA_KEY_ID, jwks, oidc_token, public_key, service_account_info, sign
 
 NOW = 1_800_000_000.0
@@ -29,7 +30,7 @@ MINT = TokenMint(b"k" * 32)
 
 
 def _sa_key(name: str = "sa") -> ServiceAccountKey:
-    return ServiceAccountKey(public_key_pem=jv.public_pem(public_key(name)), email=SA_EMAIL, key_id=SA_KEY_ID,
+    return ServiceAccountKey(public_key_pem=jwt.public_pem(public_key(name)), email=SA_EMAIL, key_id=SA_KEY_ID,
                              token_uri="http://127.0.0.1:1/token")
 
 
@@ -55,68 +56,68 @@ def _refusal(call: Any) -> tuple[str, str]:
     return info.value.code or "", info.value.message
 
 
-# --- jwt_verify ------------------------------------------------------------------------------
+# --- jwt -------------------------------------------------------------------------------------
 
 
 def test_verify_rs256_accepts_the_signing_key_and_refuses_others() -> None:
     token = sign("issuer", {"sub": "x", "exp": NOW + 60})
-    keys = jv.load_jwks(jwks("issuer", "other"))
-    assert jv.verify_rs256(token, keys)["sub"] == "x"
-    with pytest.raises(jv.JWTError) as info:
-        jv.verify_rs256(token, jv.load_jwks(jwks("other")))
-    assert info.value.reason == jv.UNKNOWN_KEY  # kid "issuer" is not in that JWKS
+    keys = jwt.load_jwks(jwks("issuer", "other"))
+    assert jwt.verify_rs256(token, keys)["sub"] == "x"
+    with pytest.raises(jwt.JWTError) as info:
+        jwt.verify_rs256(token, jwt.load_jwks(jwks("other")))
+    assert info.value.reason == jwt.UNKNOWN_KEY  # kid "issuer" is not in that JWKS
     forged = sign("other", {"sub": "x"}, kid="issuer")  # claims the issuer's kid, signed by another key
-    with pytest.raises(jv.JWTError) as info:
-        jv.verify_rs256(forged, keys)
-    assert info.value.reason == jv.BAD_SIGNATURE
+    with pytest.raises(jwt.JWTError) as info:
+        jwt.verify_rs256(forged, keys)
+    assert info.value.reason == jwt.BAD_SIGNATURE
     claims = token.split(".")[1]
-    unsigned = jv.b64url_encode(b'{"alg":"none"}') + f".{claims}."
-    with pytest.raises(jv.JWTError) as info:
-        jv.verify_rs256(unsigned, keys)
-    assert info.value.reason == jv.UNSUPPORTED_ALG
+    unsigned = b64url(b'{"alg":"none"}') + f".{claims}."
+    with pytest.raises(jwt.JWTError) as info:
+        jwt.verify_rs256(unsigned, keys)
+    assert info.value.reason == jwt.UNSUPPORTED_ALG
 
 
 def test_check_claims_time_audience_and_issuer() -> None:
     claims = {"iss": "i", "aud": ["a", "b"], "iat": NOW - 10, "exp": NOW + 100}
-    jv.check_claims(claims, NOW, audiences={"b"}, issuer="i", max_lifetime=3600)
+    jwt.check_claims(claims, NOW, audiences={"b"}, issuer="i", max_lifetime=3600)
     cases = [
-        ({**claims, "exp": NOW - 120}, {}, jv.EXPIRED),
-        ({**claims, "iat": NOW + 600}, {}, jv.NOT_YET_VALID),
-        ({**claims, "exp": NOW + 7200}, {"max_lifetime": 3600}, jv.TOO_LONG),
-        (claims, {"audiences": {"c"}}, jv.WRONG_AUDIENCE),
-        (claims, {"issuer": "j"}, jv.WRONG_ISSUER),
-        ({"aud": "a"}, {}, jv.EXPIRED),  # exp is required
+        ({**claims, "exp": NOW - 120}, {}, jwt.EXPIRED),
+        ({**claims, "iat": NOW + 600}, {}, jwt.NOT_YET_VALID),
+        ({**claims, "exp": NOW + 7200}, {"max_lifetime": 3600}, jwt.TOO_LONG),
+        (claims, {"audiences": {"c"}}, jwt.WRONG_AUDIENCE),
+        (claims, {"issuer": "j"}, jwt.WRONG_ISSUER),
+        ({"aud": "a"}, {}, jwt.EXPIRED),  # exp is required
     ]
     for bad, kw, reason in cases:
-        with pytest.raises(jv.JWTError) as info:
-            jv.check_claims(bad, NOW, **kw)
+        with pytest.raises(jwt.JWTError) as info:
+            jwt.check_claims(bad, NOW, **kw)
         assert info.value.reason == reason, (bad, kw)
 
 
 def test_load_jwks_keeps_rsa_signing_keys_only() -> None:
     doc = json.loads(jwks("issuer"))
     doc["keys"] += [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}, {**doc["keys"][0], "kid": "e", "use": "enc"}]
-    assert list(jv.load_jwks(doc)) == ["issuer"]
+    assert list(jwt.load_jwks(doc)) == ["issuer"]
     for bad in ('{"keys": []}', '{"nokeys": 1}', '{"keys": [{"kty": "RSA", "n": "", "e": "AQAB"}]}'):
         with pytest.raises(ValueError):
-            jv.load_jwks(bad)
+            jwt.load_jwks(bad)
 
 
 @given(st.text(max_size=300) | st.builds(lambda a, b, c: f"{a}.{b}.{c}", st.text(max_size=60),
                                           st.text(max_size=60), st.text(max_size=60)))
 def test_parse_refuses_garbage_with_jwt_error_only(token: str) -> None:
     try:
-        jv.parse(token)
-    except jv.JWTError:
+        jwt.parse(token)
+    except jwt.JWTError:
         pass
 
 
 @given(st.binary(max_size=200), st.binary(max_size=200))
 def test_parse_of_arbitrary_segments(header: bytes, claims: bytes) -> None:
-    token = f"{jv.b64url_encode(header)}.{jv.b64url_encode(claims)}.{jv.b64url_encode(b'sig')}"
+    token = f"{b64url(header)}.{b64url(claims)}.{b64url(b'sig')}"
     try:
-        parsed = jv.parse(token)
-    except jv.JWTError:
+        parsed = jwt.parse(token)
+    except jwt.JWTError:
         return
     assert isinstance(parsed.header, dict) and isinstance(parsed.claims, dict)
 
@@ -171,7 +172,7 @@ def test_oauth_refuses_a_wrong_key_audience_or_time() -> None:
 
 
 def test_a_public_key_alone_trusts_any_issuer_it_signed_for() -> None:
-    provider = ProviderConfig(service_accounts=(ServiceAccountKey(public_key_pem=jv.public_pem(public_key("sa"))),))
+    provider = ProviderConfig(service_accounts=(ServiceAccountKey(public_key_pem=jwt.public_pem(public_key("sa"))),))
     identity = GoogleIdentity(provider, MINT)
     assert _oauth(identity, _grant_assertion())["token_type"] == "Bearer"
 
@@ -322,7 +323,7 @@ def test_identity_flags_keep_public_keys_and_digests_only(tmp_path: Any) -> None
     assert (sa.email, sa.key_id, sa.token_uri) == (SA_EMAIL, SA_KEY_ID, "http://127.0.0.1:1/token")
     assert "PRIVATE" not in sa.public_key_pem and "PUBLIC KEY" in sa.public_key_pem
     assert provider.token_lifetime == 5 and provider.project == "p"
-    assert jv.load_jwks(provider.oidc_jwks or "")
+    assert jwt.load_jwks(provider.oidc_jwks or "")
     assert "s3cret" not in repr(provider) and provider.azure_client_secret_sha256
     bad = parser.parse_args(["--service-account", str(jwks_file)])
     with pytest.raises(ValueError):

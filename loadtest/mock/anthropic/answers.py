@@ -4,7 +4,8 @@ Answers are deterministic: the text is ``tok0 tok1 ...`` (as in the OpenAI mock)
 stop sequence; a request with tools whose last user turn mentions "weather" or a tool's name (or
 whose ``tool_choice`` forces a tool) is answered with a ``tool_use`` block whose input follows the
 tool's schema; enabled extended thinking adds a ``thinking`` block. Token counts are rough
-estimates (a token per 4 characters, a flat count per image or document).
+estimates (a token per 4 characters, a flat count per image or document). ``write_events`` paces
+and cuts a stream of them; the Bedrock mock's InvokeModel streams go through it too.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import hashlib
 import random
 import re
 import string
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 
 import msgspec
 
-from modelyard.loadtest.mock.wire import _choose_tool, _content, _encode
+from modelyard.loadtest.mock.config import MockConfig
+from modelyard.loadtest.mock.wire import _choose_tool, _content, _encode, _Pacer
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 _IMAGE_TOKENS = 64  # a flat estimate per image or document
@@ -88,15 +91,22 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
 def _pick_tool(req: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
     """The custom tool to call, if any, and whether tool_choice forced it."""
     tools = [t for t in req.get("tools") or () if t.get("type") in (None, "custom")]
-    if not tools:
-        return None, False
     choice = req.get("tool_choice") or {"type": "auto"}
-    kind = choice.get("type")
-    if kind == "none":
+    text = _last_user_text(req["messages"]) if tools else ""
+    return choose_tool(tools, choice.get("type") or "auto", choice.get("name"), text)
+
+
+def choose_tool(tools: list[dict[str, Any]], kind: str, name: Any, text: str) -> tuple[dict[str, Any] | None, bool]:
+    """Which of ``tools`` (each with a "name") the mock calls, and whether the choice forced it.
+
+    ``kind`` is the tool choice: "none", "tool" (the one named), "any" (one named in ``text``, the
+    last user turn, else the first) or "auto": one named in ``text``, else a weather tool when
+    ``text`` mentions the weather, else none: the mocks' shared convention (``wire._choose_tool``)."""
+    if not tools or kind == "none":
         return None, False
     if kind == "tool":
-        return next((t for t in tools if t["name"] == choice["name"]), None), True
-    chosen = _choose_tool([t["name"] for t in tools], _last_user_text(req["messages"]), kind == "any")
+        return next((t for t in tools if t["name"] == name), None), True
+    chosen = _choose_tool([t["name"] for t in tools], text, kind == "any")
     return (None, False) if chosen is None else (tools[chosen], kind == "any")
 
 
@@ -178,8 +188,13 @@ def _text_block(pieces: list[str]) -> _Block:
     )
 
 
+def thinking_signature(seed: str) -> str:
+    """An opaque, stable signature for the mock's thinking text (base64, as the real ones look)."""
+    return base64.b64encode(hashlib.sha256(seed.encode()).digest() * 2).decode("ascii")
+
+
 def _thinking_block(seed: str) -> _Block:
-    signature = base64.b64encode(hashlib.sha256(seed.encode()).digest() * 2).decode("ascii")
+    signature = thinking_signature(seed)
     return _Block(
         whole={"type": "thinking", "thinking": "".join(_THINKING_PIECES), "signature": signature},
         start={"type": "thinking", "thinking": "", "signature": ""},
@@ -213,6 +228,77 @@ def _usage(input_tokens: int, output_tokens: int, cache_read: int, cache_creatio
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
+
+
+class BlockKinds(NamedTuple):
+    """How one API builds each kind of block the mocks answer with (``choose_blocks`` decides which)."""
+
+    thinking: Callable[[str], Any]  # seed -> a reasoning block
+    text: Callable[[list[str]], Any]  # streamed pieces -> a text block
+    tool: Callable[[dict[str, Any]], Any]  # tool definition -> a tool call block
+
+
+def choose_blocks(kinds: BlockKinds, thinking_seed: str | None, tool: dict[str, Any] | None, forced: bool,
+                  tokens: int, finish: str, stop_sequences: Any) -> tuple[list[Any], str, str | None]:
+    """The content blocks of an answer, its stop reason and the stop sequence hit: a thinking block
+    when ``thinking_seed`` is given, then a call of ``tool`` (after a line of text unless the call
+    was ``forced``; stop reason tool_use), or ``tokens`` of text cut at the first stop sequence
+    (stop_sequence), by max tokens (``finish`` "length": max_tokens), else end_turn."""
+    blocks: list[Any] = []
+    if thinking_seed is not None:
+        blocks.append(kinds.thinking(thinking_seed))
+    if tool is not None:
+        if not forced:
+            blocks.append(kinds.text([f"I'll use the {tool['name']} ", "tool."]))
+        blocks.append(kinds.tool(tool))
+        return blocks, "tool_use", None
+    pieces, hit = _text_pieces(tokens, stop_sequences)
+    if pieces:
+        blocks.append(kinds.text(pieces))
+    if hit is not None:
+        return blocks, "stop_sequence", hit
+    return blocks, ("max_tokens" if finish == "length" else "end_turn"), None
+
+
+MESSAGES_BLOCKS = BlockKinds(_thinking_block, _text_block, _tool_block)
+
+
+def plan(req: dict[str, Any], budget: int | None, message_id: str, tokens: int, finish: str) -> tuple[
+        list[_Block], str, str | None]:
+    """The content blocks of the answer to a valid Messages request, its stop_reason and stop_sequence
+    (a thinking block when ``budget``: extended thinking is on)."""
+    return choose_blocks(MESSAGES_BLOCKS, message_id if budget else None, *_pick_tool(req), tokens, finish,
+                         req.get("stop_sequences"))
+
+
+Emit = Callable[[bytes, dict[str, Any]], Awaitable[None]]
+
+
+async def write_events(scope: Any, config: MockConfig, error_after: int | None, emit: Emit,
+                       error: Callable[[], Awaitable[None]], start: dict[str, Any], blocks: list[_Block],
+                       final: dict[str, Any], pings: bool = True) -> None:
+    """Send a Messages stream through ``emit(event name, data)``: message_start, then per block
+    content_block_start (a ping after the first, when ``pings``), deltas and content_block_stop, then
+    message_delta (``final``) and message_stop; paced and cut short by ``wire._Pacer`` (``error()``
+    after ``error_after`` deltas)."""
+    pacer = _Pacer(scope, config, error_after, error)
+    await emit(b"message_start", {"type": "message_start", "message": start})
+    if not blocks and pings:
+        await emit(b"ping", {"type": "ping"})
+    for index, block in enumerate(blocks):
+        await emit(b"content_block_start",
+                   {"type": "content_block_start", "index": index, "content_block": block.start})
+        if index == 0 and pings:
+            await emit(b"ping", {"type": "ping"})
+        for delta in block.deltas:
+            if not await pacer.delta():
+                return
+            await emit(b"content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        await emit(b"content_block_stop", {"type": "content_block_stop", "index": index})
+    if await pacer.cut():
+        return
+    await emit(b"message_delta", final)
+    await emit(b"message_stop", {"type": "message_stop"})
 
 
 def _display_name(model: str) -> str:

@@ -18,7 +18,6 @@ headers. ``x-mock-error-after: N`` (or ``--error-after``) ends a stream with an
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from typing import Any
@@ -27,18 +26,14 @@ from urllib.parse import parse_qs, unquote
 import msgspec
 from granian.rsgi import ProtocolClosed
 
-from modelyard.loadtest.mock.abort import _abort_connection
 from modelyard.loadtest.mock.anthropic.answers import (
     _Block,
     _display_name,
     _new_id,
-    _pick_tool,
-    _text_block,
-    _text_pieces,
-    _thinking_block,
-    _tool_block,
     _usage,
     estimate_input_tokens,
+    plan,
+    write_events,
 )
 from modelyard.loadtest.mock.anthropic.validate import validate_request
 from modelyard.loadtest.mock.config import DEFAULT_MODEL, MockConfig, config_from_env
@@ -59,8 +54,6 @@ _ERROR_TYPES = {
 }
 _KNOWN_ERROR_TYPES = frozenset(_ERROR_TYPES.values())
 
-_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
-_MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 _OVERLOADED_EVENT = (
     b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
 )
@@ -192,23 +185,10 @@ class AnthropicApp(ProviderMockApp):
 
     # --- endpoints ---
 
-    def _input_usage(self, headers: Any, req: dict[str, Any]) -> tuple[int, int, int]:
-        """(input, cache read, cache creation) tokens; headers win over flags, which win over the estimate."""
-        prompt = _int_header(headers, "x-mock-input-tokens")
-        if prompt is None or prompt < 0:
-            prompt = estimate_input_tokens(req)
-        read = _int_header(headers, "x-mock-cache-read")
-        created = _int_header(headers, "x-mock-cache-creation")
-        return (
-            prompt,
-            read if read is not None and read >= 0 else self.provider.cache_read,
-            created if created is not None and created >= 0 else self.provider.cache_creation,
-        )
-
     def _count_tokens(self, headers: Any, req: Any, proto: Any) -> None:
         validate_request(req, count=True)
         self._check_model(req["model"])
-        self._reply(proto, {"input_tokens": self._input_usage(headers, req)[0]})
+        self._reply(proto, {"input_tokens": self._input_usage(headers, estimate_input_tokens(req))[0]})
 
     def _list_models(self, query: str, proto: Any) -> None:
         params = parse_qs(query)
@@ -237,34 +217,15 @@ class AnthropicApp(ProviderMockApp):
             "last_id": page[-1]["id"] if page else None,
         })
 
-    def _plan(self, headers: Any, req: dict[str, Any], budget: int | None, message_id: str) -> tuple[
-            list[_Block], str, str | None]:
-        """The content blocks of the answer, its stop_reason and stop_sequence."""
-        blocks: list[_Block] = []
-        if budget:
-            blocks.append(_thinking_block(message_id))
-        tool, forced = _pick_tool(req)
-        if tool is not None:
-            if not forced:
-                blocks.append(_text_block([f"I'll use the {tool['name']} ", "tool."]))
-            blocks.append(_tool_block(tool))
-            return blocks, "tool_use", None
-        n, finish = self._token_count(headers, req["max_tokens"])
-        pieces, hit = _text_pieces(n, req.get("stop_sequences"))
-        if pieces:
-            blocks.append(_text_block(pieces))
-        if hit is not None:
-            return blocks, "stop_sequence", hit
-        return blocks, ("max_tokens" if finish == "length" else "end_turn"), None
-
     async def _messages(self, scope: Any, req: Any, proto: Any) -> None:
         headers = scope.headers
         budget = validate_request(req)
         model = req["model"]
         self._check_model(model)
-        prompt, cache_read, cache_creation = self._input_usage(headers, req)
+        prompt, cache_read, cache_creation = self._input_usage(headers, estimate_input_tokens(req))
         message_id = _new_id("msg_")
-        blocks, stop_reason, stop_sequence = self._plan(headers, req, budget, message_id)
+        tokens, finish = self._token_count(headers, req["max_tokens"])
+        blocks, stop_reason, stop_sequence = plan(req, budget, message_id, tokens, finish)
         output = sum(b.tokens for b in blocks)
         if req.get("stream") is True:
             start = {
@@ -300,53 +261,20 @@ class AnthropicApp(ProviderMockApp):
     async def _write_stream(
         self, scope: Any, transport: Any, start: dict[str, Any], blocks: list[_Block], final: dict[str, Any],
     ) -> None:
-        """message_start, then per block content_block_start (a ping after the first), deltas and
-        content_block_stop, then message_delta and message_stop; cut short by error-after / die-after."""
-        headers = scope.headers
-        cfg = self.config
-        error_after = _int_header(headers, "x-mock-error-after")
+        """The SSE event sequence (``answers.write_events``), ended by an overloaded_error event after
+        x-mock-error-after (or --error-after) deltas."""
+        error_after = _int_header(scope.headers, "x-mock-error-after")
         if error_after is None:
             error_after = self.provider.error_after
-        die_after = _int_header(headers, "x-mock-die-after")
-        if die_after is None:
-            die_after = cfg.die_after
         send = transport.send_bytes
-        itl = cfg.itl_ms / 1000
-        sent = 0
 
-        async def cut() -> bool:
-            if error_after is not None and sent >= error_after:
-                await send(_OVERLOADED_EVENT)
-                return True
-            if die_after is not None and sent >= die_after:
-                await _abort_connection(scope.client)
-                return True
-            return False
+        async def emit(name: bytes, data: dict[str, Any]) -> None:
+            await send(_event(name, data))
 
-        await send(_event(b"message_start", {"type": "message_start", "message": start}))
-        if not blocks:
-            await send(_PING)
-        for index, block in enumerate(blocks):
-            await send(_event(b"content_block_start",
-                              {"type": "content_block_start", "index": index, "content_block": block.start}))
-            if index == 0:
-                await send(_PING)
-            for delta in block.deltas:
-                if await cut():
-                    return
-                if sent == 0:
-                    if cfg.ttft_ms:
-                        await asyncio.sleep(cfg.ttft_ms / 1000)
-                elif itl:
-                    await asyncio.sleep(itl)
-                await send(_event(b"content_block_delta",
-                                  {"type": "content_block_delta", "index": index, "delta": delta}))
-                sent += 1
-            await send(_event(b"content_block_stop", {"type": "content_block_stop", "index": index}))
-        if await cut():
-            return
-        await send(_event(b"message_delta", final))
-        await send(_MESSAGE_STOP)
+        async def error() -> None:
+            await send(_OVERLOADED_EVENT)
+
+        await write_events(scope, self.config, error_after, emit, error, start, blocks, final)
 
 
 app = AnthropicApp(config_from_env())

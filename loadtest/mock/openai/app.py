@@ -291,5 +291,17 @@ class ProviderMockApp(MockApp):
         self.provider = self._fixed_provider or provider_config_from_env()
         super().configure(config)
 
+    def _input_usage(self, headers: Any, estimate: int) -> tuple[int, int, int]:
+        """(input, cache read, cache creation) tokens: x-mock-input-tokens, else ``estimate``; the
+        x-mock-cache-read / x-mock-cache-creation headers, else --cache-read / --cache-creation."""
+        prompt = _int_header(headers, "x-mock-input-tokens")
+        read = _int_header(headers, "x-mock-cache-read")
+        created = _int_header(headers, "x-mock-cache-creation")
+        return (
+            prompt if prompt is not None and prompt >= 0 else estimate,
+            read if read is not None and read >= 0 else self.provider.cache_read,
+            created if created is not None and created >= 0 else self.provider.cache_creation,
+        )
+
 
 app = MockApp(config_from_env())

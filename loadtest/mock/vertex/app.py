@@ -34,7 +34,6 @@ connection after N content chunks. ``x-mock-tokens``, ``x-mock-input-tokens`` an
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -42,7 +41,6 @@ from urllib.parse import parse_qs, unquote
 import msgspec
 from granian.rsgi import ProtocolClosed
 
-from modelyard.loadtest.mock.abort import _abort_connection
 from modelyard.loadtest.mock.anthropic.app import AnthropicApp
 from modelyard.loadtest.mock.config import MockConfig, config_from_env
 from modelyard.loadtest.mock.openai.app import ProviderMockApp
@@ -58,7 +56,7 @@ from modelyard.loadtest.mock.vertex.errors import (
     oauth_body,
 )
 from modelyard.loadtest.mock.vertex.validate import validate_count, validate_generate
-from modelyard.loadtest.mock.wire import _BadRequest, _decode_any, _form_fields, _int_header
+from modelyard.loadtest.mock.wire import _BadRequest, _decode_any, _form_fields, _int_header, _Pacer
 
 _MODEL_PATH = re.compile(
     r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/publishers/([^/]+)/models/([^/]+):([A-Za-z]+)$")
@@ -279,19 +277,13 @@ class VertexApp(ProviderMockApp):
             pass  # the client left mid-stream
 
     async def _write_chunks(self, scope: Any, transport: Any, bodies: list[dict[str, Any]], sse: bool) -> None:
-        """Each chunk as an SSE event (alt=sse) or an element of a JSON array; die-after cuts the connection."""
-        cfg = self.config
-        die_after = _int_header(scope.headers, "x-mock-die-after")
-        if die_after is None:
-            die_after = cfg.die_after
+        """Each chunk as an SSE event (alt=sse) or an element of a JSON array, paced and cut (die-after)
+        as every mock's streams are (``wire._Pacer``)."""
+        pacer = _Pacer(scope, self.config)
         send = transport.send_bytes
         for i, body in enumerate(bodies):
-            if die_after is not None and i >= die_after:
-                await _abort_connection(scope.client)
+            if not await pacer.delta():
                 return
-            delay = cfg.ttft_ms if i == 0 else cfg.itl_ms
-            if delay:
-                await asyncio.sleep(delay / 1000)
             if sse:
                 await send(ans.sse_frame(body))
             else:

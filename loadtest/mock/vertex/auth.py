@@ -23,7 +23,7 @@ import re
 import time
 from typing import Any
 
-from modelyard.loadtest.mock import jwt_verify as jv
+from modelyard.loadtest.mock import jwt
 from modelyard.loadtest.mock.config import ProviderConfig
 from modelyard.loadtest.mock.tokens import Expired, TokenMint
 from modelyard.loadtest.mock.vertex.errors import GoogleError, OAuthError, error_info, unauthenticated
@@ -68,8 +68,8 @@ class GoogleIdentity:
     def __init__(self, provider: ProviderConfig, mint: TokenMint) -> None:
         self.mint = mint
         self.lifetime = provider.token_lifetime
-        self.accounts = [(sa, jv.public_key_from_pem(sa.public_key_pem)) for sa in provider.service_accounts]
-        self.oidc_keys = jv.load_jwks(provider.oidc_jwks) if provider.oidc_jwks else None
+        self.accounts = [(sa, jwt.public_key_from_pem(sa.public_key_pem)) for sa in provider.service_accounts]
+        self.oidc_keys = jwt.load_jwks(provider.oidc_jwks) if provider.oidc_jwks else None
         self.oidc_issuer = provider.oidc_issuer
         self.oidc_audiences = frozenset(provider.oidc_audiences)
 
@@ -90,8 +90,8 @@ class GoogleIdentity:
         if not assertion:
             raise OAuthError("invalid_request", "Missing required parameter: assertion")
         try:
-            parsed = jv.parse(assertion)
-        except jv.JWTError:
+            parsed = jwt.parse(assertion)
+        except jwt.JWTError:
             raise OAuthError("invalid_grant", "Invalid JWT: the assertion is not a signed JWT.") from None
         iss = parsed.claims.get("iss")
         kid = parsed.header.get("kid")
@@ -102,14 +102,14 @@ class GoogleIdentity:
             key for _, key in accounts]
         try:
             claims = self._verify_any(assertion, candidates)
-        except jv.JWTError:
+        except jwt.JWTError:
             raise OAuthError("invalid_grant", "Invalid JWT Signature.") from None
         token_uris = {sa.token_uri for sa, _ in accounts if sa.token_uri}
         try:
-            jv.check_claims(claims, now, max_lifetime=MAX_ASSERTION_LIFETIME, leeway=30)
-        except jv.JWTError:
+            jwt.check_claims(claims, now, max_lifetime=MAX_ASSERTION_LIFETIME, leeway=30)
+        except jwt.JWTError:
             raise OAuthError("invalid_grant", SHORT_LIVED) from None
-        if not (GOOGLE_TOKEN_URIS | token_uris | own_urls).intersection(jv.audience_list(claims)):
+        if not (GOOGLE_TOKEN_URIS | token_uris | own_urls).intersection(jwt.audience_list(claims)):
             raise OAuthError("invalid_grant",
                              "Invalid JWT: Failed audience check. The right audience is https://oauth2.googleapis.com/token")
         scope = claims.get("scope")
@@ -123,10 +123,10 @@ class GoogleIdentity:
     def _verify_any(assertion: str, keys: list[Any]) -> dict[str, Any]:
         for key in keys:
             try:
-                return jv.verify_rs256(assertion, {None: key})
-            except jv.JWTError:
+                return jwt.verify_rs256(assertion, {None: key})
+            except jwt.JWTError:
                 continue
-        raise jv.JWTError(jv.BAD_SIGNATURE)
+        raise jwt.JWTError(jwt.BAD_SIGNATURE)
 
     # --- POST /v1/token ------------------------------------------------------------------
 
@@ -152,14 +152,14 @@ class GoogleIdentity:
                              "either be because the pool or provider is disabled or deleted or because it doesn't "
                              "exist.")
         try:
-            claims = jv.verify_rs256(subject, self.oidc_keys)
-        except jv.JWTError:
+            claims = jwt.verify_rs256(subject, self.oidc_keys)
+        except jwt.JWTError:
             raise OAuthError("invalid_grant", "Invalid JWT signature: the subject token does not verify against "
                                               "the provider's keys.") from None
         accepted = self.oidc_audiences or {"https:" + audience}
         try:
-            jv.check_claims(claims, now, audiences=accepted, issuer=self.oidc_issuer)
-        except jv.JWTError as e:
+            jwt.check_claims(claims, now, audiences=accepted, issuer=self.oidc_issuer)
+        except jwt.JWTError as e:
             raise OAuthError("invalid_grant", _sts_claim_error(e.reason, claims)) from None
         scope = form.get("scope") or ""
         token, _ = self._issue(f"principal:{claims.get('sub')}", scope, now)
@@ -215,10 +215,10 @@ class GoogleIdentity:
 
 
 def _sts_claim_error(reason: str, claims: dict[str, Any]) -> str:
-    if reason == jv.WRONG_AUDIENCE:
-        return f"The audience in ID Token [{', '.join(jv.audience_list(claims))}] does not match the expected audience."
-    if reason == jv.WRONG_ISSUER:
+    if reason == jwt.WRONG_AUDIENCE:
+        return f"The audience in ID Token [{', '.join(jwt.audience_list(claims))}] does not match the expected audience."
+    if reason == jwt.WRONG_ISSUER:
         return f"The issuer in ID Token [{claims.get('iss')}] does not match the expected issuer."
-    if reason == jv.EXPIRED:
+    if reason == jwt.EXPIRED:
         return "The ID Token has expired; its exp claim is in the past."
     return "The ID Token is not yet valid; its iat or nbf claim is in the future."

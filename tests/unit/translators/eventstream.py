@@ -1,44 +1,33 @@
-"""A test-only encoder of AWS event-stream framing, and ConverseStream events built with it, shared by
-the stream translators' tests and the proxy's (tests/unit/test_aws_bedrock_provider.py,
-test_aws_anthropic_provider.py); `chunk` wraps one of Anthropic's stream events as
-InvokeModelWithResponseStream does (a "chunk" event whose payload carries the event's JSON, base64).
+"""ConverseStream events for the stream translators' tests and the proxy's
+(tests/unit/test_aws_bedrock_provider.py, test_aws_anthropic_provider.py), framed by the mock's
+event-stream encoder (loadtest/mock/bedrock/eventstream.py, the project's one encoder); `chunk` wraps
+one of Anthropic's stream events as InvokeModelWithResponseStream does (a "chunk" event whose payload
+carries the event's JSON, base64).
 
-`message` encodes the documented framing (prelude: total length, headers length, prelude CRC32;
-headers: name length, name, type 7 = string, value length, value; payload; message CRC32). Event
-payloads follow the ConverseStream API reference, with the "p" padding field Bedrock adds to its events."""
+Event payloads follow the ConverseStream API reference, with the "p" padding field Bedrock adds to its events."""
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
-import zlib
 from typing import Any
 
+from modelyard.loadtest.mock.bedrock import eventstream
+from modelyard.loadtest.mock.bedrock.eventstream import message
 
-
-def message(headers: dict[str, str], payload: bytes) -> bytes:
-    head = b"".join(struct.pack(">B", len(k.encode())) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode()))
-                    + v.encode() for k, v in headers.items())
-    prelude = struct.pack(">II", 12 + len(head) + len(payload) + 4, len(head))
-    body = prelude + struct.pack(">I", zlib.crc32(prelude)) + head + payload
-    return body + struct.pack(">I", zlib.crc32(body))
+__all__ = ["message", "event", "chunk", "exception"]
 
 
 def event(kind: str, payload: dict[str, Any]) -> bytes:
-    return message({":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
-                   json.dumps({**payload, "p": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"}).encode())
+    return eventstream.event(kind, payload, pad=36)
 
 
 def chunk(anthropic_event: dict[str, Any]) -> bytes:
-    data = base64.b64encode(json.dumps(anthropic_event).encode()).decode()
-    return message({":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"},
-                   json.dumps({"bytes": data, "p": "abcdefghijklmnopqrstuvwxyzABCDEF"}).encode())
+    # json.dumps's spacing, not the encoder's: the proxy must relay the event's bytes as they came
+    return eventstream.chunk(json.dumps(anthropic_event).encode(), pad=32)
 
 
 def exception(kind: str, text: str) -> bytes:
-    return message({":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"},
-                   json.dumps({"message": text}).encode())
+    return eventstream.exception(kind, {"message": text})
 
 
 def text_delta(text: str, index: int = 0) -> bytes:

@@ -1,16 +1,22 @@
-"""JWT checks for the mocks' identity endpoints: RS256 signatures, JWKS documents and time claims.
+"""RS256 JSON Web Tokens and JWK sets, for every mock identity endpoint.
 
-Shared by the Google (``vertex``) and Microsoft identity (``azure``) token endpoints. They verify
-what clients present (a service account's signed assertion, a workload's OIDC token) and mint
-their own access tokens (``tokens``). Nothing here talks to the network except ``fetch_jwks``,
-which the command line calls once at start; nothing puts a token, a key or a signature into an
-exception message.
+The issuers sign with it: the OIDC issuer mock (``oidc``) signs its client-credentials tokens
+(``sign``, ``public_jwk``). The token endpoints verify with it what clients present: Google's (``vertex``)
+a service account's signed assertion or a workload's OIDC token, Microsoft Entra ID's (``entra``) a
+federated client assertion, Bedrock's STS (``bedrock.sts``) a web identity token. Verifying is two
+steps, so that each endpoint words a refusal its own provider's way: ``verify_rs256`` (the
+signature, RSASSA-PKCS1-v1_5 with SHA-256 over ``base64url(header) "." base64url(claims)``, RFC
+7515/7518, by a key of a JWK set) and ``check_claims`` (``exp`` required, ``iat``/``nbf`` not in the
+future, give or take a leeway, and the lifetime, audience and issuer when asked). A refusal is a
+``JWTError`` whose ``reason`` is one of the constants below.
+
+Nothing here talks to the network except ``fetch_jwks``, which the command line calls once at
+start; nothing puts a token, a key or a signature into an exception message.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +28,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from modelyard.loadtest.mock.wire import b64url, unb64url
+
+_encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 # Why a token was refused; each endpoint words the reason its own provider's way.
@@ -53,19 +62,11 @@ class Parsed(msgspec.Struct, frozen=True):
     signature: bytes
 
 
-def b64url_decode(text: str | bytes) -> bytes:
-    """Unpadded base64url (RFC 7515 section 2); JWTError for anything else."""
-    raw = text.encode("ascii", "replace") if isinstance(text, str) else text
-    if b"=" in raw or b"+" in raw or b"/" in raw:
-        raise JWTError(MALFORMED, "not base64url")
+def _segment(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError):
+        return unb64url(text)
+    except ValueError:
         raise JWTError(MALFORMED, "not base64url") from None
-
-
-def b64url_encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def parse(token: str) -> Parsed:
@@ -76,13 +77,13 @@ def parse(token: str) -> Parsed:
     if len(pieces) != 3 or not all(pieces[:2]):
         raise JWTError(MALFORMED, "not a compact JWS")
     try:
-        header = _decode(b64url_decode(pieces[0]))
-        claims = _decode(b64url_decode(pieces[1]))
+        header = _decode(_segment(pieces[0]))
+        claims = _decode(_segment(pieces[1]))
     except msgspec.DecodeError:
         raise JWTError(MALFORMED, "header or claims are not JSON") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise JWTError(MALFORMED, "header or claims are not JSON objects")
-    return Parsed(header, claims, f"{pieces[0]}.{pieces[1]}".encode("ascii"), b64url_decode(pieces[2]))
+    return Parsed(header, claims, f"{pieces[0]}.{pieces[1]}".encode("ascii"), _segment(pieces[2]))
 
 
 def verify_rs256(token: str, keys: dict[str | None, rsa.RSAPublicKey]) -> dict[str, Any]:
@@ -147,6 +148,33 @@ def check_claims(claims: dict[str, Any], now: float, *, audiences: set[str] | fr
         raise JWTError(WRONG_AUDIENCE)
 
 
+# --- signing ------------------------------------------------------------------
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def load_private_key(pem: str | bytes) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("not an RSA private key")
+    return key
+
+
+def private_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode("ascii")
+
+
+def sign(key: rsa.RSAPrivateKey, claims: dict[str, Any], kid: str | None = None) -> str:
+    """An RS256 token over ``claims``; its header names ``kid``, by default the key's thumbprint."""
+    header = {"alg": "RS256", "typ": "JWT", "kid": kid or key_id(key.public_key())}
+    signing_input = b64url(_encode(header)) + "." + b64url(_encode(claims))
+    signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    return signing_input + "." + b64url(signature)
+
+
 # --- keys ---------------------------------------------------------------------
 
 
@@ -171,20 +199,39 @@ def public_pem(key: rsa.RSAPublicKey) -> str:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+def _uint_b64(value: int) -> str:
+    return b64url(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
 def _b64_int(value: Any) -> int:
     if not isinstance(value, str) or not value:
         raise ValueError("missing RSA parameter")
     try:
-        return int.from_bytes(b64url_decode(value), "big")
-    except JWTError:
+        return int.from_bytes(unb64url(value), "big")
+    except ValueError:
         raise ValueError("RSA parameter is not base64url") from None
+
+
+def key_id(key: rsa.RSAPublicKey) -> str:
+    """A stable kid: the RFC 7638 thumbprint of the public key."""
+    numbers = key.public_numbers()
+    return b64url(hashlib.sha256(_encode({"e": _uint_b64(numbers.e), "kty": "RSA",
+                                          "n": _uint_b64(numbers.n)})).digest())
+
+
+def public_jwk(key: rsa.RSAPublicKey, kid: str | None = None) -> dict[str, str]:
+    """The JWK form of an RSA public key, its ``kid`` by default the key's thumbprint."""
+    numbers = key.public_numbers()
+    return {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid or key_id(key),
+            "n": _uint_b64(numbers.n), "e": _uint_b64(numbers.e)}
 
 
 def load_jwks(document: str | bytes | dict[str, Any]) -> dict[str | None, rsa.RSAPublicKey]:
     """The RSA signing keys of a JWKS document, by ``kid`` (None for a key without one).
 
-    Keys that are not RSA, or marked for encryption (``use: enc``), are skipped; a document
-    without a usable key is refused, since nothing could ever verify against it.
+    Keys that are not RSA, are marked for encryption (``use: enc``) or another algorithm, or are
+    malformed, are skipped; a document without a usable key is refused, since nothing could ever
+    verify against it.
     """
     doc = document if isinstance(document, dict) else _decode(document)
     keys_list = doc.get("keys") if isinstance(doc, dict) else None
@@ -196,25 +243,15 @@ def load_jwks(document: str | bytes | dict[str, Any]) -> dict[str | None, rsa.RS
             continue
         if jwk.get("alg", "RS256") != "RS256":
             continue
+        try:
+            public = rsa.RSAPublicNumbers(_b64_int(jwk.get("e")), _b64_int(jwk.get("n"))).public_key()
+        except ValueError:  # a malformed key is skipped, as unusable
+            continue
         kid = jwk.get("kid")
-        numbers = rsa.RSAPublicNumbers(_b64_int(jwk.get("e")), _b64_int(jwk.get("n")))
-        keys[kid if isinstance(kid, str) else None] = numbers.public_key()
+        keys[kid if isinstance(kid, str) else None] = public
     if not keys:
         raise ValueError("the JWKS document has no RSA signing key")
     return keys
-
-
-def jwk_of(key: rsa.RSAPublicKey, kid: str | None = None) -> dict[str, str]:
-    """The JWK form of an RSA public key (tests and tools build JWKS documents with it)."""
-    numbers = key.public_numbers()
-    jwk = {
-        "kty": "RSA", "use": "sig", "alg": "RS256",
-        "n": b64url_encode(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-        "e": b64url_encode(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
-    }
-    if kid is not None:
-        jwk["kid"] = kid
-    return jwk
 
 
 def fetch_jwks(source: str, timeout: float = 10.0) -> str:
@@ -225,13 +262,16 @@ def fetch_jwks(source: str, timeout: float = 10.0) -> str:
     """
     if not source.startswith(("http://", "https://")):
         text = Path(source).read_text()
-        load_jwks(text)
+        try:
+            load_jwks(text)
+        except (ValueError, msgspec.DecodeError) as e:
+            raise ValueError(f"the JWKS in {source}: {e}") from None
         return text
     deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(source, timeout=max(0.5, deadline - time.monotonic())) as answer:
-                text = answer.read().decode()
+                raw = answer.read(1 << 20)
             break
         except urllib.error.HTTPError as e:
             raise ValueError(f"fetching the JWKS from {source}: HTTP {e.code}") from None
@@ -240,7 +280,8 @@ def fetch_jwks(source: str, timeout: float = 10.0) -> str:
                 raise ValueError(f"fetching the JWKS from {source}: {e}") from None
             time.sleep(0.1)
     try:
+        text = raw.decode()
         load_jwks(text)
-    except (ValueError, msgspec.DecodeError) as e:
+    except (ValueError, msgspec.DecodeError) as e:  # UnicodeDecodeError is a ValueError
         raise ValueError(f"the JWKS from {source}: {e}") from None
     return text

@@ -1,0 +1,1 @@
+"""AWS Bedrock Runtime and STS as the mock backend speaks them (``modelyard mock --api bedrock``); see ``app``."""
