@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import Gateway, Mock, openai_backend, write_config
 from tests.integration.helpers import serve
+from tests.resources import schema_backend
 from tests.support import free_port, http_request, wait_for
 
 AWS_KEY_ID, AWS_SECRET = "AKIAMODELYARDTEST01", "test-secret-key/for+bedrock"
@@ -87,7 +88,7 @@ def setup(tmp_path_factory) -> Iterator[dict]:
         "azure": Mock("azure", "--api", "azure", "--azure-tenant-id", "tenant-1", "--azure-client-id", "app",
                       "--azure-client-secret", AZURE_PW),
         "gpt": Mock("gpt"),
-        "claude": Mock("claude", "--api", "anthropic"),
+        "claude": Mock("claude", "--api", "anthropic", "--api-key", "sk-ant"),
     }
     aws_file = ("type: AWSCredentials\nawsCredentials:\n  region: us-east-1\n"
                 "  credentialsFile: {secretRef: {name: aws-file}}\n")
@@ -123,8 +124,7 @@ def setup(tmp_path_factory) -> Iterator[dict]:
             + _backend("azure-bad", mocks["azure"].port, "AzureOpenAI", azure.replace("azure-secret", "wrong-secret"))
             + _secret("wrong-secret", "client-secret", "not-the-secret")
             + openai_backend("gpt", "127.0.0.1", mocks["gpt"].port)
-            + openai_backend("claude", "127.0.0.1", mocks["claude"].port).replace("schema: {name: OpenAI}",
-                                                                                  "schema: {name: Anthropic}")
+            + schema_backend("claude", mocks["claude"].port, "Anthropic", policy="AnthropicAPIKey", key="sk-ant")
             + _rules(("nova", f'[{{name: bedrock, modelNameOverride: "{NOVA}"}}]'),
                      ("nova-sts", f'[{{name: bedrock-sts, modelNameOverride: "{NOVA}"}}]'),
                      ("titan-embed", '[{name: bedrock, modelNameOverride: "amazon.titan-embed-text-v2:0"}]'),
