@@ -20,13 +20,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from typing import TYPE_CHECKING, Any
 
 from modelyard.config.cloud_credentials.fetch import Fetched, TokenError
 from modelyard.config.cloud_credentials.sources import Source
 from modelyard.core.credentials import CredentialsError, CredentialsSegment
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 log = logging.getLogger("modelyard.credentials")
 
@@ -202,10 +203,16 @@ class CredentialRefresher:
 class CredentialCollector:
     """The refresher's state as metrics at scrape time (policy names are configuration: bounded)."""
 
+    __slots__ = ("refresher",)
+
     def __init__(self, refresher: CredentialRefresher | None):
         self.refresher = refresher
 
     def collect(self) -> Iterator[Metric]:
+        # Imported here, never at module level: prometheus-client picks its multiprocess mode when it is
+        # first imported, which must come after the supervisor sets PROMETHEUS_MULTIPROC_DIR.
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         valid = GaugeMetricFamily("modelyard_credential_valid",
                                   "1 while a BackendSecurityPolicy's cloud credential is published and unexpired.",
                                   labels=["policy", "type"])

@@ -243,3 +243,16 @@ def test_demo_serves_demo_chat_and_stops_its_mock_on_sigterm() -> None:
         assert wait_for(lambda: not any(running(p) for p in _session(demo.pid)), timeout=5.0), _session(demo.pid)
     finally:
         demo.stop()
+
+
+def test_the_process_shell_does_not_import_prometheus_client_before_its_multiprocess_folder_is_set() -> None:
+    """prometheus-client picks process-local or multiprocess values when first imported: imported by
+    the supervisor before it sets PROMETHEUS_MULTIPROC_DIR, every worker's metrics would stay in
+    the worker, and /metrics would show none of them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, modelyard.gateway.process.cli, modelyard.gateway.process.supervisor, "
+            "modelyard.config.control; print('prometheus_client' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
