@@ -17,6 +17,7 @@ import openai
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Gateway, Mock, openai_backend, write_config
 from tests.integration.helpers import serve
@@ -77,8 +78,9 @@ def setup(tmp_path_factory) -> Iterator[dict]:
     # The service account's key file names the Vertex mock's token endpoint: its port comes first.
     vertex_port = free_port()
     sa = _service_account(folder / "sa.json", f"http://127.0.0.1:{vertex_port}/token")
+    jwks = ("--oidc-jwks", f"http://127.0.0.1:{oidc.port}/jwks")
     vertex = ("--api", "vertex", "--service-account", str(sa), "--project", "proj", "--location", "us-central1",
-              "--token-lifetime", str(VERTEX_TOKEN_SECONDS))
+              "--token-lifetime", str(VERTEX_TOKEN_SECONDS), *jwks, "--oidc-audience", "gateway-wif")
     mocks = {
         "oidc": oidc,
         "bedrock": Mock("bedrock", *bedrock),
@@ -86,7 +88,7 @@ def setup(tmp_path_factory) -> Iterator[dict]:
         "vertex": Mock("vertex", *vertex, port=vertex_port),
         "vertex-down": Mock("vertex-down", *vertex, "--status", "503"),
         "azure": Mock("azure", "--api", "azure", "--azure-tenant-id", "tenant-1", "--azure-client-id", "app",
-                      "--azure-client-secret", AZURE_PW),
+                      "--azure-client-secret", AZURE_PW, *jwks, "--oidc-audience", "api://AzureADTokenExchange"),
         "gpt": Mock("gpt"),
         "claude": Mock("claude", "--api", "anthropic", "--api-key", "sk-ant"),
     }
@@ -108,6 +110,22 @@ def setup(tmp_path_factory) -> Iterator[dict]:
            "  credentialsFile: {secretRef: {name: gcp-sa}}\n")
     azure = ("type: AzureCredentials\nazureCredentials:\n  clientID: app\n  tenantID: tenant-1\n"
              "  clientSecretRef: {name: azure-secret}\n")
+    oidc_client = (f'oidc: {{provider: {{issuer: "http://127.0.0.1:{oidc.port}"}}, clientID: gateway, '
+                   'clientSecret: {name: oidc-secret}}')
+    azure_federated = ("type: AzureCredentials\nazureCredentials:\n  clientID: app\n  tenantID: tenant-1\n"
+                       f"  oidcExchangeToken: {{aud: api://AzureADTokenExchange, {oidc_client}}}\n")
+    gcp_wif = textwrap.dedent(f"""\
+        type: GCPCredentials
+        gcpCredentials:
+          projectName: proj
+          region: us-central1
+          workloadIdentityFederationConfig:
+            projectID: "123456"
+            workloadIdentityPoolName: gateway-pool
+            workloadIdentityProviderName: gateway-provider
+            serviceAccountImpersonation: {{serviceAccountName: vertex-caller}}
+            oidcExchangeToken: {{aud: gateway-wif, {oidc_client}}}
+        """)
     text = (_secret("aws-file", "credentials",
                     f"[default]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = {AWS_SECRET}\n")
             + _secret("oidc-secret", "client-secret", OIDC_PW)
@@ -120,6 +138,8 @@ def setup(tmp_path_factory) -> Iterator[dict]:
             + _backend("vertex", vertex_port, "GCPVertexAI", gcp)
             + _backend("vertex-claude", vertex_port, "GCPAnthropic", gcp, "vertex-2023-10-16")
             + _backend("vertex-down", mocks["vertex-down"].port, "GCPVertexAI", gcp)
+            + _backend("vertex-wif", vertex_port, "GCPVertexAI", gcp_wif)
+            + _backend("azure-federated", mocks["azure"].port, "AzureOpenAI", azure_federated)
             + _backend("azure", mocks["azure"].port, "AzureOpenAI", azure)
             + _backend("azure-bad", mocks["azure"].port, "AzureOpenAI", azure.replace("azure-secret", "wrong-secret"))
             + _secret("wrong-secret", "client-secret", "not-the-secret")
@@ -136,9 +156,13 @@ def setup(tmp_path_factory) -> Iterator[dict]:
                      ("azure-gpt", "[{name: azure, modelNameOverride: gpt-4o}]"),
                      ("bedrock-then-openai", "[{name: bedrock-down, priority: 0}, {name: gpt, priority: 1}]"),
                      ("vertex-then-anthropic", "[{name: vertex-down, priority: 0}, {name: claude, priority: 1}]"),
-                     ("azure-then-openai", "[{name: azure-bad, priority: 0}, {name: gpt, priority: 1}]")))
+                     ("azure-then-openai", "[{name: azure-bad, priority: 0}, {name: gpt, priority: 1}]"),
+                     ("gemini-wif", "[{name: vertex-wif, modelNameOverride: gemini-2.0-flash-001}]"),
+                     ("azure-federated", "[{name: azure-federated, modelNameOverride: gpt-4o}]")))
     env = {"AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{mocks['bedrock'].port}",
-           "AZURE_AUTHORITY_HOST": f"http://127.0.0.1:{mocks['azure'].port}", "AWS_EC2_METADATA_DISABLED": "true"}
+           "AZURE_AUTHORITY_HOST": f"http://127.0.0.1:{mocks['azure'].port}", "AWS_EC2_METADATA_DISABLED": "true",
+           "MODELYARD_GCP_STS_URL": f"http://127.0.0.1:{vertex_port}/v1/token",
+           "MODELYARD_GCP_IAM_CREDENTIALS_URL": f"http://127.0.0.1:{vertex_port}"}
     gw = Gateway("--config", str(write_config(folder / "cloud.yaml", text)), workers=1, env=env)
     yield from serve(gw, mocks)
 
@@ -160,6 +184,14 @@ def access_line(gw: Gateway, before: int, model: str) -> dict:
     return found
 
 
+def token_sum(gw: Gateway, model: str, kind: str) -> float:
+    """The gen_ai_client_token_usage sum of a model and token type on /metrics."""
+    text = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
+    return sum(s.value for f in text_string_to_metric_families(text) if f.name == "gen_ai_client_token_usage"
+               for s in f.samples if s.name.endswith("_sum") and s.labels.get("gen_ai_token_type") == kind
+               and s.labels.get("gen_ai_original_model") == model)
+
+
 def log_lines(gw: Gateway) -> int:
     return sum(1 for line in gw.proc.output().splitlines() if line.startswith("{"))
 
@@ -169,7 +201,7 @@ def log_lines(gw: Gateway) -> int:
 
 def test_bedrock_chat_signed_with_keys_from_a_credentials_file(setup) -> None:
     gw = setup["gw"]
-    before = log_lines(gw)
+    before, counted = log_lines(gw), token_sum(gw, "nova", "output")  # the module's first nova request
     reply = oai(gw).chat.completions.create(model="nova", messages=HELLO, max_tokens=50)
     assert reply.choices[0].message.content and reply.choices[0].finish_reason == "stop"
     sent = setup["bedrock"].requests()[-1]
@@ -178,6 +210,7 @@ def test_bedrock_chat_signed_with_keys_from_a_credentials_file(setup) -> None:
     logged = access_line(gw, before, "nova")
     assert (logged["tokens"]["input"], logged["tokens"]["output"]) == (reply.usage.prompt_tokens,
                                                                         reply.usage.completion_tokens)
+    assert wait_for(lambda: token_sum(gw, "nova", "output") == counted + reply.usage.completion_tokens)
 
 
 def test_bedrock_streaming_tools_and_images(setup) -> None:
@@ -214,10 +247,33 @@ def test_bedrock_embeddings_and_anthropic_clients(setup) -> None:
     assert invoke and all("anthropic" in r["path"] for r in invoke if "titan" not in r["path"])
 
 
-def test_bedrock_errors_reach_clients_in_their_shape(setup) -> None:
-    with pytest.raises(openai.RateLimitError):
-        oai(setup["gw"]).chat.completions.create(model="nova", messages=HELLO,
-                                                 extra_headers={"x-mock-status": "429"})
+def test_errors_reach_clients_in_their_shape(setup) -> None:
+    gw = setup["gw"]
+    for model in ("nova", "claude-bedrock", "gemini", "claude-vertex"):
+        with pytest.raises(openai.RateLimitError):
+            oai(gw).chat.completions.create(model=model, messages=HELLO, extra_headers={"x-mock-status": "429"})
+    for model in ("nova", "claude-bedrock", "claude-vertex"):
+        with pytest.raises(anthropic.RateLimitError) as caught:
+            claude(gw).messages.create(model=model, max_tokens=5, messages=HELLO,
+                                       extra_headers={"x-mock-status": "429"})
+        assert caught.value.body["type"] == "error"
+
+
+ANTHROPIC_WEATHER = {"name": "get_weather", "description": "Current weather for a place",
+                     "input_schema": WEATHER["function"]["parameters"]}
+
+
+def test_anthropic_client_tools_both_ways(setup) -> None:
+    client = claude(setup["gw"])
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    for model in ("nova", "claude-bedrock", "claude-vertex"):
+        first = client.messages.create(model=model, max_tokens=100, tools=[ANTHROPIC_WEATHER], messages=ask)
+        use = next(b for b in first.content if b.type == "tool_use")
+        assert first.stop_reason == "tool_use" and use.name == "get_weather", model
+        second = client.messages.create(model=model, max_tokens=100, tools=[ANTHROPIC_WEATHER], messages=[
+            *ask, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]}])
+        assert second.content[0].text, model
 
 
 def test_sts_credentials_are_refreshed_mid_run_without_a_failed_request(setup) -> None:
@@ -257,19 +313,28 @@ def test_bedrock_fails_over_to_openai(setup) -> None:
 def test_gemini_chat_stream_tools_and_embeddings(setup) -> None:
     gw = setup["gw"]
     client = oai(gw)
-    before = log_lines(gw)
+    before, counted = log_lines(gw), token_sum(gw, "gemini", "input")  # the module's first gemini request
     reply = client.chat.completions.create(model="gemini", messages=HELLO)
     assert reply.choices[0].message.content
     logged = access_line(gw, before, "gemini")
-    assert logged["tokens"]["input"] == reply.usage.prompt_tokens
+    assert (logged["tokens"]["input"], logged["tokens"]["output"]) == (reply.usage.prompt_tokens,
+                                                                        reply.usage.completion_tokens)
+    assert wait_for(lambda: token_sum(gw, "gemini", "input") == counted + reply.usage.prompt_tokens)
     sent = setup["vertex"].requests()[-1]
     assert sent["path"].startswith("/v1/projects/proj/locations/us-central1/publishers/google/models/")
     assert sent["headers"]["authorization"].startswith("Bearer ") and "client-key" not in sent["headers"]["authorization"]
     chunks = list(client.chat.completions.create(model="gemini", messages=HELLO, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    call = client.chat.completions.create(model="gemini", tools=[WEATHER], messages=[
-        {"role": "user", "content": "What is the weather in Paris?"}]).choices[0].message.tool_calls[0]
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    call = client.chat.completions.create(model="gemini", tools=[WEATHER], messages=ask).choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather"
+    answered = client.chat.completions.create(model="gemini", tools=[WEATHER], messages=[
+        *ask, {"role": "assistant", "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}])
+    assert answered.choices[0].message.content
+    seen = client.chat.completions.create(model="gemini", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"}, {"type": "image_url", "image_url": {"url": PIXEL}}]}])
+    assert seen.choices[0].message.content
     vectors = client.embeddings.create(model="text-embedding", input=["a", "b"])
     assert len(vectors.data) == 2 and vectors.usage.prompt_tokens > 0
 
@@ -314,6 +379,14 @@ def test_a_backend_without_its_token_fails_over_without_being_called(setup) -> N
     assert len(setup["azure"].chat_requests()) == before  # no request went out unauthenticated
 
 
+def test_workload_identity_federation_and_azure_federated_credentials(setup) -> None:
+    gw = setup["gw"]
+    assert oai(gw).chat.completions.create(model="gemini-wif", messages=HELLO).choices[0].message.content
+    assert oai(gw).chat.completions.create(model="azure-federated", messages=HELLO).choices[0].message.content
+    assert policy_state(gw, "default/vertex-wif-policy")["type"] == "GCPWorkloadIdentity"
+    assert policy_state(gw, "default/azure-federated-policy")["type"] == "AzureFederated"
+
+
 # --- status, metrics, secrecy ---------------------------------------------------------------------
 
 
@@ -323,7 +396,8 @@ def test_status_and_metrics_show_each_credential_and_no_secret(setup) -> None:
     creds = view["cloud_credentials"]
     assert {k: v["status"] for k, v in creds.items()} == {
         **{f"default/{name}-policy": "valid" for name in ("bedrock", "bedrock-sts", "bedrock-claude", "bedrock-down",
-                                                           "vertex", "vertex-claude", "vertex-down", "azure")},
+                                                           "vertex", "vertex-claude", "vertex-down", "azure",
+                                                           "vertex-wif", "azure-federated")},
         "default/azure-bad-policy": "failing"}
     metrics = http_request(gw.admin_port, "GET", "/metrics")[2].decode()
     assert 'modelyard_credential_valid{policy="default/azure-policy",type="AzureClientSecret"} 1.0' in metrics

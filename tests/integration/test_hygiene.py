@@ -51,7 +51,11 @@ def gw(tmp_path_factory) -> Iterator[Gateway]:
     folder = tmp_path_factory.mktemp("hygiene")
     mock = Mock("hygiene")
     config = (schema_backend("gpt", mock.port, "OpenAI") + schema_backend("cohere", mock.port, "Cohere")
-              + schema_backend("bedrock", mock.port, "GCPAnthropic")
+              + schema_backend("bedrock", mock.port, "OpenAI")  # with a policy that cannot sign it: a 501
+              + "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\n"
+                "metadata: {name: bedrock-aws, namespace: default}\nspec:\n  type: AWSCredentials\n"
+                "  awsCredentials: {region: us-east-1}\n"
+                "  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock}]\n---\n"
               + "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIGatewayRoute\n"
                 "metadata: {name: hygiene, namespace: default}\nspec:\n  rules:\n"
                 "    - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: rr}]}]\n"
@@ -193,7 +197,7 @@ def test_every_request_gets_an_access_log_line(gw: Gateway) -> None:
         (request("POST", b"/v1/chat/completions", chat), 200, None, "/v1/chat/completions"),
         (request("POST", b"/v1/chat/completions", b"{"), 400, "invalid_json", "/v1/chat/completions"),
         (request("POST", b"/v1/chat/completions", b'{"model": "bedrock", "messages": []}'), 501,
-         "schema_not_supported", "/v1/chat/completions"),
+         "credentials_not_supported", "/v1/chat/completions"),
         (request("GET", b"/v1/chat/completions"), 405, "method_not_allowed", "/v1/chat/completions"),
         (request("GET", b"/no/such/endpoint?key=secret-in-query"), 404, "unknown_endpoint", "/no/such/endpoint"),
         (request("GET", b"/v1/models"), 200, None, "/v1/models"),

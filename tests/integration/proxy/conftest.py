@@ -172,8 +172,17 @@ apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIServiceBackend
 metadata: {{name: azure, namespace: default}}
 spec:
-  schema: {{name: GCPAnthropic}}
+  schema: {{name: OpenAI}}
   backendRef: {{name: mock-a, kind: Backend, group: gateway.envoyproxy.io}}
+---
+# A credential type that cannot authenticate the schema: the backend answers 501.
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: azure-aws, namespace: default}}
+spec:
+  type: AWSCredentials
+  awsCredentials: {{region: us-east-1}}
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: azure}}]
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend

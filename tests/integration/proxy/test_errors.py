@@ -102,7 +102,7 @@ def test_deprecated_backend_timeouts_and_policy_ref_warn_and_are_honoured(env) -
 
 def test_unsupported_schema_501_and_missing_object_503(env) -> None:
     status, _, body = env[0].post("/v1/chat/completions", {"model": "azure", "messages": []})
-    assert status == 501 and "GCPAnthropic" in error_of(body)["message"]
+    assert status == 501 and "AWSCredentials cannot authenticate a backend of schema OpenAI" in error_of(body)["message"]
     status, _, body = env[0].post("/v1/chat/completions", {"model": "ghost", "messages": []})
     assert status == 503 and "default/not-defined-yet" in error_of(body)["message"]
 
