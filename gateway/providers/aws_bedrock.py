@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+
+if TYPE_CHECKING:
+    from botocore.credentials import Credentials
 
 from modelyard.core.table import Backend, CredentialOverride
 from modelyard.core.wire import HEADER_ENCODING, header_value_problem
@@ -101,6 +101,9 @@ class _Signer:
     __slots__ = ("credentials", "region")
 
     def __init__(self, keys: AWSKeys, region: str | None = None):
+        # botocore is imported once AWS keys are published, not with every worker (a fifth of its start-up).
+        from botocore.credentials import Credentials
+
         self.credentials = Credentials(keys.access_key_id, keys.secret_access_key, keys.session_token or None)
         self.region = region or keys.region or None
 
@@ -136,6 +139,9 @@ def sign(request: UpstreamRequest, credentials: Credentials, region: str | None,
     if region is None:
         return None
     # The scheme is not signed; https keeps botocore signing the payload's hash (as it always does).
+    from botocore.auth import SigV4Auth  # loaded by _Signer already: a dictionary lookup per attempt
+    from botocore.awsrequest import AWSRequest
+
     aws = AWSRequest(method=request.method.decode("ascii"), url=f"https://{host_text}{request.path.decode('ascii')}",
                      headers={"host": host_text}, data=request.body)
     SigV4Auth(credentials, service, region).add_auth(aws)

@@ -12,11 +12,12 @@ bytes, split anywhere, into messages and checks both CRCs. A message's `:message
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple
-
-from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .common import loads_object
+
+if TYPE_CHECKING:
+    from botocore.eventstream import EventStreamMessage
 
 # Exception event of a Bedrock stream -> the HTTP status its API reference gives it; others are 500s.
 STREAM_EXCEPTIONS = {
@@ -74,7 +75,12 @@ class EventStreamTranslator:
     _closed: bool
 
     def __init__(self) -> None:
+        # botocore is imported by the first Bedrock stream, not with the worker: a gateway without
+        # AWS backends never loads it (a fifth of a worker's start-up, and its memory).
+        from botocore.eventstream import EventStreamBuffer, ParserError
+
         self._buffer = EventStreamBuffer()
+        self._parser_error = ParserError
         self._closed = False
 
     def feed(self, chunk: bytes) -> bytes:
@@ -88,7 +94,7 @@ class EventStreamTranslator:
                 out.append(self._message(message))
                 if self._closed:
                     break
-        except (ParserError, struct.error, ValueError, KeyError, IndexError) as e:
+        except (self._parser_error, struct.error, ValueError, KeyError, IndexError) as e:
             self._closed = True
             out.append(self._invalid(f"the backend's event stream is not valid ({type(e).__name__})"))
         return b"".join(out)
