@@ -52,7 +52,7 @@ from .anthropic_awsanthropic import bedrock_betas
 from .anthropic_bedrock_answer import anthropic_error_from_bedrock, build_response
 from .anthropic_bedrock_stream import BedrockStreamToAnthropic
 from .common import TranslationError, dumps, guarded
-from .openai_bedrock import IMAGE_FORMATS, inference_config, model_base, tool_config
+from .openai_bedrock import IMAGE_FORMATS, inference_config, is_claude, tool_config
 from .openai_bedrock_answer import converse_answer
 
 CACHE_POINT = {"cachePoint": {"type": "default"}}
@@ -63,13 +63,6 @@ __all__ = ["AnthropicToBedrock", "build_request", "is_claude"]
 
 
 # ---------------------------------------------------------------- request
-
-
-def is_claude(model: str) -> bool:
-    """Whether a model ID may be Claude's: it names Anthropic, or names no vendor at all."""
-    base = model_base(model)
-    vendor, dot, _ = base.partition(".")
-    return not dot or vendor == "anthropic" or "claude" in base.lower()
 
 
 def _cached(block: dict[str, Any], out: list[dict[str, Any]]) -> None:

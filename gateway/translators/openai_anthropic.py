@@ -139,7 +139,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return out
 
 
-def _thinking(effort: Any, max_tokens: int | None) -> tuple[dict[str, Any] | None, int | None]:
+def thinking_for(effort: Any, max_tokens: int | None) -> tuple[dict[str, Any] | None, int | None]:
     """(thinking config, max_tokens to send) for a reasoning_effort."""
     if effort is None or effort in NO_THINKING:
         return None, max_tokens
@@ -163,7 +163,7 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
         raise TranslationError("n > 1 is not supported by this backend", "n")
     system, turns = _messages(messages)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    thinking, limit = _thinking(body.get("reasoning_effort"), limit)
+    thinking, limit = thinking_for(body.get("reasoning_effort"), limit)
     out: dict[str, Any] = {"model": model, "max_tokens": limit or DEFAULT_MAX_TOKENS, "messages": turns}
 
     fmt = body.get("response_format") or {}

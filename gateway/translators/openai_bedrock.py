@@ -20,9 +20,10 @@ Request mapping decisions (OpenAI field -> Converse field):
   requires a toolConfig), in which case the tools are sent without a toolChoice.
 - response_format json_object -> a system instruction (as for Anthropic); json_schema is a 400.
 - `stream: true` is accepted (the provider picks the converse-stream path); stream_options is not
-  sent (Converse streams always end with their usage). `n` > 1 and reasoning_effort (other than
-  "none") are 400s; seed, penalties, logit_bias, logprobs, user, parallel_tool_calls are not
-  expressible and ignored.
+  sent (Converse streams always end with their usage). `n` > 1 is a 400. reasoning_effort ->
+  additionalModelRequestFields.thinking for Claude models, with the budgets of the Anthropic
+  translator (openai_anthropic.THINKING_BUDGETS; maxTokens grows to hold it); other models: a 400.
+  seed, penalties, logit_bias, logprobs, user, parallel_tool_calls are not expressible and ignored.
 
 The answer and error halves are in openai_bedrock_answer.py, the streamed answer in
 openai_bedrock_stream.py.
@@ -36,6 +37,7 @@ from modelyard.core.usage import Usage
 
 from .common import (TranslationError, assistant_text, dumps, functions_of, guarded, image_url_of,
                      merged_turns, text_of, tool_arguments, user_blocks)
+from .openai_anthropic import thinking_for
 from .openai_bedrock_answer import build_response, converse_answer, error_from_bedrock
 from .openai_bedrock_stream import BedrockStreamToOpenAI
 
@@ -57,6 +59,13 @@ def model_base(model: str) -> str:
     base = model.rpartition("/")[2]
     geography, dot, rest = base.partition(".")
     return rest if dot and "." in rest and geography.lower() in PROFILE_GEOGRAPHIES else base
+
+
+def is_claude(model: str) -> bool:
+    """Whether a model ID may be Claude's: it names Anthropic, or names no vendor at all."""
+    base = model_base(model)
+    vendor, dot, _ = base.partition(".")
+    return not dot or vendor == "anthropic" or "claude" in base.lower()
 
 
 # ---------------------------------------------------------------- request
@@ -160,8 +169,14 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
         raise TranslationError("messages must be a list", "messages")
     if (body.get("n") or 1) != 1:
         raise TranslationError("n > 1 is not supported by this backend", "n")
-    if body.get("reasoning_effort") not in (None, "none"):
-        raise TranslationError("reasoning_effort is not supported by this backend yet", "reasoning_effort")
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    effort = body.get("reasoning_effort")
+    thinking = None
+    if effort not in (None, "none"):
+        if not is_claude(model):
+            raise TranslationError(f"reasoning_effort is not supported for {model} on this backend (Converse takes "
+                                   "it for Claude models, as thinking)", "reasoning_effort")
+        thinking, limit = thinking_for(effort, limit)  # as for Anthropic's API: a budget within max_tokens
     system, turns = _messages(messages)
     out: dict[str, Any] = {"messages": turns}
 
@@ -173,10 +188,11 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     if system:
         out["system"] = [{"text": s} for s in system]
 
-    config = inference_config(body.get("max_completion_tokens") or body.get("max_tokens"), body.get("temperature"),
-                              body.get("top_p"), body.get("stop"))
+    config = inference_config(limit, body.get("temperature"), body.get("top_p"), body.get("stop"))
     if config is not None:
         out["inferenceConfig"] = config
+    if thinking is not None:
+        out["additionalModelRequestFields"] = {"thinking": thinking}
     if body.get("tools"):
         choice = body.get("tool_choice")
         tools = tool_config(_tool_specs(body["tools"]), _tool_choice(choice), choice == "none", turns)

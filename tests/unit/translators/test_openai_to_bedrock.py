@@ -79,7 +79,6 @@ def test_request_data_url_images(media, fmt):
     ({"messages": [{"role": "function", "content": "x"}]}, "messages"),
     ({"messages": "hi"}, "messages"),
     ({"messages": [user("hi")], "n": 2}, "n"),
-    ({"messages": [user("hi")], "reasoning_effort": "high"}, "reasoning_effort"),
     ({"messages": [user("hi")], "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
      "response_format"),
     ({"messages": [user("hi")], "tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools"),
@@ -91,6 +90,21 @@ def test_request_not_expressible(body, param):
     with pytest.raises(TranslationError) as e:
         O2B.request(body, "m")
     assert e.value.param == param
+
+
+def test_reasoning_effort_is_claude_thinking_and_a_400_for_other_models():
+    body = {"messages": [user("hi")], "reasoning_effort": "medium", "max_completion_tokens": 20000}
+    sent = json.loads(O2B.request(body, "us.anthropic.claude-sonnet-4-20250514-v1:0"))
+    assert sent["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 8192}}
+    assert sent["inferenceConfig"]["maxTokens"] == 20000
+    unbounded = json.loads(O2B.request({"messages": [user("hi")], "reasoning_effort": "low"}, "anthropic.claude-x"))
+    assert unbounded["inferenceConfig"]["maxTokens"] > unbounded["additionalModelRequestFields"]["thinking"][
+        "budget_tokens"] == 2048  # room for the answer beside the budget
+    with pytest.raises(TranslationError) as e:
+        O2B.request({"messages": [user("hi")], "reasoning_effort": "high"}, "amazon.nova-micro-v1:0")
+    assert e.value.param == "reasoning_effort"
+    assert "additionalModelRequestFields" not in json.loads(
+        O2B.request({"messages": [user("hi")], "reasoning_effort": "none"}, "amazon.nova-micro-v1:0"))
 
 
 def test_request_malformed_field_is_a_translation_error():
