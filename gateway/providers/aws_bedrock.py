@@ -117,10 +117,15 @@ def sigv4_auth(mutation_lines: bytes, key: str, service: str = SERVICE,
     edits first. None (a 401) while no usable entry is published, or no region is known."""
     cached: list[Any] = [-1, None]  # (credentials generation, _Signer | None)
 
+    def load() -> None:
+        keys = parse_keys(credentials.values.get(key))
+        cached[:] = [credentials.generation, _Signer(keys, region) if keys is not None else None]
+
     def hook(head: list[bytes], body: bytes, client: Any) -> bytes | None:
         if cached[0] != credentials.generation:
-            keys = parse_keys(credentials.values.get(key))
-            cached[:] = [credentials.generation, _Signer(keys, region) if keys is not None else None]
+            load()
+        if cached[1] is None and credentials.recheck():  # published since the last tick?
+            load()
         signer: _Signer | None = cached[1]
         if signer is None:
             return None

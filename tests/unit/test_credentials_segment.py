@@ -109,3 +109,16 @@ def test_the_worker_copy_without_a_segment_is_empty(monkeypatch: pytest.MonkeyPa
     worker.refresh()
     assert (worker.generation, worker.values) == (0, {})
 
+
+
+def test_a_hook_that_finds_no_credential_looks_at_the_segment_at_once(
+        segment: CredentialsSegment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first credential the control process publishes is used by the next request, not after the
+    worker's next tick: between the two, a request would get a 401 the gateway could have avoided."""
+    monkeypatch.setenv(SETTINGS_ENV, Settings(credentials=segment.path).encode())
+    worker = WorkerCredentials()
+    hook = bearer_auth(b"", "default/a", worker)
+    assert hook([], b"", {}) is None
+    segment.publish({"default/a": "first"})
+    assert hook([], b"", {}) == b"authorization: Bearer first\r\n"  # no worker.refresh() in between
+    assert not worker.recheck()  # nothing newer: one 8-byte load, no copy
