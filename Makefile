@@ -37,5 +37,7 @@ demo: $(PY)
 	$(PY) -m pip install --quiet -e .
 	$(PY) -m modelyard.gateway demo --port $(PORT)
 
+# One pytest process per core (at most 4), each module's tests in one of them (module fixtures
+# start gateways and mocks once); ports come from a range per process (tests/support.free_port).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile

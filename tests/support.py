@@ -4,6 +4,7 @@ waiting for a condition, and realistic text to count tokens of."""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import random
@@ -24,10 +25,29 @@ if not EXAMPLES.is_dir():  # a checkout with shared/ inside it
     EXAMPLES = REPO / "shared" / "examples"
 
 
+# Under pytest-xdist each worker takes its ports from a range of its own, below the kernel's
+# ephemeral range: two workers never pick the same port between a check and its use, and no
+# kernel-chosen port (a client's, or a port-0 server's) can take one either.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_PORT_SLICE = 4000
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    if not _XDIST_WORKER:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    base = 12000 + int(_XDIST_WORKER.removeprefix("gw") or 0) * _PORT_SLICE
+    for _ in range(_PORT_SLICE):
+        port = base + next(_next_port) % _PORT_SLICE
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}..{base + _PORT_SLICE}")
 
 
 class Proc:
@@ -115,7 +135,9 @@ def wait_http(port: int, path: str = "/", timeout: float = 20.0, proc: Proc | No
     raise TimeoutError(f"127.0.0.1:{port}{path} not ready: {last}\n{out}")
 
 
-def wait_for(pred, timeout: float = 5.0, interval: float = 0.05) -> Any:
+def wait_for(pred, timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """pred() once it is truthy; its last value after `timeout` seconds. The timeout is a guard
+    against a hang on a loaded machine (the suite runs in parallel), never a speed limit."""
     deadline = time.monotonic() + timeout
     while True:
         value = pred()

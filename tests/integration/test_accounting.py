@@ -103,7 +103,7 @@ def _last_line(gw: Gateway, model: str, before: int, stream: bool = False) -> di
         fresh = [x for x in lines[before:] if x["model"] == model and x["stream"] is stream]
         return fresh[-1] if fresh else None
 
-    found = wait_for(find, timeout=5.0)
+    found = wait_for(find, timeout=30.0)
     assert found, gw.proc.output()[-2000:]
     return found
 

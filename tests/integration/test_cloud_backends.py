@@ -179,7 +179,7 @@ def access_line(gw: Gateway, before: int, model: str) -> dict:
     def find() -> dict | None:
         lines = [json.loads(x) for x in gw.proc.output().splitlines() if x.startswith("{")][before:]
         return next((x for x in lines if x["model"] == model), None)
-    found = wait_for(find, timeout=5.0)
+    found = wait_for(find, timeout=30.0)
     assert found, gw.proc.output()[-2000:]
     return found
 

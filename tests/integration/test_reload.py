@@ -89,8 +89,8 @@ def dir_gw(gw: Gateway, conf_dir: Path) -> Iterator[Gateway]:
     if routes.read_text() != BASE_ROUTES:
         write_config(routes, BASE_ROUTES)
     # Settled: the watcher loaded the baseline without errors, and every worker serves it.
-    assert wait_for(lambda: (v := gw.config())["errors"] == [] and v["models"] == ["alpha"], timeout=5.0), gw.config()
-    assert wait_for(lambda: all(model_ids(gw) == {"alpha"} for _ in range(STABLE_REQUESTS)), timeout=5.0)
+    assert wait_for(lambda: (v := gw.config())["errors"] == [] and v["models"] == ["alpha"], timeout=30.0), gw.config()
+    assert wait_for(lambda: all(model_ids(gw) == {"alpha"} for _ in range(STABLE_REQUESTS)), timeout=30.0)
 
 
 def test_rule_added_to_a_watched_file_is_served(dir_gw: Gateway, conf_dir: Path, mock: Mock) -> None:

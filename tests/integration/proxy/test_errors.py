@@ -69,7 +69,7 @@ def test_backend_closing_the_connection_before_answering_502(env) -> None:
     assert status == 502 and err["code"] == "upstream_reset", (status, err)
     assert "default/reset" in err["message"] or f"127.0.0.1:{closer.port}" in err["message"], err
     assert headers["x-ai-gateway-backend"] == "default/reset"
-    assert wait_for(lambda: closer.accepted > accepted, timeout=2.0)  # connected, then cut off: not unreachable
+    assert wait_for(lambda: closer.accepted > accepted, timeout=30.0)  # connected, then cut off: not unreachable
 
 
 def test_deprecated_backend_timeouts_and_policy_ref_warn_and_are_honoured(env) -> None:
