@@ -132,6 +132,15 @@ class System:
                 raise RuntimeError("the gateway did not get ready:\n" + gw.log.read_text(errors="replace")[-3000:])
             time.sleep(0.1)
 
+    def retried(self) -> bool:
+        """Whether the gateway's /metrics shows a retry yet."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
+                return any(line.startswith("modelyard_retries_total{") and not line.endswith(" 0.0")
+                           for line in r.read().decode().splitlines())
+        except OSError:
+            return False
+
     def kill_fast(self) -> None:
         """The `fast` backend dies (SIGKILL to its own process group)."""
         svc = self.services["fast"]
@@ -214,6 +223,11 @@ class Run:
         await loop.run_in_executor(None, self.sys.kill_fast)
         self.event("backend fast killed")
         await asyncio.sleep(outage)
+        # The outage lasts until the gateway has retried at least once (a slow, shared machine may
+        # send no request to `fast` in a short outage), so the retries panel always has its data.
+        deadline = time.time() + 15.0
+        while time.time() < deadline and not await loop.run_in_executor(None, self.sys.retried):
+            await asyncio.sleep(0.2)
         svc = self.sys.start_fast()
         await loop.run_in_executor(None, svc.wait_port, self.sys.fast_port, 30)
         self.event("backend fast started again")
