@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from modelyard.core.usage import Usage
+
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
 
@@ -280,3 +282,18 @@ class JSONTranslator:
         except (AttributeError, TypeError, ValueError, KeyError, OverflowError):  # malformed: relay it as it came
             return body, None, None
         return dumps(out), usage, model
+
+
+def cache_usage(uncached: int, read: int, written: int, output: int) -> Usage:
+    """The gateway's Usage from an API that counts the prompt cache apart from the input (Anthropic's
+    input_tokens, Converse's inputTokens): input is all three parts."""
+    inp = uncached + read + written
+    return Usage(input_tokens=inp, output_tokens=output, total_tokens=inp + output,
+                 cached_input_tokens=read, cache_creation_input_tokens=written)
+
+
+def openai_usage(u: Usage) -> dict[str, Any]:
+    """OpenAI's usage object (prompt_tokens counts cached tokens, as OpenAI's does)."""
+    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens}}
+

@@ -8,7 +8,7 @@ from typing import Any
 from modelyard.core.errors import openai_error
 from modelyard.core.usage import Usage
 
-from .common import dumps_str, loads_object
+from .common import cache_usage, dumps_str, loads_object, openai_usage
 
 # Anthropic stop_reason -> OpenAI finish_reason. pause_turn (a server-tool loop paused)
 # and unknown reasons are "stop": the turn ended without an error the client can act on.
@@ -34,17 +34,8 @@ def finish_reason(stop_reason: str | None) -> str | None:
 
 def usage_of(u: dict[str, Any]) -> Usage:
     """The gateway's Usage from an Anthropic usage block (input counted with its cache parts)."""
-    read = u.get("cache_read_input_tokens") or 0
-    created = u.get("cache_creation_input_tokens") or 0
-    inp = (u.get("input_tokens") or 0) + read + created
-    out = u.get("output_tokens") or 0
-    return Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + out,
-                 cached_input_tokens=read, cache_creation_input_tokens=created)
-
-
-def openai_usage(u: Usage) -> dict[str, Any]:
-    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens}}
+    return cache_usage(u.get("input_tokens") or 0, u.get("cache_read_input_tokens") or 0,
+                       u.get("cache_creation_input_tokens") or 0, u.get("output_tokens") or 0)
 
 
 def _tool_call(block: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from modelyard.core.usage import Usage
 
-from .common import dumps, dumps_str, loads_object
+from .common import cache_usage, dumps, dumps_str, loads_object, openai_usage
 
 # Converse stopReason -> OpenAI finish_reason; unknown reasons are "stop".
 FINISH_REASONS = {
@@ -56,17 +56,8 @@ def finish_reason(stop_reason: str | None) -> str:
 
 def usage_of(u: dict[str, Any]) -> Usage:
     """The gateway's Usage from a Converse usage block (input counted with its cache parts)."""
-    read = u.get("cacheReadInputTokens") or 0
-    written = u.get("cacheWriteInputTokens") or 0
-    inp = (u.get("inputTokens") or 0) + read + written
-    out = u.get("outputTokens") or 0
-    return Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + out,
-                 cached_input_tokens=read, cache_creation_input_tokens=written)
-
-
-def openai_usage(u: Usage) -> dict[str, Any]:
-    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens}}
+    return cache_usage(u.get("inputTokens") or 0, u.get("cacheReadInputTokens") or 0,
+                       u.get("cacheWriteInputTokens") or 0, u.get("outputTokens") or 0)
 
 
 def _tool_call(use: dict[str, Any]) -> dict[str, Any]:
