@@ -23,11 +23,11 @@ under the policy's key (Backend.cloud.key; providers/credentials.bearer_auth): a
 from __future__ import annotations
 
 from typing import ClassVar
-from urllib.parse import quote
 
 from modelyard.core.table import Backend, CredentialOverride
 from modelyard.gateway.providers.base import AuthHook, Provider, static_auth
 from modelyard.gateway.providers.credentials import bearer_auth
+from modelyard.gateway.providers.gcp_vertex_ai import publisher_path
 from modelyard.gateway.translators import Translator
 from modelyard.gateway.translators.anthropic_gcpanthropic import AnthropicToGCPAnthropic
 from modelyard.gateway.translators.openai_gcpanthropic import OpenAIToGCPAnthropic
@@ -43,13 +43,7 @@ class GCPAnthropic(Provider):
                                                            "anthropic": AnthropicToGCPAnthropic()}
 
     def upstream_path(self, backend: Backend, operation: str) -> tuple[bytes, bytes | None] | None:
-        tail = self.paths.get(operation)
-        cloud = backend.cloud
-        if tail is None or cloud is None or not cloud.project or not cloud.region:
-            return None
-        models = (f"{backend.prefix}/v1/projects/{quote(cloud.project, safe='')}/locations/"
-                  f"{quote(cloud.region, safe='')}/publishers/anthropic/models/")
-        return models.encode("latin-1"), tail.encode("latin-1")
+        return publisher_path(backend, "anthropic", self.paths.get(operation))
 
     def auth(self, backend: Backend, mutation_lines: bytes, auth_lines: bytes,
              override: CredentialOverride | None) -> AuthHook:

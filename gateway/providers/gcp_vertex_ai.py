@@ -41,6 +41,17 @@ from modelyard.gateway.translators.openai_gemini_embeddings import OpenAIToGemin
 CLOUD_TYPE = "GCPCredentials"
 
 
+def publisher_path(backend: Backend, publisher: str, tail: str | None) -> tuple[bytes, bytes | None] | None:
+    """(the path up to a publisher's model, `tail`) under the project and location of the backend's
+    GCPCredentials policy; None without a tail, a policy, or a project and location to name."""
+    cloud = backend.cloud
+    if tail is None or cloud is None or cloud.type != CLOUD_TYPE or not cloud.project or not cloud.region:
+        return None
+    path = (f"{backend.prefix}/v1/projects/{quote(cloud.project, safe='')}/locations/"
+            f"{quote(cloud.region, safe='')}/publishers/{publisher}/models/")
+    return path.encode("latin-1"), tail.encode("latin-1")
+
+
 class GCPVertexAI(Provider):
     schema = "GCPVertexAI"
     metric_name = "gcp.vertex_ai"
@@ -53,13 +64,7 @@ class GCPVertexAI(Provider):
         ("openai", "/embeddings"): OpenAIToGeminiEmbeddings()}
 
     def upstream_path(self, backend: Backend, operation: str) -> tuple[bytes, bytes | None] | None:
-        tail = self.paths.get(operation)
-        cloud = backend.cloud
-        if tail is None or cloud is None or cloud.type != CLOUD_TYPE or not cloud.project or not cloud.region:
-            return None
-        path = (f"{backend.prefix}/v1/projects/{quote(cloud.project, safe='')}/locations/"
-                f"{quote(cloud.region, safe='')}/publishers/google/models/")
-        return path.encode("latin-1"), tail.encode("latin-1")
+        return publisher_path(backend, "google", self.paths.get(operation))
 
     def auth(self, backend: Backend, mutation_lines: bytes, auth_lines: bytes,
              override: CredentialOverride | None) -> AuthHook:
