@@ -3,6 +3,7 @@ the security policies and Secrets that carry their keys, and a route with given 
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 from tests.conftest import openai_backend
@@ -117,3 +118,13 @@ def key_policy(backend: str, secret: str, secret_body: str, namespace: str = "de
         kind: Secret
         metadata: {{name: {secret}, namespace: {namespace}}}
         """) + textwrap.dedent(secret_body) + "---\n"
+
+
+def model_rules(route: str, *pairs: tuple[str, str], version: str = "v1beta1") -> str:
+    """An AIGatewayRoute default/`route` with one rule per (model, backendRefs YAML) pair, matched on
+    the model header."""
+    body = "".join(f"    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {json.dumps(model)}}}]}}]\n"
+                   f"      backendRefs: {refs}\n" for model, refs in pairs)
+    return (f"apiVersion: aigateway.envoyproxy.io/{version}\nkind: AIGatewayRoute\n"
+            f"metadata: {{name: {route}, namespace: default}}\nspec:\n  rules:\n" + body)
+

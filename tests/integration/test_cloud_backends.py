@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Gateway, Mock, openai_backend, write_config
 from tests.integration.helpers import serve
-from tests.resources import schema_backend
+from tests.resources import model_rules, schema_backend
 from tests.support import free_port, http_request, wait_for
 
 AWS_KEY_ID, AWS_SECRET = "AKIAMODELYARDTEST01", "test-secret-key/for+bedrock"
@@ -59,13 +59,6 @@ def _backend(name: str, port: int, schema: str, policy: str, version: str = "") 
 def _secret(name: str, key: str, value: str) -> str:
     return (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\n"
             f"stringData:\n  {key}: {json.dumps(value)}\n---\n")
-
-
-def _rules(*pairs: tuple[str, str]) -> str:
-    body = "".join(f"    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {json.dumps(model)}}}]}}]\n"
-                   f"      backendRefs: {refs}\n" for model, refs in pairs)
-    return ("apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\n"
-            "metadata: {name: cloud, namespace: default}\nspec:\n  rules:\n" + body)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +138,7 @@ def setup(tmp_path_factory) -> Iterator[dict]:
             + _secret("wrong-secret", "client-secret", "not-the-secret")
             + openai_backend("gpt", "127.0.0.1", mocks["gpt"].port)
             + schema_backend("claude", mocks["claude"].port, "Anthropic", policy="AnthropicAPIKey", key="sk-ant")
-            + _rules(("nova", f'[{{name: bedrock, modelNameOverride: "{NOVA}"}}]'),
+            + model_rules("cloud", ("nova", f'[{{name: bedrock, modelNameOverride: "{NOVA}"}}]'),
                      ("nova-sts", f'[{{name: bedrock-sts, modelNameOverride: "{NOVA}"}}]'),
                      ("titan-embed", '[{name: bedrock, modelNameOverride: "amazon.titan-embed-text-v2:0"}]'),
                      ("claude-bedrock", '[{name: bedrock-claude, modelNameOverride: '

@@ -55,6 +55,16 @@ def _credentials_file() -> str:
     return f"[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
 
 
+def _answered(gw: Gateway, chat: str, message: str) -> None:
+    """An OpenAI chat completion of `chat` and an Anthropic message of `message`, both answered."""
+    reply = openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0).chat.completions.create(
+        model=chat, messages=HELLO)
+    assert reply.choices[0].message.content
+    answer = anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw.port}/anthropic", api_key="k",
+                                 max_retries=0).messages.create(model=message, max_tokens=30, messages=HELLO)
+    assert answer.content[0].text
+
+
 def _stop(*procs: Any) -> None:
     for p in procs:
         if isinstance(p, Gateway):  # shown by pytest when the test failed
@@ -78,13 +88,7 @@ def test_basic_aws(tmp_path: Path, ca: trustme.CA) -> None:
                            tmp_path)
     gw = _gateway(config, ca, tmp_path, {BEDROCK_HOST: bedrock.port})
     try:
-        reply = openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0).chat.completions.create(
-            model="us.amazon.nova-micro-v1:0", messages=HELLO)
-        assert reply.choices[0].message.content
-        message = anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw.port}/anthropic", api_key="k",
-                                      max_retries=0).messages.create(
-            model="anthropic.claude-3-5-sonnet-20241022-v2:0", max_tokens=30, messages=HELLO)
-        assert message.content[0].text
+        _answered(gw, chat="us.amazon.nova-micro-v1:0", message="anthropic.claude-3-5-sonnet-20241022-v2:0")
         paths = [r["path"] for r in bedrock.requests()]
         assert any(p.endswith("/converse") for p in paths) and any(p.endswith("/invoke") for p in paths)
     finally:
@@ -108,13 +112,7 @@ def test_basic_gcp_vertex(tmp_path: Path, ca: trustme.CA) -> None:
     gw = _gateway(config, ca, tmp_path, {"us-central1-aiplatform.googleapis.com": vertex.port,
                                          "us-east5-aiplatform.googleapis.com": vertex.port})
     try:
-        reply = openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0).chat.completions.create(
-            model="gemini-2.5-flash", messages=HELLO)
-        assert reply.choices[0].message.content
-        message = anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw.port}/anthropic", api_key="k",
-                                      max_retries=0).messages.create(
-            model="claude-3-7-sonnet@20250219", max_tokens=30, messages=HELLO)
-        assert message.content[0].text
+        _answered(gw, chat="gemini-2.5-flash", message="claude-3-7-sonnet@20250219")
         paths = [r["path"] for r in vertex.requests()]
         assert "/v1/projects/GCP_PROJECT_NAME/locations/GCP_REGION/publishers/google/models/gemini-2.5-flash" \
                ":generateContent" in paths

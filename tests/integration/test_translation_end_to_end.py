@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Gateway, Mock, write_config
 from tests.integration.helpers import serve
-from tests.resources import schema_backend
+from tests.resources import model_rules, schema_backend
 from tests.support import http_request, wait_for
 
 WEATHER = {"type": "function", "function": {
@@ -20,10 +20,7 @@ WEATHER = {"type": "function", "function": {
 
 
 def rules(*pairs: tuple[str, str]) -> str:
-    body = "".join(f"    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {model}}}]}}]\n"
-                   f"      backendRefs: {refs}\n" for model, refs in pairs)
-    return ("apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIGatewayRoute\n"
-            "metadata: {name: translate, namespace: default}\nspec:\n  rules:\n" + body)
+    return model_rules("translate", *pairs, version="v1alpha1")
 
 
 @pytest.fixture(scope="module")
