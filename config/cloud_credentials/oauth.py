@@ -43,7 +43,12 @@ class Token:
 
 
 async def _json(response: aiohttp.ClientResponse, what: str) -> Any:
-    body = await response.content.read(MAX_ANSWER + 1)
+    body = bytearray()
+    while len(body) <= MAX_ANSWER:  # read(n) gives what has arrived, up to n: a long answer takes several
+        chunk = await response.content.read(MAX_ANSWER + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
     if len(body) > MAX_ANSWER:
         raise TokenError(f"{what} answered with over {MAX_ANSWER} bytes")
     try:

@@ -320,3 +320,50 @@ def test_token_requests_follow_resolve_like_the_backends(monkeypatch: pytest.Mon
             await fetcher.close()
 
     assert _run([("POST", "/{tenant}/oauth2/v2.0/token", azure)], body).value == "mapped"
+
+
+def test_a_token_endpoint_answering_100_mb_is_refused_after_one_mebibyte(monkeypatch: pytest.MonkeyPatch) -> None:
+    chunk = b"x" * (1 << 20)
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        await response.prepare(request)
+        try:
+            for _ in range(100):  # 100 MB, streamed: the gateway stops reading after its bound
+                await response.write(chunk)
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
+
+    async def body(base: str) -> Any:
+        monkeypatch.setenv("AZURE_AUTHORITY_HOST", base)
+        fetcher = Fetcher()
+        try:
+            with pytest.raises(TokenError, match="over 1048576 bytes"):
+                await fetcher.fetch(AzureClientSecret("t", "app", "s"))
+        finally:
+            await fetcher.close()
+
+    _run([("POST", "/{tenant}/oauth2/v2.0/token", huge)], body)
+
+
+def test_a_token_answer_that_arrives_in_pieces_is_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = json.dumps({"token_type": "Bearer", "expires_in": 60, "access_token": "t" * 200_000}).encode()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        await response.prepare(request)
+        for i in range(0, len(answer), 4096):
+            await response.write(answer[i:i + 4096])
+            await asyncio.sleep(0)
+        return response
+
+    async def body(base: str) -> Any:
+        monkeypatch.setenv("AZURE_AUTHORITY_HOST", base)
+        fetcher = Fetcher()
+        try:
+            return await fetcher.fetch(AzureClientSecret("t", "app", "s"))
+        finally:
+            await fetcher.close()
+
+    assert _run([("POST", "/{tenant}/oauth2/v2.0/token", slow)], body).value == "t" * 200_000
